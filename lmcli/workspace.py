@@ -1,0 +1,63 @@
+"""The workspace: one directory where commands find each other's outputs by default.
+
+Layout (all under the workspace root, default ``./workspace``, or ``--workspace`` /
+``LMCLI_WORKSPACE``)::
+
+    data/demo-train.txt, data/demo-valid.txt   the embedded demo corpus (made on first use)
+    data/<name>.npy                             token ids written by ``lmcli encode``
+    tokenizer/vocab.json, tokenizer/merges.txt  written by ``lmcli train-bpe``
+    runs/<name>/                                one directory per ``lmcli train`` run
+
+Relative paths inside configs are resolved against the workspace root, so a config names
+``data/train.npy`` rather than a path that depends on where the command was typed.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKSPACE = Path("workspace")
+WORKSPACE_ENV = "LMCLI_WORKSPACE"
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @classmethod
+    def resolve(cls, path: str | os.PathLike | None = None) -> "Workspace":
+        """The workspace named by ``path``, else ``$LMCLI_WORKSPACE``, else ``./workspace``."""
+        chosen = path or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
+        return cls(Path(chosen).expanduser())
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.root / "tokenizer"
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / "runs"
+
+    def path(self, relative: str | os.PathLike) -> Path:
+        """Resolve a path from a config: absolute paths stay, relative ones live in the workspace."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.root / p
+
+    def demo_split(self, split: str = "train") -> Path:
+        """Path of the demo corpus split ("train" or "valid"), generating the corpus on first use."""
+        from lmcli.data.demo import ensure_demo_corpus
+
+        return ensure_demo_corpus(self.data_dir)[split]
+
+    def encoded_path(self, text_path: Path) -> Path:
+        """Default ``.npy`` for an encoded text file: demo splits map to train.npy / valid.npy."""
+        for split in ("train", "valid"):
+            if text_path.name == f"demo-{split}.txt":
+                return self.data_dir / f"{split}.npy"
+        return self.data_dir / f"{text_path.stem}.npy"

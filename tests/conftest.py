@@ -1,0 +1,35 @@
+"""Shared test helpers: the CS336 fixtures in ../shared (skipped when absent) and a CLI runner."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+FIXTURES = SHARED / "fixtures"
+
+
+@pytest.fixture
+def fixtures() -> Path:
+    """The CS336 fixture directory; tests that need it skip when ../shared is not beside the checkout."""
+    if not FIXTURES.is_dir():
+        pytest.skip(f"CS336 fixtures not found at {FIXTURES} (../shared is absent)")
+    return FIXTURES
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch):
+    """Invoke ``lmcli`` in-process with a fresh workspace; returns (result) of CliRunner.invoke."""
+    from lmcli.cli import app
+
+    monkeypatch.setenv("LMCLI_WORKSPACE", str(tmp_path / "workspace"))
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+
+    def invoke(*args: str, input: str | None = None):
+        return runner.invoke(app, [str(a) for a in args], input=input)
+
+    return invoke
