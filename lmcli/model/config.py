@@ -1,0 +1,88 @@
+"""The shape of a Transformer LM as one frozen dataclass, read from the ``[model]`` table of a TOML config.
+
+The defaults are the CS336 TinyStories model (17M non-embedding parameters). The string switches
+select the ablations the assignment runs: post-norm or no RMSNorm at all, no position embedding
+(NoPE), a plain SiLU feed-forward instead of SwiGLU, and tying the LM head to the token embedding.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from lmcli.errors import LmcliError
+
+if TYPE_CHECKING:
+    import torch
+
+    from lmcli.model.transformer import TransformerLM
+
+NORMS = ("pre", "post", "none")
+POSITIONS = ("rope", "none")
+FFNS = ("swiglu", "silu")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    vocab_size: int = 10_000
+    context_length: int = 256
+    d_model: int = 512
+    num_layers: int = 4
+    num_heads: int = 16
+    d_ff: int = 1_344
+    rope_theta: float = 10_000.0
+    norm: str = "pre"  # "pre" | "post" | "none"   (ablations: post-norm, no RMSNorm)
+    position: str = "rope"  # "rope" | "none"      (NoPE ablation)
+    ffn: str = "swiglu"  # "swiglu" | "silu"        (SiLU ablation: W2·SiLU(W1 x), no w3; set d_ff = 4·d_model)
+    tie_embeddings: bool = False  # lm_head shares token_embeddings.weight
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.num_heads
+
+    def validate(self) -> None:
+        """Raise LmcliError naming the first field that cannot build a model."""
+        for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
+            if getattr(self, name) <= 0:
+                raise LmcliError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.num_heads:
+            raise LmcliError(f"model.num_heads ({self.num_heads}) must divide model.d_model ({self.d_model})")
+        for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS)):
+            if getattr(self, name) not in allowed:
+                raise LmcliError(f"model.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
+        if self.position == "rope":
+            if self.rope_theta <= 0:
+                raise LmcliError(f"model.rope_theta must be positive, got {self.rope_theta}")
+            if self.head_dim % 2:
+                raise LmcliError(f"RoPE rotates pairs: the head dimension d_model/num_heads = {self.head_dim} must be even")
+
+    def build(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TransformerLM:
+        """Validate, then construct the model (weights freshly initialized)."""
+        self.validate()
+        from lmcli.model.transformer import TransformerLM
+
+        return TransformerLM(**dataclasses.asdict(self), device=device, dtype=dtype)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """A config from a ``[model]`` table: unknown keys and wrong types are errors, missing keys take defaults."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values = {}
+        for key, value in d.items():
+            if key not in fields:
+                raise LmcliError(f"unknown key model.{key} (known: {', '.join(fields)})")
+            values[key] = _coerce(key, value, type(fields[key].default))
+        config = cls(**values)
+        config.validate()
+        return config
+
+
+def _coerce(key: str, value: Any, kind: type) -> Any:
+    # bool is an int subclass in Python: `d_model = true` must not pass as 1.
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise LmcliError(f"model.{key} must be {kind.__name__}, got {type(value).__name__} {value!r}")
+    return value
