@@ -29,7 +29,7 @@ WorkspaceOption = Annotated[
     typer.Option(
         "--workspace",
         envvar="LMCLI_WORKSPACE",
-        help="Directory where commands find each other's outputs [default: ./workspace].",
+        help="Directory where commands find each other's outputs \\[default: ./workspace].",
         show_default=False,
     ),
 ]
@@ -41,8 +41,8 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def command(*args, **kwargs):
-    """``app.command`` that reports user errors in one line instead of a traceback."""
+def command(*args, group: typer.Typer = app, **kwargs):
+    """``group.command`` (default: the top-level app) that reports user errors in one line instead of a traceback."""
 
     def register(fn):
         @functools.wraps(fn)
@@ -56,7 +56,7 @@ def command(*args, **kwargs):
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
 
-        return app.command(*args, **kwargs)(run)
+        return group.command(*args, **kwargs)(run)
 
     return register
 
@@ -74,3 +74,24 @@ def main(
     ] = False,
 ) -> None:
     """Build and train small Transformer language models from scratch."""
+
+
+data_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(data_app, name="data", help="Get the CS336 corpora (TinyStories, the OpenWebText sample).")
+
+
+@command("download", group=data_app)
+def data_download(
+    dataset: Annotated[str, typer.Argument(help="tinystories (TinyStoriesV2-GPT4 train/valid) or owt-sample (owt_train/owt_valid).", show_default=False)],
+    out_dir: Annotated[Optional[Path], typer.Option("--dir", help="Where to put the files \\[default: the workspace's data/].", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Download a CS336 corpus from the Hugging Face hub (base URL: $LMCLI_HF_ENDPOINT or https://huggingface.co).
+
+    Interrupted downloads resume from their .part file on the next run; complete files are skipped.
+    owt-sample is unpacked from .gz to .txt and the .gz is deleted.
+    """
+    from lmcli.data.download import download_command
+
+    download_command(dataset, out_dir, workspace, json_)
