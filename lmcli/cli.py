@@ -95,3 +95,12 @@ def data_download(
     from lmcli.data.download import download_command
 
     download_command(dataset, out_dir, workspace, json_)
+
+
+@command("doctor")
+def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
+    """Report Python, lmcli and torch versions, devices (CUDA, MPS, CPU), memory, the workspace's contents
+    and optional packages: paste it into a bug report."""
+    from lmcli.doctor import doctor_command
+
+    doctor_command(workspace, json_)
