@@ -251,8 +251,12 @@ def test_cli_no_network_is_a_clear_error(cli, monkeypatch, tmp_path):
     assert list((tmp_path / "data").iterdir()) == []
 
 
-def test_cli_missing_remote_file_and_unknown_dataset(hub, cli):
+def test_cli_bad_requests_are_clear_errors(hub, cli, tmp_path):
     missing = cli("data", "download", "owt-sample")  # the fake hub has no OWT files
     assert missing.exit_code == 1 and "HTTP 404" in missing.stderr
     unknown = cli("data", "download", "wikipedia")
     assert unknown.exit_code == 1 and "choose one of: tinystories, owt-sample" in unknown.stderr
+    a_file = tmp_path / "file.txt"
+    a_file.write_text("x")
+    not_dir = cli("data", "download", "tinystories", "--dir", a_file)
+    assert not_dir.exit_code == 1 and f"{a_file} is not a directory" in not_dir.stderr

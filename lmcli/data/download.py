@@ -173,6 +173,8 @@ def gunzip(archive: Path, target: Path, progress: Progress) -> None:
                 progress.update(task, completed=raw.tell())
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise LmcliError(f"{archive} is not a valid gzip file ({e}); delete it and run the command again") from None
+    except OSError as e:  # e.g. the disk filled up: the archive stays, a later run unpacks it
+        raise LmcliError(f"could not unpack {archive} into {target}: {e.strerror or e}") from None
     archive.unlink()
 
 
@@ -195,6 +197,8 @@ def download_dataset(name: str, out_dir: str | os.PathLike, quiet: bool = False)
     if name not in DATASETS:
         raise LmcliError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
     dataset, endpoint, out_dir = DATASETS[name], hub_endpoint(), Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LmcliError(f"{out_dir} is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     with byte_progress(quiet) as progress:
         files = [fetch_dataset_file(endpoint, dataset.repo, f, out_dir, progress) for f in dataset.files]
