@@ -51,8 +51,8 @@ def command(*args, group: typer.Typer = app, **kwargs):
                 return fn(*a, **kw)
             except LmcliError as e:
                 fail(str(e))
-            except (FileNotFoundError, IsADirectoryError, PermissionError, NotADirectoryError) as e:
-                fail(f"{e.strerror}: {e.filename}" if e.filename else str(e))
+            except OSError as e:  # missing/unreadable files, full disk...: the OS message is the clearest
+                fail(f"{e.strerror}: {e.filename}" if e.filename and e.strerror else str(e))
             except KeyboardInterrupt:
                 fail("interrupted", code=130)
 
