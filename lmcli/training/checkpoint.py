@@ -1,0 +1,147 @@
+"""Checkpoints: everything needed to continue a run exactly, or to use its model alone.
+
+A checkpoint is one ``torch.save`` file holding a dict::
+
+    format, version        marks an lmcli checkpoint
+    iteration              optimizer steps taken
+    model, optimizer       state dicts (``_orig_mod.`` of torch.compile stripped)
+    ... extra              written by ``lmcli train``: resolved config, model config, the RNG
+                           states (Python, NumPy, torch, CUDA, the batch sampler), the
+                           tokenizer's directory and fingerprint, best validation loss
+
+Files are written atomically (temporary file + rename, see ``lmcli.atomic``): a crash or a
+kill in the middle of a save leaves the previous checkpoint intact. Only tensors and plain
+Python values are stored, so loading works with ``torch.load(weights_only=True)`` and never
+runs code from the file.
+
+``load_model_from_checkpoint`` is what ``generate`` and ``eval`` use: it rebuilds the model
+from the config stored inside, so a checkpoint is all they need.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import IO, Any, BinaryIO
+
+import numpy as np
+import torch
+
+from lmcli.atomic import atomic_path
+from lmcli.errors import LmcliError
+
+FORMAT = "lmcli-checkpoint"
+VERSION = 1
+COMPILED_PREFIX = "_orig_mod."
+
+
+def save_checkpoint(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    iteration: int,
+    out: str | os.PathLike | BinaryIO | IO[bytes],
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save model, optimizer and iteration (plus ``extra`` entries) to a path, atomically, or a file object."""
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "iteration": iteration,
+        "model": uncompiled_state_dict(model),
+        "optimizer": optimizer.state_dict(),
+        **(extra or {}),
+    }
+    if isinstance(out, (str, os.PathLike)):
+        with atomic_path(out) as tmp:
+            torch.save(checkpoint, tmp)
+    else:
+        torch.save(checkpoint, out)
+
+
+def load_checkpoint(
+    src: str | os.PathLike | BinaryIO | IO[bytes], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
+) -> int:
+    """Restore model (compiled or not) and optimizer state from ``src``; returns the saved iteration."""
+    checkpoint = read_checkpoint(src)
+    load_model_state(model, checkpoint["model"])
+    if optimizer is not None:
+        optimizer.load_state_dict(checkpoint["optimizer"])
+    return checkpoint["iteration"]
+
+
+def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes], map_location: str | torch.device = "cpu") -> dict:
+    """The checkpoint dict in ``src``, or an LmcliError if it is missing or not an lmcli checkpoint."""
+    name = src if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "checkpoint")
+    if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
+        raise LmcliError(f"checkpoint {src} does not exist")
+    try:
+        checkpoint = torch.load(src, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        raise LmcliError(f"{name} is not an lmcli checkpoint ({str(e).splitlines()[0]})") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise LmcliError(f"{name} is not an lmcli checkpoint")
+    if checkpoint.get("version") != VERSION:
+        raise LmcliError(f"{name} has checkpoint version {checkpoint.get('version')}; this lmcli reads {VERSION}")
+    return checkpoint
+
+
+def uncompiled_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with the ``_orig_mod.`` prefix of torch.compile removed."""
+    return {k.removeprefix(COMPILED_PREFIX): v for k, v in model.state_dict().items()}
+
+
+def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a state dict into ``model``, whichever of the two was compiled."""
+    state = {k.removeprefix(COMPILED_PREFIX): v for k, v in state.items()}
+    getattr(model, "_orig_mod", model).load_state_dict(state)
+
+
+def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
+    """Rebuild the trained model from a checkpoint written by ``lmcli train``.
+
+    Returns ``(model, model_config, checkpoint)``: the model in eval mode on ``device``, its
+    ``lmcli.model.ModelConfig``, and the whole checkpoint dict (``checkpoint["tokenizer"]``
+    holds the tokenizer's ``dir`` and ``fingerprint``, ``checkpoint["config"]`` the run's
+    resolved config). Raises LmcliError for a missing file or one that is not a checkpoint.
+    """
+    from lmcli.model import ModelConfig
+
+    checkpoint = read_checkpoint(path, map_location=device)
+    if "model_config" not in checkpoint:
+        raise LmcliError(f"{path} holds no model config (it was not written by `lmcli train`)")
+    model_config = ModelConfig.from_dict(checkpoint["model_config"])
+    model = model_config.build(device=device, dtype=torch.float32)
+    load_model_state(model, checkpoint["model"])
+    model.eval()
+    return model, model_config, checkpoint
+
+
+def capture_rng(batch_generator: torch.Generator) -> dict[str, Any]:
+    """Every random state a run depends on, as tensors and plain values."""
+    numpy_state = np.random.get_state(legacy=False)
+    return {
+        "python": random.getstate(),
+        "numpy": {**numpy_state, "state": {"key": numpy_state["state"]["key"].tolist(), "pos": numpy_state["state"]["pos"]}},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "batches": batch_generator.get_state(),
+    }
+
+
+def restore_rng(state: dict[str, Any], batch_generator: torch.Generator) -> None:
+    """Inverse of ``capture_rng``: put every random generator back where the checkpoint left it."""
+    random.setstate(_as_tuples(state["python"]))
+    numpy_state = dict(state["numpy"])
+    numpy_state["state"] = {"key": np.array(numpy_state["state"]["key"], dtype=np.uint32), "pos": numpy_state["state"]["pos"]}
+    np.random.set_state(numpy_state)
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    batch_generator.set_state(state["batches"])
+
+
+def _as_tuples(value):
+    # random.setstate wants the nested tuples it produced; serialisation may hand back lists
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value

@@ -1,0 +1,268 @@
+"""Training configs: TOML files with one table per concern, checked before anything runs.
+
+A config has the tables ``[model]`` (``lmcli.model.ModelConfig``), ``[data]``,
+``[optimizer]``, ``[training]`` and ``[system]``; missing keys take the defaults below and
+unknown keys or wrong types are errors that name the key. Two conveniences:
+
+- ``extends = "tinystories.toml"`` at the top level reads that file first (relative to this
+  one) and lays this file's tables over it, so an ablation config only states what differs;
+- ``--set section.key=value`` overrides one value after loading; the value is read as TOML
+  (``3e-4``, ``true``, ``[0.9, 0.95]``), and a bare word is taken as a string.
+
+The resolved config (defaults filled in, ``extends`` and overrides applied) is written back
+as ``config.toml`` into the run directory, where ``--config`` or ``--resume`` can read it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from lmcli.errors import LmcliError
+from lmcli.model import ModelConfig
+
+CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    train: str = "data/train.npy"  # token ids from `lmcli encode`; relative paths live in the workspace
+    valid: str = "data/valid.npy"
+    tokenizer: str = "tokenizer"  # the tokenizer directory the ids were encoded with
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    lr: float = 1e-3  # peak learning rate, reached after warm-up
+    min_lr: float = 1e-4  # the cosine schedule's floor
+    warmup_steps: int = 100
+    cosine_steps: int = 0  # last step of the cosine decay; 0 = the run's last step
+    betas: tuple[float, float] = (0.9, 0.95)
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    no_decay: tuple[str, ...] = ()  # glob patterns of parameter names without weight decay
+    grad_clip: float = 1.0  # max global gradient L2 norm; 0 = no clipping
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    batch_size: int = 32
+    total_tokens: int = 40_960_000  # steps = total_tokens / (batch_size * context_length)
+    max_steps: int = 0  # when > 0, the number of steps, overriding total_tokens
+    seed: int = 0
+    log_interval: int = 10  # steps between metrics.jsonl rows
+    eval_interval: int = 500  # steps between validation evaluations
+    eval_batches: int = 20  # fixed validation batches per evaluation
+    final_eval_tokens: int = 0  # tokens of the validation file in the final evaluation; 0 = all
+    checkpoint_interval: int = 500  # steps between writes of latest.pt
+    keep_interval: int = 0  # steps between kept copies step-NNNNNN.pt; 0 = none
+
+
+@dataclass(frozen=True)
+class SystemConfig:
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
+    compile: Literal["auto", "on", "off"] = "auto"  # torch.compile; auto = on for cuda
+    autocast: Literal["auto", "on", "off"] = "auto"  # bf16 autocast; auto = on for cuda
+    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 = known GPUs only
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    system: SystemConfig = field(default_factory=SystemConfig)
+
+    @property
+    def max_steps(self) -> int:
+        t = self.training
+        return t.max_steps or t.total_tokens // (t.batch_size * self.model.context_length)
+
+    @property
+    def cosine_steps(self) -> int:
+        return self.optimizer.cosine_steps or self.max_steps
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return {f.name: _plain(dataclasses.asdict(getattr(self, f.name))) for f in dataclasses.fields(self)}
+
+    def to_toml(self) -> str:
+        """The config as TOML text that ``load_config`` reads back to an equal config."""
+        lines = []
+        for table, values in self.to_dict().items():
+            lines.append(f"[{table}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
+            lines.append("")
+        return "\n".join(lines)
+
+
+def resolve_config_path(name: str | Path) -> Path:
+    """A config file by path, or by name among the bundled configs (``demo`` -> configs/demo.toml)."""
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    bundled = CONFIGS_DIR / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
+    if path.parent == Path(".") and bundled.is_file():
+        return bundled
+    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.toml")))
+    raise LmcliError(f"config {name} does not exist (bundled configs: {known})")
+
+
+def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+    """Read a TOML config (following ``extends``), apply ``section.key=value`` overrides and check it."""
+    raw = read_toml(resolve_config_path(path))
+    for override in overrides:
+        apply_override(raw, override)
+    return config_from_dict(raw)
+
+
+def read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A TOML file as a dict, with the file named by its ``extends`` key merged underneath."""
+    path = path.resolve()
+    if path in seen:
+        raise LmcliError(f"config {path} extends itself (through {' -> '.join(p.name for p in seen)})")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise LmcliError(f"{path} is not valid TOML: {e}") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise LmcliError(f"{path}: extends must be a file name, got {parent!r}")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise LmcliError(f"{path}: extends {parent}, which does not exist beside it")
+    return merge_tables(read_toml(parent_path, (*seen, path)), raw)
+
+
+def merge_tables(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in top.items():
+        both_tables = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge_tables(base[key], value) if both_tables else value
+    return merged
+
+
+def apply_override(raw: dict[str, Any], override: str) -> None:
+    """Set ``raw[section][key]`` from ``"section.key=value"`` (value parsed as TOML, else a string)."""
+    name, sep, text = override.partition("=")
+    section, dot, key = name.strip().partition(".")
+    if not sep or not dot or not key:
+        raise LmcliError(f"--set {override!r}: expected section.key=value, e.g. optimizer.lr=3e-4")
+    try:
+        value = tomllib.loads(f"v = {text.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text.strip()
+    table = raw.setdefault(section, {})
+    if not isinstance(table, dict):
+        raise LmcliError(f"--set {override!r}: {section} is not a table")
+    table[key] = value
+
+
+def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
+    """Build and check a TrainConfig from nested dicts (a parsed TOML file)."""
+    sections = {}
+    for name, values in raw.items():
+        if name not in _TABLES:
+            raise LmcliError(f"unknown config table [{name}] (known: {', '.join(_TABLES)})")
+        if not isinstance(values, dict):
+            raise LmcliError(f"config key {name} must be a table [{name}], got {values!r}")
+        cls = _TABLES[name]
+        sections[name] = ModelConfig.from_dict(values) if cls is ModelConfig else _table_from_dict(cls, name, values)
+    config = TrainConfig(**sections)
+    check_config(config)
+    return config
+
+
+def check_config(config: TrainConfig) -> None:
+    """Errors for values of the right type that still cannot make a run."""
+    o, t = config.optimizer, config.training
+    positive = {
+        "training.batch_size": t.batch_size, "training.total_tokens": t.total_tokens,
+        "training.log_interval": t.log_interval, "training.eval_interval": t.eval_interval,
+        "training.eval_batches": t.eval_batches, "training.checkpoint_interval": t.checkpoint_interval,
+    }
+    non_negative = {
+        "training.max_steps": t.max_steps, "training.final_eval_tokens": t.final_eval_tokens,
+        "training.keep_interval": t.keep_interval, "optimizer.min_lr": o.min_lr, "optimizer.eps": o.eps,
+        "optimizer.weight_decay": o.weight_decay, "optimizer.grad_clip": o.grad_clip,
+        "optimizer.warmup_steps": o.warmup_steps, "optimizer.cosine_steps": o.cosine_steps,
+        "system.peak_flops": config.system.peak_flops,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise LmcliError(f"{key} must be positive, got {value}")
+    for key, value in non_negative.items():
+        if value < 0:
+            raise LmcliError(f"{key} must not be negative, got {value}")
+    if not o.lr > 0:
+        raise LmcliError(f"optimizer.lr must be positive, got {o.lr}")
+    if o.min_lr > o.lr:
+        raise LmcliError(f"optimizer.min_lr ({o.min_lr}) must not exceed optimizer.lr ({o.lr})")
+    if not all(0 <= b < 1 for b in o.betas):
+        raise LmcliError(f"optimizer.betas must each be in [0, 1), got {list(o.betas)}")
+    if config.max_steps == 0:
+        raise LmcliError(
+            f"training.total_tokens ({t.total_tokens:,}) is less than one batch "
+            f"({t.batch_size} x {config.model.context_length} tokens)"
+        )
+    if o.warmup_steps > config.cosine_steps:
+        raise LmcliError(f"optimizer.warmup_steps ({o.warmup_steps}) exceeds the schedule's {config.cosine_steps} steps")
+
+
+_TABLES = {"model": ModelConfig, "data": DataConfig, "optimizer": OptimizerConfig, "training": TrainingConfig, "system": SystemConfig}
+
+
+def _table_from_dict(cls: type, table: str, values: dict[str, Any]):
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        if key not in known:
+            raise LmcliError(f"unknown key {table}.{key} (known: {', '.join(sorted(known))})")
+        checked[key] = _checked(f"{table}.{key}", value, hints[key])
+    return cls(**checked)
+
+
+def _checked(key: str, value: Any, kind: Any) -> Any:
+    """``value`` converted to type ``kind`` (ints widen to floats, lists to tuples), or an error naming ``key``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        if value not in args:
+            raise LmcliError(f"{key} must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            size = "a list" if args[-1] is Ellipsis else f"a list of {len(args)}"
+            raise LmcliError(f"{key} must be {size}, got {value!r}")
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        return tuple(_checked(key, v, t) for v, t in zip(value, item_types))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise LmcliError(f"{key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return json.dumps(value)  # a JSON string is a valid TOML basic string

@@ -1,0 +1,147 @@
+"""Training data: token ids on disk, memory-mapped, sampled as random context windows.
+
+``lmcli encode`` writes a corpus as one flat ``.npy`` array of token ids (uint16 or uint32).
+It is opened with ``np.load(mmap_mode="r")``: the operating system pages in only the parts a
+batch touches, so a corpus larger than RAM trains as well as a small one and nothing is
+ever copied whole.
+
+A batch is ``batch_size`` windows of ``context_length + 1`` consecutive ids starting at
+uniformly random offsets; the inputs are the first ``context_length`` ids of each window and
+the targets the same window shifted by one (the next token at every position).
+
+Before training, ``scan_tokens`` reads the file once in chunks to check every id fits the
+model's vocabulary and to count token frequencies, from which ``unigram_entropy`` gives the
+loss of the best model that ignores context: the number a language model must beat.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lmcli.console import byte_progress
+from lmcli.errors import LmcliError
+
+SCAN_CHUNK = 1 << 24  # ids per chunk when scanning a memmap (64 MiB of uint32 at most)
+
+
+def get_batch(
+    x: np.ndarray, batch_size: int, context_length: int, device: str | torch.device,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random windows of ``x``: (inputs, next-token targets), each [batch_size, context_length] int64."""
+    starts = torch.randint(len(x) - context_length, (batch_size,), generator=generator).numpy()
+    windows = x[starts[:, None] + np.arange(context_length + 1)]  # reads only these ids from a memmap
+    return _to_device(windows, device)
+
+
+def _to_device(windows: np.ndarray, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = torch.from_numpy(windows.astype(np.int64))
+    if torch.device(device).type == "cuda":
+        batch = batch.pin_memory().to(device, non_blocking=True)
+    else:
+        batch = batch.to(device)
+    return batch[:, :-1], batch[:, 1:]
+
+
+def sequential_batches(
+    x: np.ndarray, batch_size: int, context_length: int, device: str | torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Non-overlapping windows covering ``x`` from the start, batched (the last batch may be short)."""
+    n_windows = (len(x) - 1) // context_length
+    for first in range(0, n_windows, batch_size):
+        starts = np.arange(first, min(first + batch_size, n_windows)) * context_length
+        yield _to_device(x[starts[:, None] + np.arange(context_length + 1)], device)
+
+
+def open_tokens(path: Path, what: str, min_length: int) -> np.ndarray:
+    """Memory-map a 1-D integer ``.npy`` of token ids, with a clear error for anything else."""
+    if not path.is_file():
+        raise LmcliError(f"{what} file {path} does not exist (write it with `lmcli encode`)")
+    try:
+        x = np.load(path, mmap_mode="r")
+    except (ValueError, OSError) as e:
+        raise LmcliError(f"{what} file {path} is not a .npy array: {e}") from None
+    if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
+        raise LmcliError(f"{what} file {path} holds a {x.dtype} array of shape {x.shape}, not 1-D token ids")
+    if len(x) == 0:
+        raise LmcliError(f"{what} file {path} is empty")
+    if len(x) < min_length:
+        raise LmcliError(
+            f"{what} file {path} has {len(x):,} tokens, fewer than the {min_length:,} one context window needs "
+            "(lower model.context_length or use more data)"
+        )
+    return x
+
+
+@dataclass(frozen=True)
+class TokenStats:
+    count: int
+    counts: np.ndarray  # occurrences of each id, indexed by id
+
+    @property
+    def max_id(self) -> int:
+        return int(np.flatnonzero(self.counts)[-1])
+
+    def unigram_entropy(self) -> float:
+        """Entropy in nats of the id frequencies: the loss of the best context-free predictor."""
+        p = self.counts[self.counts > 0] / self.count
+        return float(-(p * np.log(p)).sum())
+
+
+def scan_tokens(x: np.ndarray, path: Path, vocab_size: int, quiet: bool = False) -> TokenStats:
+    """Count every id of ``x`` chunk by chunk; error if one is outside ``[0, vocab_size)``."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    with byte_progress(quiet) as progress:
+        task = progress.add_task(f"checking {path.name}", total=x.nbytes)
+        for start in range(0, len(x), SCAN_CHUNK):
+            chunk = np.asarray(x[start : start + SCAN_CHUNK])
+            low, high = int(chunk.min()), int(chunk.max())
+            if low < 0 or high >= vocab_size:
+                bad = high if high >= vocab_size else low
+                raise LmcliError(
+                    f"{path} contains token id {bad}, outside the model's vocabulary of {vocab_size:,} "
+                    "(was it encoded with another tokenizer? check model.vocab_size)"
+                )
+            counts += np.bincount(chunk, minlength=vocab_size)
+            progress.update(task, advance=chunk.nbytes)
+    return TokenStats(count=len(x), counts=counts)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    train: np.ndarray
+    valid: np.ndarray
+    train_stats: TokenStats
+    tokenizer_dir: Path
+    tokenizer_fingerprint: str
+
+
+def load_training_data(
+    train_path: Path, valid_path: Path, tokenizer_dir: Path, vocab_size: int, context_length: int, quiet: bool = False
+) -> TrainingData:
+    """Open and check everything a run reads, so bad input fails before the first step."""
+    fingerprint = check_tokenizer(tokenizer_dir, vocab_size)
+    train = open_tokens(train_path, "training data", context_length + 1)
+    valid = open_tokens(valid_path, "validation data", context_length + 1)
+    train_stats = scan_tokens(train, train_path, vocab_size, quiet)
+    scan_tokens(valid, valid_path, vocab_size, quiet)
+    return TrainingData(train, valid, train_stats, tokenizer_dir, fingerprint)
+
+
+def check_tokenizer(tokenizer_dir: Path, vocab_size: int) -> str:
+    """The tokenizer's fingerprint, after checking its vocabulary has the model's size."""
+    from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
+
+    vocab_path, _ = tokenizer_paths(tokenizer_dir)
+    size = read_meta(tokenizer_dir).get("vocab_size") or len(load_vocab(vocab_path))
+    if size != vocab_size:
+        raise LmcliError(
+            f"the tokenizer in {tokenizer_dir} has {size:,} tokens but model.vocab_size is {vocab_size:,} "
+            f"(set model.vocab_size = {size} or point data.tokenizer at the tokenizer the data was encoded with)"
+        )
+    return tokenizer_fingerprint(tokenizer_dir)

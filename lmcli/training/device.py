@@ -1,0 +1,94 @@
+"""Where and how the model runs: device choice, mixed precision, compilation, peak FLOP/s.
+
+- ``auto`` picks CUDA, then Apple's MPS, then the CPU.
+- CUDA: bf16 autocast (matmuls in bf16, weights, optimizer state and loss in float32), TF32
+  for the float32 matmuls that remain, and ``torch.compile`` (inductor) by default.
+- MPS: no TF32 switch (it is not supported there) and the ``aot_eager`` compile backend,
+  the one that works reliably on MPS.
+- CPU: float32; compilation only when asked for (it costs minutes of start-up for little).
+
+``peak_flops`` is the dense bf16 throughput of known GPUs, the denominator of MFU (model
+FLOPs utilisation); for other devices MFU is reported only when a peak is configured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from lmcli.errors import LmcliError
+
+# Dense (no sparsity) bf16 tensor-core peak in FLOP/s, by a substring of the device name.
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    device: torch.device
+    autocast: bool  # bf16 autocast on
+    compile: bool
+    peak_flops: float | None  # None: MFU is not reported
+
+    def autocast_context(self) -> contextlib.AbstractContextManager:
+        if not self.autocast:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def compile_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        if not self.compile:
+            return model
+        return torch.compile(model, backend="aot_eager" if self.device.type == "mps" else "inductor")
+
+    def describe(self) -> str:
+        name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
+        flags = [f for f, on in (("bf16 autocast", self.autocast), ("torch.compile", self.compile)) if on]
+        return name + (f" ({', '.join(flags)})" if flags else "")
+
+
+def pick_device(requested: str) -> torch.device:
+    """``auto`` -> the best available device; otherwise the named one, if it is available."""
+    mps = getattr(torch.backends, "mps", None)
+    available = {"cuda": torch.cuda.is_available(), "mps": bool(mps and mps.is_available()), "cpu": True}
+    if requested == "auto":
+        return torch.device(next(d for d in ("cuda", "mps", "cpu") if available[d]))
+    if requested not in available:
+        raise LmcliError(f"unknown device {requested!r} (choose auto, cpu, cuda or mps)")
+    if not available[requested]:
+        raise LmcliError(f"device {requested} is not available on this machine (use --device auto or cpu)")
+    return torch.device(requested)
+
+
+def setup_runtime(device: str, compile: str, autocast: str, peak_flops: float) -> Runtime:
+    """Choose the device and its settings from the ``[system]`` config ("auto"/"on"/"off" switches)."""
+    chosen = pick_device(device)
+    on_cuda = chosen.type == "cuda"
+    if on_cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    use_autocast = on_cuda if autocast == "auto" else autocast == "on"
+    return Runtime(
+        device=chosen,
+        autocast=use_autocast,
+        compile=on_cuda if compile == "auto" else compile == "on",
+        peak_flops=peak_flops or known_peak_flops(chosen),
+    )
+
+
+def known_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), None)

@@ -1,0 +1,130 @@
+"""What a run records and shows: metrics.jsonl, the console log, a live panel, optional W&B.
+
+- ``metrics.jsonl``: one JSON object per line, a ``train`` row every ``log_interval`` steps
+  (step, tokens, seconds, lr, loss, grad norm, tokens/s, MFU) and an ``eval`` row at every
+  evaluation (validation loss and perplexity). Plot it with anything that reads JSON lines.
+- ``train.log``: the human-readable lines the run printed, for reading after the fact.
+- the live panel (rich ``Live``, on stderr): step, losses, learning rate, speed and ETA.
+- Weights & Biases: the same rows, when ``--wandb`` is given and the package is installed.
+
+Rows are flushed as they are written, so a crashed run's metrics are there up to the crash;
+on ``--resume`` rows past the checkpoint's step are dropped (those steps are redone).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from lmcli.atomic import atomic_open
+from lmcli.console import err_console
+from lmcli.errors import LmcliError
+
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the effective number of equally likely next tokens (inf where it overflows)."""
+    return math.exp(loss) if loss < 700 else math.inf
+
+
+class RunLog:
+    """Writes metrics.jsonl and train.log in the run directory, mirrors rows to W&B, notes to stderr."""
+
+    def __init__(self, run_dir: Path, quiet: bool = False, wandb_run: Any = None):
+        self.metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
+        self.text = open(run_dir / LOG_FILE, "a", encoding="utf-8")
+        self.quiet = quiet
+        self.wandb_run = wandb_run
+
+    def row(self, kind: str, **values: Any) -> None:
+        record = {"kind": kind, **values}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log({f"{kind}/{k}": v for k, v in values.items() if k != "step"}, step=values["step"])
+
+    def note(self, message: str) -> None:
+        """A line for the user: printed on stderr (above the live panel) and kept in train.log."""
+        self.text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+        self.text.flush()
+        if not self.quiet:
+            err_console.print(message, highlight=False, soft_wrap=True)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.text.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> None:
+    """Drop metrics rows after ``last_step`` (they belong to steps a resumed run repeats)."""
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        return
+    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    kept = [line for line in rows if json.loads(line)["step"] <= last_step]
+    with atomic_open(path, encoding="utf-8") as f:
+        f.writelines(line + "\n" for line in kept)
+
+
+def start_wandb(project: str, name: str, config: dict[str, Any]):
+    """A W&B run, or a clear error when the ``wandb`` package is not installed."""
+    try:
+        import wandb
+    except ImportError:
+        raise LmcliError("--wandb needs the wandb package: pip install wandb (then `wandb login`)") from None
+    return wandb.init(project=project, name=name, config=config)
+
+
+class LivePanel:
+    """A rich Live panel on stderr with the run's current numbers (disabled when quiet)."""
+
+    def __init__(self, total_steps: int, quiet: bool = False):
+        self.total_steps = total_steps
+        self.values: dict[str, Any] = {}
+        self.live = Live(self._render(), console=err_console, refresh_per_second=4, transient=True, disable=quiet)
+
+    def __enter__(self) -> LivePanel:
+        self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.live.__exit__(*exc)
+
+    def update(self, **values: Any) -> None:
+        self.values.update(values)
+        self.live.update(self._render())
+
+    def _render(self) -> Table:
+        v = self.values
+        step = v.get("step", 0)
+        grid = Table.grid(padding=(0, 2))
+        grid.add_row("[bold]step", f"{step:,}/{self.total_steps:,}", ProgressBar(total=self.total_steps, completed=step, width=40))
+        grid.add_row("[bold]train loss", _fmt(v.get("loss"), ".4f"), f"grad norm {_fmt(v.get('grad_norm'), '.3f')}")
+        grid.add_row("[bold]val loss", _fmt(v.get("val_loss"), ".4f"), f"best {_fmt(v.get('best_val_loss'), '.4f')}")
+        grid.add_row("[bold]lr", _fmt(v.get("lr"), ".2e"), "")
+        grid.add_row("[bold]tokens/s", _fmt(v.get("tokens_per_s"), ",.0f"), f"MFU {_fmt(v.get('mfu'), '.1%')}")
+        grid.add_row("[bold]elapsed", _duration(v.get("elapsed")), f"ETA {_duration(v.get('eta'))}")
+        return grid
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, s = divmod(int(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}:{m:02d}:{s:02d}"
