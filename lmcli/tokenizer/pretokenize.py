@@ -5,11 +5,54 @@ BPE never merges across a pre-token boundary. GPT-2's regex splits text into con
 other symbols, and whitespace (a run of whitespace gives up its last character when a word
 follows, so the word keeps its leading space). Special tokens such as ``<|endoftext|>`` are cut
 out first: the regex runs separately on the text between them, so nothing merges across them.
+
+Training only needs how often each pre-token occurs, so ``count_pretokens`` returns a Counter.
+Pure-ASCII text (most English documents) goes through an equivalent pattern for the standard
+library's ``re`` engine, which is about twice as fast as ``regex`` on it; ``\\p{L}`` / ``\\p{N}``
+/ ``\\s`` restricted to ASCII are exactly ``[A-Za-z]`` / ``[0-9]`` / ``[\\t\\n\\v\\f\\r ]``.
 """
 
 from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import regex
 
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_PATTERN = regex.compile(GPT2_SPLIT)
+
+# The same split for ASCII-only text. The letter alternative comes first because it matches
+# most often; it cannot start where the contraction alternative (an apostrophe) does.
+_WS = r"\t\n\v\f\r "
+GPT2_ASCII_PATTERN = re.compile(
+    rf"""[ ]?[A-Za-z]+|'(?:[sdmt]|ll|ve|re)| ?[0-9]+| ?[^{_WS}A-Za-z0-9]+|[{_WS}]+(?![^{_WS}])|[{_WS}]+"""
+)
+
+
+def special_token_pattern(special_tokens: Iterable[str]) -> re.Pattern | None:
+    """A pattern matching any special token, longest first (so one that contains another wins)."""
+    tokens = sorted(set(special_tokens), key=len, reverse=True)
+    return re.compile("|".join(map(re.escape, tokens))) if tokens else None
+
+
+def split_on_special_tokens(text: str, special: re.Pattern | None) -> Iterator[str]:
+    """The pieces of text between special tokens (the tokens themselves are dropped)."""
+    if special is None:
+        yield text
+    else:
+        yield from special.split(text)
+
+
+def pretokens(text: str) -> list[str]:
+    """GPT-2 pre-tokens of text that holds no special token."""
+    return (GPT2_ASCII_PATTERN if text.isascii() else GPT2_PATTERN).findall(text)
+
+
+def count_pretokens(text: str, special: re.Pattern | None) -> Counter[str]:
+    """How often each pre-token occurs in text, never spanning a special token."""
+    counts: Counter[str] = Counter()
+    for piece in split_on_special_tokens(text, special):
+        counts.update(pretokens(piece))
+    return counts

@@ -1,0 +1,98 @@
+"""Reading a large text file in bounded chunks whose edges are pre-token boundaries.
+
+A multi-GB corpus cannot be read at once, and it cannot be cut anywhere either: a cut inside a
+word or a run of whitespace would change how the text pre-tokenizes. Each cut is therefore
+placed where pre-tokenization would split anyway, so processing the chunks one by one (or in
+parallel) gives exactly the result of processing the whole file:
+
+1. at the start of the first special token at or after the target offset (documents are
+   separated by ``<|endoftext|>``, and nothing spans a special token), else
+2. between a printable ASCII character and an ASCII whitespace character: GPT-2 pre-tokens
+   never run from a non-space character into whitespace, so that is always a boundary
+   (unless a special token spans it, which is checked).
+
+Both kinds of cut fall on UTF-8 character boundaries, so each chunk decodes on its own and a
+decoding error is reported at its byte offset in the file.
+
+API: ``chunk_ranges(path, special_tokens, chunk_bytes)`` lists ``(start, end)`` byte ranges
+covering the file; ``read_text(path, start, end, errors)`` reads and decodes one of them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from lmcli.errors import LmcliError
+
+DEFAULT_CHUNK_BYTES = 16 << 20
+SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
+
+# A printable ASCII character followed by ASCII whitespace: the cut goes between them.
+_SAFE_CUT = re.compile(rb"[\x21-\x7e](?=[\t\n\v\f\r ])")
+
+
+def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[int, int]]:
+    """Byte ranges of roughly ``chunk_bytes`` each that cover the file and cut only at boundaries."""
+    if chunk_bytes < 1:
+        raise ValueError("chunk_bytes must be positive")
+    specials = sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
+    size = Path(path).stat().st_size
+    cuts = [0]
+    with open(path, "rb") as f:
+        while size - cuts[-1] > chunk_bytes:
+            cut = _next_cut(f, cuts[-1] + chunk_bytes, size, specials)
+            if cut >= size:
+                break
+            cuts.append(cut)
+    cuts.append(size)
+    return list(zip(cuts, cuts[1:]))
+
+
+def _next_cut(f, target: int, size: int, specials: list[bytes]) -> int:
+    """A boundary at or after ``target``, preferring special tokens (``size`` when there is none)."""
+    longest = max(map(len, specials), default=1)
+    special = re.compile(b"|".join(map(re.escape, specials))) if specials else None
+    pos = target
+    while pos < size:
+        # Read a little before pos too, so a special token straddling pos is seen whole.
+        start = max(0, pos - longest + 1)
+        f.seek(start)
+        window = f.read(pos - start + SCAN_BYTES + longest)
+        cut = _cut_in_window(window, pos - start, special, specials)
+        if cut is not None:
+            return start + cut
+        pos += SCAN_BYTES
+    return size
+
+
+def _cut_in_window(window: bytes, lo: int, special: re.Pattern | None, specials: list[bytes]) -> int | None:
+    """The first special token start at or after ``lo`` in the window, else the first safe cut."""
+    candidates = [m.start() for m in special.finditer(window, lo)] if special else []
+    candidates += [m.end() for m in _SAFE_CUT.finditer(window, max(lo - 1, 0))]
+    return next((c for c in candidates if not _inside_special(window, c, specials)), None)
+
+
+def _inside_special(window: bytes, cut: int, specials: list[bytes]) -> bool:
+    """Whether some special token occurrence contains both window[cut - 1] and window[cut]."""
+    for s in specials:
+        i = window.find(s, max(0, cut - len(s) + 1))
+        if 0 <= i < cut:
+            return True
+    return False
+
+
+def read_text(path: str | os.PathLike, start: int, end: int, errors: str = "strict") -> str:
+    """Bytes ``start:end`` of the file decoded as UTF-8; a decoding error names its file offset."""
+    with open(path, "rb") as f:
+        f.seek(start)
+        data = f.read(end - start)
+    try:
+        return data.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as e:
+        raise LmcliError(
+            f"{path} is not valid UTF-8 at byte offset {start + e.start} ({e.reason}); "
+            "pass --errors replace to substitute U+FFFD for invalid bytes"
+        ) from None

@@ -1,0 +1,128 @@
+"""Training a byte-level BPE tokenizer (the CS336 ``train_bpe`` interface).
+
+Byte-level BPE starts from the 256 byte values as tokens and repeatedly adds the merge of the
+most frequent adjacent pair of tokens, until the vocabulary reaches the requested size:
+
+1. count pre-tokens: split the corpus on special tokens, pre-tokenize each piece with GPT-2's
+   regex and count the distinct pre-tokens (``train_count``: chunked, in parallel);
+2. learn merges over the distinct pre-tokens weighted by their counts (``train_merges``).
+
+The vocabulary lists the special tokens first, then the 256 bytes, then one token per merge in
+creation order; ``vocab_size`` counts all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lmcli.errors import LmcliError
+from lmcli.tokenizer.train_count import count_file_pretokens
+from lmcli.tokenizer.train_merges import learn_merges
+
+ERROR_MODES = ("strict", "replace")
+
+
+@dataclass
+class TrainStats:
+    """What a training run did: seconds per stage, sizes and counts, for the summary."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    input_bytes: int = 0
+    distinct_pretokens: int = 0
+    total_pretokens: int = 0
+    merges: int = 0
+    requested_merges: int = 0
+
+    def timed(self, stage: str):
+        return _Timer(self.seconds, stage)
+
+
+class _Timer:
+    def __init__(self, seconds: dict[str, float], stage: str):
+        self.seconds, self.stage = seconds, stage
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + time.perf_counter() - self.start
+
+
+def train_bpe(
+    input_path: str | os.PathLike,
+    vocab_size: int,
+    special_tokens: list[str] | None = None,
+    *,
+    workers: int | None = None,
+    chunk_bytes: int | None = None,
+    errors: str = "strict",
+    on_bytes: Callable[[int], None] | None = None,
+    on_merge: Callable[[int], None] | None = None,
+    stats: TrainStats | None = None,
+) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
+    """Train byte-level BPE on a UTF-8 text file; returns ``(vocab, merges)``.
+
+    ``vocab`` maps id -> token bytes (special tokens, then the 256 bytes, then merges);
+    ``merges`` lists the merged pairs in creation order. If the corpus runs out of pairs first,
+    the vocabulary is smaller than ``vocab_size`` (``stats.merges`` says how many were made).
+    Options: ``workers`` processes (default: all cores), ``chunk_bytes`` per work unit,
+    ``errors="replace"`` to accept invalid UTF-8, progress callbacks ``on_bytes(n)`` /
+    ``on_merge(done)``, and a ``TrainStats`` to fill in.
+    """
+    special_tokens = check_special_tokens(special_tokens or [])
+    path = check_input(input_path)
+    num_merges = vocab_size - 256 - len(special_tokens)
+    if num_merges < 0:
+        raise LmcliError(
+            f"vocab size {vocab_size} is too small: it must hold the 256 bytes and "
+            f"{len(special_tokens)} special token(s), so at least {256 + len(special_tokens)}"
+        )
+    if errors not in ERROR_MODES:
+        raise LmcliError(f"unknown errors mode {errors!r}: use one of {', '.join(ERROR_MODES)}")
+    if workers is not None and workers < 1:
+        raise LmcliError(f"--workers must be at least 1, got {workers}")
+    stats = stats if stats is not None else TrainStats()
+    stats.input_bytes = path.stat().st_size
+    stats.requested_merges = num_merges
+
+    with stats.timed("pretokenize"):
+        word_counts = count_file_pretokens(path, special_tokens, workers, chunk_bytes, errors, on_bytes)
+    stats.distinct_pretokens = len(word_counts)
+    stats.total_pretokens = sum(word_counts.values())
+    with stats.timed("merge"):
+        merges = learn_merges(word_counts, num_merges, on_merge)
+    stats.merges = len(merges)
+    return build_vocab(special_tokens, merges), merges
+
+
+def build_vocab(special_tokens: list[str], merges: list[tuple[bytes, bytes]]) -> dict[int, bytes]:
+    """Special tokens, then the 256 bytes, then one token per merge."""
+    tokens = [t.encode("utf-8") for t in special_tokens]
+    tokens += [bytes([b]) for b in range(256)]
+    tokens += [a + b for a, b in merges]
+    return dict(enumerate(tokens))
+
+
+def check_special_tokens(special_tokens: list[str]) -> list[str]:
+    """The special tokens without duplicates (first occurrence kept); empty ones are an error."""
+    if any(not t for t in special_tokens):
+        raise LmcliError("a special token cannot be empty")
+    return list(dict.fromkeys(special_tokens))
+
+
+def check_input(input_path: str | os.PathLike) -> Path:
+    """The input file, which must exist, be a readable regular file and not be empty."""
+    path = Path(input_path).expanduser()
+    if not path.exists():
+        raise LmcliError(f"input file {path} does not exist")
+    if path.is_dir():
+        raise LmcliError(f"input {path} is a directory, not a text file")
+    if not os.access(path, os.R_OK):
+        raise LmcliError(f"input file {path} is not readable (permission denied)")
+    if path.stat().st_size == 0:
+        raise LmcliError(f"input file {path} is empty: there is nothing to train on")
+    return path
