@@ -104,3 +104,30 @@ def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None
     from lmcli.doctor import doctor_command
 
     doctor_command(workspace, json_)
+
+
+@command("train-bpe")
+def train_bpe(
+    input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 text file to train on \\[default: the workspace's demo train split].", show_default=False)] = None,
+    vocab: Annotated[int, typer.Option("--vocab", help="Vocabulary size, counting the 256 bytes and the special tokens.")] = 10000,
+    special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token: never split, never merged across (repeatable) \\[default: <|endoftext|>].", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output directory for vocab.json, merges.txt, tokenizer-meta.json \\[default: the workspace's tokenizer/].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes that pre-tokenize in parallel \\[default: all cores].", show_default=False)] = None,
+    errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an output directory that holds a different tokenizer.")] = False,
+    profile: Annotated[Optional[Path], typer.Option("--profile", help="Write cProfile stats of the main process to this file (view: python -m pstats FILE).", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Train a byte-level BPE tokenizer (GPT-2 pre-tokenization) and write it in GPT-2's file format.
+
+    The input is read in chunks cut at special tokens and pre-tokenized by a pool of workers, so memory
+    is bounded by the chunk size and the number of distinct pre-tokens, not by the file size. The
+    files load in lmcli, Hugging Face tokenizers and tiktoken. Re-running the same command overwrites
+    its own output; a directory holding a different tokenizer needs --force.
+
+    Example: lmcli train-bpe data/TinyStoriesV2-GPT4-train.txt --vocab 10000 --out tok-ts
+    """
+    from lmcli.tokenizer.train_command import train_bpe_command
+
+    train_bpe_command(input_path, vocab, special_tokens or ["<|endoftext|>"], out, workers, errors, force, profile, workspace, json_)

@@ -5,7 +5,8 @@ most frequent adjacent pair of tokens, until the vocabulary reaches the requeste
 
 1. count pre-tokens: split the corpus on special tokens, pre-tokenize each piece with GPT-2's
    regex and count the distinct pre-tokens (``train_count``: chunked, in parallel);
-2. learn merges over the distinct pre-tokens weighted by their counts (``train_merges``).
+2. count the adjacent pairs of bytes in the distinct pre-tokens, weighted by their counts;
+3. merge the most frequent pair, update the counts, repeat (2 and 3: ``train_merges``).
 
 The vocabulary lists the special tokens first, then the 256 bytes, then one token per merge in
 creation order; ``vocab_size`` counts all of them.
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.train_count import count_file_pretokens
-from lmcli.tokenizer.train_merges import learn_merges
+from lmcli.tokenizer.train_merges import MergeLoop
 
 ERROR_MODES = ("strict", "replace")
 
@@ -75,12 +76,7 @@ def train_bpe(
     """
     special_tokens = check_special_tokens(special_tokens or [])
     path = check_input(input_path)
-    num_merges = vocab_size - 256 - len(special_tokens)
-    if num_merges < 0:
-        raise LmcliError(
-            f"vocab size {vocab_size} is too small: it must hold the 256 bytes and "
-            f"{len(special_tokens)} special token(s), so at least {256 + len(special_tokens)}"
-        )
+    num_merges = check_vocab_size(vocab_size, special_tokens)
     if errors not in ERROR_MODES:
         raise LmcliError(f"unknown errors mode {errors!r}: use one of {', '.join(ERROR_MODES)}")
     if workers is not None and workers < 1:
@@ -93,8 +89,11 @@ def train_bpe(
         word_counts = count_file_pretokens(path, special_tokens, workers, chunk_bytes, errors, on_bytes)
     stats.distinct_pretokens = len(word_counts)
     stats.total_pretokens = sum(word_counts.values())
+    with stats.timed("count"):
+        loop = MergeLoop(word_counts, num_merges)
+    del word_counts  # the loop holds the words now
     with stats.timed("merge"):
-        merges = learn_merges(word_counts, num_merges, on_merge)
+        merges = loop.run(num_merges, on_merge)
     stats.merges = len(merges)
     return build_vocab(special_tokens, merges), merges
 
@@ -105,6 +104,17 @@ def build_vocab(special_tokens: list[str], merges: list[tuple[bytes, bytes]]) ->
     tokens += [bytes([b]) for b in range(256)]
     tokens += [a + b for a, b in merges]
     return dict(enumerate(tokens))
+
+
+def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> int:
+    """The number of merges a vocabulary of ``vocab_size`` leaves room for (an error if negative)."""
+    num_merges = vocab_size - 256 - len(special_tokens)
+    if num_merges < 0:
+        raise LmcliError(
+            f"vocab size {vocab_size} is too small: it must hold the 256 bytes and "
+            f"{len(special_tokens)} special token(s), so at least {256 + len(special_tokens)}"
+        )
+    return num_merges
 
 
 def check_special_tokens(special_tokens: list[str]) -> list[str]:

@@ -32,20 +32,13 @@ from collections.abc import Callable
 _TIE_END = chr(257)  # sorts after every inverted byte
 
 
-def learn_merges(
-    word_counts: dict[bytes, int],
-    num_merges: int,
-    on_merge: Callable[[int], None] | None = None,
-) -> list[tuple[bytes, bytes]]:
-    """Up to ``num_merges`` merges, in creation order; fewer if the words run out of pairs.
+class MergeLoop:
+    """``MergeLoop(word_counts, num_merges).run(num_merges)``: the merges, in creation order.
 
-    Token ids: 0-255 are the bytes, merge k creates token 256 + k. ``on_merge(k)`` is called
-    now and then with the number of merges done so far (for a progress bar).
+    Building it counts the pairs of all words (the "count" stage); ``run`` does the merges.
+    Token ids: 0-255 are the bytes, merge k creates token 256 + k.
     """
-    return _MergeLoop(word_counts, num_merges).run(num_merges, on_merge)
 
-
-class _MergeLoop:
     def __init__(self, word_counts: dict[bytes, int], num_merges: int):
         self.shift = max(256 + num_merges, 2).bit_length()
         self.pair_mask = (1 << 2 * self.shift) - 1
@@ -77,9 +70,13 @@ class _MergeLoop:
                     pair_words[pair] = [w]
         return pair_counts, pair_words
 
-    def run(self, num_merges: int, on_merge: Callable[[int], None] | None) -> list[tuple[bytes, bytes]]:
+    def run(self, num_merges: int, on_merge: Callable[[int], None] | None = None) -> list[tuple[bytes, bytes]]:
+        """Up to ``num_merges`` merges; fewer if the words run out of pairs. ``on_merge(done)`` is
+        called now and then with the number of merges made so far (for a progress bar)."""
         merges: list[tuple[bytes, bytes]] = []
         mask = (1 << self.shift) - 1
+        if on_merge:
+            on_merge(0)
         while len(merges) < num_merges:
             pair = self._best_pair()
             if pair is None:
