@@ -131,3 +131,30 @@ def train_bpe(
     from lmcli.tokenizer.train_command import train_bpe_command
 
     train_bpe_command(input_path, vocab, special_tokens or ["<|endoftext|>"], out, workers, errors, force, profile, workspace, json_)
+
+
+@command("plot")
+def plot(
+    runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories or run names in the workspace's runs/ \\[default: every run].", show_default=False)] = None,
+    metric: Annotated[str, typer.Option("--metric", "-m", help="val_loss, train_loss, lr or grad_norm.")] = "val_loss",
+    x: Annotated[str, typer.Option("--x", help="x axis: step, tokens or time (wall-clock).")] = "step",
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Image to write (.png, .pdf, .svg) \\[default: curves.png, or none with --terminal].", show_default=False)] = None,
+    terminal: Annotated[bool, typer.Option("--terminal", "-t", help="Draw the curves in the terminal (braille characters).")] = False,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Learning curves of several runs on one figure; the legend shows the config values that differ.
+
+    Example: lmcli plot lr-1e-3 lr-3e-3 --metric val_loss --x time -o curves.png
+    """
+    from lmcli.experiments.plot import plot_command
+
+    plot_command(runs or [], metric, x, out, terminal, workspace)
+
+
+@command("runs")
+def runs(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
+    """The runs of the workspace: steps, best and final validation loss, tokens/s, wall time and status
+    (running, finished, diverged, interrupted or failed, read from each run directory)."""
+    from lmcli.experiments.runs import runs_command
+
+    runs_command(workspace, json_)

@@ -1,0 +1,233 @@
+"""What a run directory says about its run: config, metrics, status, and the ``lmcli runs`` table.
+
+``lmcli train`` leaves in ``<workspace>/runs/<name>/`` a resolved ``config.toml``, a
+``metrics.jsonl`` of rows (``train``: step, tokens, elapsed_s, lr, loss, grad_norm,
+tokens_per_s; ``eval``: step, tokens, val_loss; ``final_eval``: the loss over the whole
+validation file) and ``train.log``. Everything here is derived from those files alone, so it
+works on runs copied from another machine, and nothing needs to be written at the end of a run
+that a crash could prevent.
+
+The status of a run is read from the last row the run wrote and from the lock a live run holds
+on its ``train.log``:
+
+    running      another process holds the lock on train.log
+    finished     the last row is the ``final_eval`` of a complete run
+    diverged     the last row is a ``diverged`` row (the loop stopped on a NaN/inf loss)
+    interrupted  the last row is an ``interrupted`` row (Ctrl-C; resumable)
+    failed       anything else: the process died (killed, out of memory, an error)
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import statistics
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+from lmcli.console import console
+from lmcli.errors import LmcliError
+from lmcli.workspace import Workspace
+
+CONFIG_FILE = "config.toml"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted"}
+
+
+@dataclass
+class Run:
+    """One run directory, read once: its resolved config (nested tables) and metrics rows."""
+
+    path: Path
+    config: dict[str, dict[str, Any]]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    status: str = "failed"
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def series(self, kind: str, key: str) -> list[dict[str, Any]]:
+        """Rows of one ``kind`` that carry ``key`` (e.g. every eval row's val_loss)."""
+        return [r for r in self.rows if r.get("kind") == kind and r.get(key) is not None]
+
+    @property
+    def steps(self) -> int:
+        return max((r["step"] for r in self.rows if "step" in r), default=0)
+
+    @property
+    def max_steps(self) -> int | None:
+        """Steps the config asks for (max_steps, else total_tokens / tokens per step), if known."""
+        training, model = self.config.get("training", {}), self.config.get("model", {})
+        if training.get("max_steps"):
+            return training["max_steps"]
+        try:
+            return training["total_tokens"] // (training["batch_size"] * model["context_length"])
+        except (KeyError, TypeError, ZeroDivisionError):
+            return None
+
+    @property
+    def best_val_loss(self) -> float | None:
+        losses = [r["val_loss"] for r in self.series("eval", "val_loss") if math.isfinite(r["val_loss"])]
+        return min(losses, default=None)
+
+    @property
+    def final_val_loss(self) -> float | None:
+        final = self.series("final_eval", "val_loss")
+        return final[-1]["val_loss"] if final else None
+
+    @property
+    def tokens_per_s(self) -> float | None:
+        """Median over the logged intervals: robust to the slow first steps and to evaluation pauses."""
+        speeds = [r["tokens_per_s"] for r in self.series("train", "tokens_per_s")]
+        return statistics.median(speeds) if speeds else None
+
+    @property
+    def elapsed_s(self) -> float | None:
+        times = [r["elapsed_s"] for r in self.series("train", "elapsed_s")]
+        return times[-1] if times else None
+
+    def summary(self) -> dict[str, Any]:
+        """The row of ``lmcli runs --json``."""
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "status": self.status,
+            "steps": self.steps,
+            "max_steps": self.max_steps,
+            "best_val_loss": self.best_val_loss,
+            "final_val_loss": finite_or_none(self.final_val_loss),
+            "tokens_per_s": self.tokens_per_s,
+            "elapsed_s": self.elapsed_s,
+        }
+
+
+def finite_or_none(value: float | None) -> float | None:
+    # JSON has no NaN or Infinity: a missing or unusable number is null
+    return value if value is not None and math.isfinite(value) else None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / METRICS_FILE).is_file())
+
+
+def read_run(path: Path) -> Run:
+    """Read a run directory (an LmcliError if it is not one or its files are unreadable)."""
+    if not is_run_dir(path):
+        raise LmcliError(f"{path} is not a run directory (it has no {CONFIG_FILE} or {METRICS_FILE})")
+    config = read_config(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else {}
+    rows = read_metrics(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else []
+    return Run(path=path, config=config, rows=rows, status=run_status(path, rows))
+
+
+def read_config(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise LmcliError(f"{path} is not valid TOML: {e}") from None
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The rows of metrics.jsonl; a cut-off last line (a run killed mid-write) is skipped."""
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise LmcliError(f"{path}, line {i + 1}, is not a JSON object: {line[:60]!r}") from None
+    return rows
+
+
+def run_status(path: Path, rows: list[dict[str, Any]]) -> str:
+    if is_locked(path / LOG_FILE):
+        return "running"
+    return TERMINAL_STATUS.get(rows[-1].get("kind"), "failed") if rows else "failed"
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds an exclusive lock on ``path`` (a training run on its log)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False
+
+
+def resolve_run(spec: str | os.PathLike, workspace: Workspace) -> Path:
+    """A run given as a directory, or by name under the workspace's runs/."""
+    for candidate in (Path(spec).expanduser(), workspace.runs_dir / str(spec)):
+        if is_run_dir(candidate):
+            return candidate
+    raise LmcliError(f"no run {spec} (neither a run directory nor a run in {workspace.runs_dir})")
+
+
+def workspace_runs(workspace: Workspace) -> list[Path]:
+    """Every run directory under the workspace's runs/, oldest first."""
+    if not workspace.runs_dir.is_dir():
+        return []
+    runs = [p for p in workspace.runs_dir.iterdir() if is_run_dir(p)]
+    return sorted(runs, key=lambda p: (_created(p), p.name))
+
+
+def _created(path: Path) -> float:
+    marker = path / CONFIG_FILE if (path / CONFIG_FILE).is_file() else path / METRICS_FILE
+    return marker.stat().st_mtime
+
+
+def runs_command(workspace_path: Path | None, as_json: bool) -> list[dict[str, Any]]:
+    """``lmcli runs``: print (table or JSON) and return the summaries of the workspace's runs."""
+    workspace = Workspace.resolve(workspace_path)
+    summaries = [read_run(p).summary() for p in workspace_runs(workspace)]
+    if as_json:
+        print(json.dumps({"workspace": str(workspace.root), "runs": summaries}))
+    elif not summaries:
+        console.print(f"no runs in {workspace.runs_dir} (start one with `lmcli train --config ...`)", highlight=False)
+    else:
+        console.print(runs_table(summaries))
+    return summaries
+
+
+STATUS_STYLE = {"running": "cyan", "finished": "green", "diverged": "red", "interrupted": "yellow", "failed": "red"}
+
+
+def runs_table(summaries: list[dict[str, Any]]) -> Table:
+    table = Table(title_justify="left")
+    for column in ("run", "status", "steps", "best val loss", "final val loss", "tokens/s", "wall time"):
+        table.add_column(column, justify="left" if column in ("run", "status") else "right")
+    for s in summaries:
+        steps = f"{s['steps']:,}" + (f"/{s['max_steps']:,}" if s["max_steps"] else "")
+        table.add_row(
+            s["name"], f"[{STATUS_STYLE[s['status']]}]{s['status']}", steps, fmt(s["best_val_loss"], ".4f"),
+            fmt(s["final_val_loss"], ".4f"), fmt(s["tokens_per_s"], ",.0f"), duration(s["elapsed_s"]),
+        )
+    return table
+
+
+def fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def duration(seconds: float | None) -> str:
+    """``1:02:03`` / ``2:03`` / ``4.2s``: a wall time at a glance."""
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, s = divmod(round(seconds), 60)
+    hours, m = divmod(minutes, 60)
+    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"
