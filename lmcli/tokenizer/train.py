@@ -77,8 +77,7 @@ def train_bpe(
     special_tokens = check_special_tokens(special_tokens or [])
     path = check_input(input_path)
     num_merges = check_vocab_size(vocab_size, special_tokens)
-    if errors not in ERROR_MODES:
-        raise LmcliError(f"unknown errors mode {errors!r}: use one of {', '.join(ERROR_MODES)}")
+    check_errors_mode(errors)
     if workers is not None and workers < 1:
         raise LmcliError(f"--workers must be at least 1, got {workers}")
     stats = stats if stats is not None else TrainStats()
@@ -115,6 +114,11 @@ def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> int:
             f"{len(special_tokens)} special token(s), so at least {256 + len(special_tokens)}"
         )
     return num_merges
+
+
+def check_errors_mode(errors: str) -> None:
+    if errors not in ERROR_MODES:
+        raise LmcliError(f"unknown errors mode {errors!r}: use one of {', '.join(ERROR_MODES)}")
 
 
 def check_special_tokens(special_tokens: list[str]) -> list[str]:

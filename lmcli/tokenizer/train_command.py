@@ -23,7 +23,14 @@ from lmcli.atomic import atomic_path
 from lmcli.console import byte_progress, console, count_progress, err_console
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.files import MERGES_FILE, VOCAB_FILE, read_meta, save_tokenizer
-from lmcli.tokenizer.train import TrainStats, check_input, check_special_tokens, check_vocab_size, train_bpe
+from lmcli.tokenizer.train import (
+    TrainStats,
+    check_errors_mode,
+    check_input,
+    check_special_tokens,
+    check_vocab_size,
+    train_bpe,
+)
 from lmcli.tokenizer.train_memory import PeakMemory
 from lmcli.workspace import Workspace
 
@@ -46,6 +53,7 @@ def train_bpe_command(
     path = check_input(input_path if input_path is not None else ws.demo_split("train"))
     special_tokens = check_special_tokens(special_tokens)
     check_vocab_size(vocab_size, special_tokens)
+    check_errors_mode(errors)
     out = Path(out_dir).expanduser() if out_dir is not None else ws.tokenizer_dir
     workers = workers or available_cores()
     recipe = {

@@ -1,0 +1,280 @@
+"""Tests for byte-level BPE training: exactness (the CS336 reference and a naive trainer), special
+tokens, the chunked parallel path, bad inputs, and the ``lmcli train-bpe`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import pstats
+import random
+from collections import Counter
+
+import pytest
+
+from lmcli.errors import LmcliError
+from lmcli.tokenizer import train_bpe
+from lmcli.tokenizer.chunks import chunk_ranges, read_text
+from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
+from lmcli.tokenizer.pretokenize import GPT2_ASCII_PATTERN, GPT2_PATTERN, count_pretokens, special_token_pattern
+from lmcli.tokenizer.train import TrainStats
+
+EOT = "<|endoftext|>"
+
+
+def naive_train_bpe(text: str, vocab_size: int, special_tokens: list[str]) -> list[tuple[bytes, bytes]]:
+    """The textbook algorithm: recount every pair after every merge (slow, obviously right)."""
+    words = Counter()
+    pieces = [text]
+    for tok in special_tokens:
+        pieces = [p for piece in pieces for p in piece.split(tok)]
+    for piece in pieces:
+        for pre in GPT2_PATTERN.findall(piece):
+            words[tuple(bytes([b]) for b in pre.encode("utf-8"))] += 1
+    merges = []
+    while len(merges) < vocab_size - 256 - len(special_tokens):
+        pairs = Counter()
+        for word, n in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += n
+        if not pairs:
+            break
+        best = max(pairs, key=lambda p: (pairs[p], p))
+        merges.append(best)
+        merged = Counter()
+        for word, n in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += n
+        words = merged
+    return merges
+
+
+def write(tmp_path, text: str | bytes, name: str = "corpus.txt"):
+    path = tmp_path / name
+    (path.write_bytes if isinstance(text, bytes) else lambda t: path.write_text(t, encoding="utf-8"))(text)
+    return path
+
+
+# --- exactness -------------------------------------------------------------------------------
+
+
+def test_matches_cs336_reference(fixtures):
+    vocab, merges = train_bpe(fixtures / "corpus.en", 500, [EOT])
+    assert merges == load_merges(fixtures / "train-bpe-reference-merges.txt")
+    reference_vocab = load_vocab(fixtures / "train-bpe-reference-vocab.json")
+    assert set(vocab.values()) == set(reference_vocab.values())
+    assert set(vocab) == set(range(500))
+    assert vocab[0] == EOT.encode()
+    assert [vocab[1 + b] for b in range(256)] == [bytes([b]) for b in range(256)]
+    assert [vocab[257 + k] for k in range(len(merges))] == [a + b for a, b in merges]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_matches_naive_trainer_including_ties(tmp_path, seed):
+    # Tiny alphabets make many pairs tie, which exercises the lexicographic tie-break.
+    rng = random.Random(seed)
+    alphabet = rng.choice(["ab", "abc ", "aab\n", "xyz éé  ", "a'sb 12 \t\n"])
+    text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 400)))
+    if seed % 3 == 0:
+        text = text.replace("c", EOT)
+    vocab_size = 257 + rng.randint(1, 60)
+    _, merges = train_bpe(write(tmp_path, text), vocab_size, [EOT], workers=1)
+    assert merges == naive_train_bpe(text, vocab_size, [EOT])
+
+
+def test_matches_naive_trainer_on_stories(fixtures, tmp_path):
+    text = (fixtures / "tinystories_sample.txt").read_text(encoding="utf-8")
+    _, merges = train_bpe(fixtures / "tinystories_sample.txt", 400, [EOT])
+    assert merges == naive_train_bpe(text, 400, [EOT])
+
+
+def test_ascii_pattern_equals_gpt2_pattern():
+    rng = random.Random(0)
+    alphabet = [chr(i) for i in range(128)] + [" "] * 20 + ["'", "s", "t", "l", "\n", "1"] * 6
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert GPT2_ASCII_PATTERN.findall(text) == GPT2_PATTERN.findall(text), text
+
+
+def test_count_pretokens_handles_non_ascii_and_special_tokens():
+    text = "Grüße, naïve café!  It's 2024<|endoftext|>  über\u00a0alles\n\n"
+    counts = count_pretokens(text, special_token_pattern([EOT]))
+    expected = Counter(GPT2_PATTERN.findall(text.split(EOT)[0]) + GPT2_PATTERN.findall(text.split(EOT)[1]))
+    assert counts == expected and EOT not in "".join(counts)
+
+
+# --- special tokens --------------------------------------------------------------------------
+
+
+def test_special_tokens_are_never_split_or_merged_across(tmp_path):
+    # Without the split, "x<" and "|>x" would be by far the most frequent pairs.
+    text = ("x" + EOT) * 200 + "hello world hello"
+    vocab, merges = train_bpe(write(tmp_path, text), 300, [EOT])
+    assert vocab[0] == EOT.encode()
+    assert sum(t == EOT.encode() for t in vocab.values()) == 1
+    for token in vocab.values():
+        assert token == EOT.encode() or not ({ord("<"), ord("|"), ord(">")} & set(token) and len(token) > 1)
+    assert merges == naive_train_bpe(text, 300, [EOT])
+
+
+def test_longest_special_token_wins_when_they_overlap(tmp_path):
+    text = "a<|x|><|x|><|y|>b<|x|>a" * 30
+    _, merges = train_bpe(write(tmp_path, text), 270, ["<|x|>", "<|x|><|y|>"])
+    assert merges == naive_train_bpe(text.replace("<|x|><|y|>", "<|x|>"), 270, ["<|x|>", "<|x|><|y|>"])
+
+
+# --- chunked and parallel --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("special", [[EOT], [], ["<| sep |>"]])
+def test_chunk_ranges_cut_only_at_pretoken_boundaries(tmp_path, special):
+    rng = random.Random(1)
+    words = ["hello", " world", "  ", "\n\n", "x.y", "über", "\t", "it's", " 42", *(special or ["?"])]
+    path = write(tmp_path, "".join(rng.choice(words) for _ in range(5000)))
+    ranges = chunk_ranges(path, special, chunk_bytes=97)
+    assert len(ranges) > 50 and ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+    assert all(end == next_start for (_, end), (next_start, _) in zip(ranges, ranges[1:]))
+    pattern = special_token_pattern(special)
+    whole = count_pretokens(path.read_text(encoding="utf-8"), pattern)
+    chunked = sum((count_pretokens(read_text(path, s, e), pattern) for s, e in ranges), Counter())
+    assert chunked == whole
+
+
+def test_parallel_small_chunks_give_the_same_merges(fixtures):
+    single = train_bpe(fixtures / "corpus.en", 700, [EOT], workers=1)
+    stats = TrainStats()
+    parallel = train_bpe(fixtures / "corpus.en", 700, [EOT], workers=2, chunk_bytes=8000, stats=stats)
+    assert parallel == single
+    assert stats.merges == 700 - 257
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    good = write(tmp_path, "some text to train on")
+    with pytest.raises(LmcliError, match="does not exist"):
+        train_bpe(tmp_path / "missing.txt", 300, [EOT])
+    with pytest.raises(LmcliError, match="is a directory"):
+        train_bpe(tmp_path, 300, [EOT])
+    with pytest.raises(LmcliError, match="is empty"):
+        train_bpe(write(tmp_path, "", "empty.txt"), 300, [EOT])
+    with pytest.raises(LmcliError, match="at least 257"):
+        train_bpe(good, 256, [EOT])
+    with pytest.raises(LmcliError, match="cannot be empty"):
+        train_bpe(good, 300, [""])
+    with pytest.raises(LmcliError, match="unknown errors mode"):
+        train_bpe(good, 300, [EOT], errors="ignore")
+
+
+def test_invalid_utf8_names_the_byte_offset(tmp_path):
+    path = write(tmp_path, b"hello world\n" * 10 + b"caf\xe9 au lait")
+    with pytest.raises(LmcliError, match=r"byte offset 123 .*--errors replace"):
+        train_bpe(path, 300, [EOT])
+    vocab, _ = train_bpe(path, 300, [EOT], errors="replace")
+    assert "\ufffd".encode() in vocab.values() or any(b"\xef\xbf" in t for t in vocab.values())
+
+
+def test_stops_when_pairs_run_out(tmp_path):
+    stats = TrainStats()
+    vocab, merges = train_bpe(write(tmp_path, "abcd abcd"), 1000, [EOT], stats=stats)
+    assert merges == naive_train_bpe("abcd abcd", 1000, [EOT]) and len(merges) == 4
+    assert len(vocab) == 257 + 4 and stats.merges < stats.requested_merges
+
+
+# --- the command -----------------------------------------------------------------------------
+
+
+def test_cli_trains_writes_gpt2_files_and_json(cli, fixtures, tmp_path):
+    out = tmp_path / "tok"
+    result = cli("train-bpe", fixtures / "corpus.en", "--vocab", 500, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["vocab_size"] == 500 and summary["merges"] == 243 and not summary["ran_out_of_pairs"]
+    assert set(summary["seconds"]) == {"pretokenize", "count", "merge", "write", "total"}
+    assert summary["peak_memory_mb"] > 0 and len(summary["longest_tokens"]) == 5
+    vocab, merges = load_tokenizer_files(out / "vocab.json", out / "merges.txt")
+    assert merges == load_merges(fixtures / "train-bpe-reference-merges.txt")
+    assert read_meta(out)["requested_vocab_size"] == 500 and read_meta(out)["special_tokens"] == [EOT]
+
+
+def test_cli_output_loads_in_hugging_face_tokenizers(cli, fixtures, tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    out = tmp_path / "tok"
+    assert cli("train-bpe", fixtures / "corpus.en", "--vocab", 400, "--out", out).exit_code == 0
+    hf = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(str(out / "vocab.json"), str(out / "merges.txt")))
+    hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = tokenizers.decoders.ByteLevel()
+    ids = hf.encode("the steel ingot mould").ids
+    assert len(ids) < len("the steel ingot mould") and hf.decode(ids) == "the steel ingot mould"
+
+
+def test_cli_default_input_is_the_demo_corpus_and_summary_table(cli, tmp_path):
+    result = cli("train-bpe", "--vocab", 300)
+    assert result.exit_code == 0, result.output
+    assert "Trained a 300-token BPE tokenizer" in result.stdout and "demo-train.txt" in result.stdout
+    assert "peak memory" in result.stdout and "merge" in result.stdout
+    assert (tmp_path / "workspace" / "tokenizer" / "merges.txt").is_file()
+
+
+def test_cli_refuses_to_overwrite_a_different_tokenizer(cli, fixtures, tmp_path):
+    out = tmp_path / "tok"
+    assert cli("train-bpe", fixtures / "corpus.en", "--vocab", 300, "--out", out).exit_code == 0
+    before = (out / "merges.txt").read_text()
+    again = cli("train-bpe", fixtures / "corpus.en", "--vocab", 300, "--out", out)
+    assert again.exit_code == 0  # the identical command may overwrite its own output
+    other = cli("train-bpe", fixtures / "corpus.en", "--vocab", 320, "--out", out)
+    assert other.exit_code == 1 and "different tokenizer" in other.stderr and "--force" in other.stderr
+    assert (out / "merges.txt").read_text() == before
+    forced = cli("train-bpe", fixtures / "corpus.en", "--vocab", 320, "--out", out, "--force")
+    assert forced.exit_code == 0 and len(load_merges(out / "merges.txt")) == 320 - 257
+
+
+def test_cli_bad_inputs_fail_in_one_line_without_output(cli, tmp_path):
+    out = tmp_path / "tok"
+    cases = [
+        ((tmp_path / "missing.txt",), "does not exist"),
+        ((tmp_path,), "is a directory"),
+        ((write(tmp_path, "", "empty.txt"),), "is empty"),
+        ((write(tmp_path, "text"), "--vocab", 200), "too small"),
+        ((write(tmp_path, b"ok \xff\xfe", "bad.txt"),), "byte offset 3"),
+        ((write(tmp_path, "text"), "--errors", "bogus"), "unknown errors mode"),
+    ]
+    for args, message in cases:
+        vocab = [] if "--vocab" in args else ["--vocab", 300]
+        result = cli("train-bpe", *args, *vocab, "--out", out)
+        assert result.exit_code == 1, (args, result.output)
+        assert message in result.stderr and "Traceback" not in result.output
+        lines = result.stderr.strip().splitlines()
+        assert lines[-1].startswith("error: ") and sum("error" in line for line in lines) == 1, result.stderr
+        assert not (out / "vocab.json").exists()
+    result = cli("train-bpe", write(tmp_path, "text"), "--out", write(tmp_path, "x", "file.txt"))
+    assert result.exit_code == 1 and "not a directory" in result.stderr
+
+
+def test_cli_warns_when_the_corpus_runs_out_of_pairs(cli, tmp_path):
+    out = tmp_path / "tok"
+    result = cli("train-bpe", write(tmp_path, "abcd abcd"), "--vocab", 1000, "--out", out)
+    assert result.exit_code == 0 and "ran out of pairs" in result.stderr
+    assert len(json.loads((out / "vocab.json").read_text(encoding="utf-8"))) == 257 + 4
+
+
+def test_cli_profile_writes_pstats(cli, fixtures, tmp_path):
+    prof = tmp_path / "train.prof"
+    result = cli("train-bpe", fixtures / "corpus.en", "--vocab", 300, "--out", tmp_path / "tok", "--profile", prof)
+    assert result.exit_code == 0, result.output
+    assert pstats.Stats(str(prof)).total_calls > 0
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root can read any file")
+def test_unreadable_input(tmp_path):
+    path = write(tmp_path, "text")
+    path.chmod(0)
+    with pytest.raises(LmcliError, match="not readable"):
+        train_bpe(path, 300, [EOT])
