@@ -158,3 +158,28 @@ def runs(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
     from lmcli.experiments.runs import runs_command
 
     runs_command(workspace, json_)
+
+
+@command("accounting")
+def accounting(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, tinystories or a CONFIG.toml with a \\[model] table \\[default: tinystories].", show_default=False)] = None,
+    compare: Annotated[Optional[str], typer.Option("--compare", help="Comma-separated models to put side by side, e.g. gpt2-small,gpt2-medium,gpt2-large,gpt2-xl.", show_default=False)] = None,
+    context_length: Annotated[Optional[int], typer.Option("--context-length", help="Tokens per sequence \\[default: the model's context length].", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per step, for memory and training time.")] = 1024,
+    memory: Annotated[float, typer.Option("--memory", help="Memory budget in GiB for the largest batch that fits.")] = 80.0,
+    dtype: Annotated[str, typer.Option("--dtype", help="fp32, or bf16 (autocast: bf16 activations and peak FLOP/s; weights and AdamW state stay fp32).")] = "fp32",
+    hardware: Annotated[str, typer.Option("--hardware", help="a100 or h100 (peak dense FLOP/s from NVIDIA's datasheets).")] = "a100",
+    mfu: Annotated[float, typer.Option("--mfu", help="Model FLOPs utilization: the fraction of peak FLOP/s the run achieves.")] = 0.5,
+    steps: Annotated[int, typer.Option("--steps", help="Training steps for the time estimate.")] = 400_000,
+    json_: JsonOption = False,
+) -> None:
+    """Parameters, forward FLOPs by component (matmuls; backward = 2x), peak AdamW training memory
+    (a·batch + b, largest batch for --memory) and training time at an MFU: where a Transformer's cost goes.
+
+    Defaults are the CS336 exercise: fp32 on one 80 GB A100 at 50% MFU, 400K steps of batch 1,024.
+
+    Example: lmcli accounting --model gpt2-xl    |    lmcli accounting --compare gpt2-small,gpt2-medium,gpt2-large,gpt2-xl
+    """
+    from lmcli.accounting.report import run_accounting
+
+    run_accounting(model, compare, context_length, batch_size, memory, dtype, hardware, mfu, steps, json_)

@@ -1,0 +1,54 @@
+"""Peak training memory: parameters, gradients, AdamW state and activations, as a·batch + b.
+
+Parameters, gradients and AdamW's two moments are kept in float32 (also under bf16 autocast,
+which only lowers the activations): b = 4 · 4 bytes per parameter. Activations follow the CS336
+model: per sequence of T tokens, each layer saves the outputs of
+    the two RMSNorms (2·T·d), Q, K and V (3·T·d), QKᵀ and its softmax (2·heads·T·T),
+    the weighted sum of values (T·d), the output projection (T·d),
+    W1 and SiLU (2·T·f) [SwiGLU also W3 and the gated product, 2·T·f more], W2 (T·d),
+and at the end the final RMSNorm (T·d), the LM head's logits (T·V) and the cross-entropy's
+softmax over them (T·V). Without RMSNorm (norm="none") the norm terms are 0.
+"""
+
+from __future__ import annotations
+
+from lmcli.accounting.costs import count_params
+from lmcli.model.config import ModelConfig
+
+WEIGHT_BYTES = 4  # float32 parameters, gradients and optimizer moments
+ACTIVATION_BYTES = {"fp32": 4, "bf16": 2}
+
+
+def activation_elements(cfg: ModelConfig, seq_len: int) -> dict[str, int]:
+    """Saved activation values per sequence, by component plus ``total``."""
+    T, d, f = seq_len, cfg.d_model, cfg.d_ff
+    norm_outputs = 0 if cfg.norm == "none" else T * d
+    ffn_hidden = (4 if cfg.ffn == "swiglu" else 2) * T * f
+    per_layer = {
+        "norms": 2 * norm_outputs,
+        "attention": 3 * T * d + 2 * cfg.num_heads * T * T + T * d + T * d,
+        "feed_forward": ffn_hidden + T * d,
+    }
+    elements = {name: cfg.num_layers * n for name, n in per_layer.items()}
+    elements["norms"] += norm_outputs
+    elements["lm_head_and_loss"] = 2 * T * cfg.vocab_size
+    return {**elements, "total": sum(elements.values())}
+
+
+def training_memory(cfg: ModelConfig, seq_len: int, batch_size: int, dtype: str) -> dict[str, int]:
+    """Peak training memory in bytes at ``batch_size``, with its linear model a·batch + b."""
+    params = count_params(cfg)
+    per_sequence = activation_elements(cfg, seq_len)["total"] * ACTIVATION_BYTES[dtype]
+    parts = {
+        "parameters": params * WEIGHT_BYTES,
+        "gradients": params * WEIGHT_BYTES,
+        "optimizer_state": 2 * params * WEIGHT_BYTES,
+        "activations": per_sequence * batch_size,
+    }
+    fixed = parts["parameters"] + parts["gradients"] + parts["optimizer_state"]
+    return {**parts, "peak": sum(parts.values()), "bytes_per_sequence": per_sequence, "fixed_bytes": fixed}
+
+
+def max_batch_size(memory: dict[str, int], budget_bytes: int) -> int:
+    """Largest batch whose peak a·batch + b fits the budget (0: not even the weights fit)."""
+    return max(0, (budget_bytes - memory["fixed_bytes"]) // memory["bytes_per_sequence"])
