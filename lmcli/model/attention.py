@@ -10,16 +10,22 @@ RoPE: instead of adding a position vector, rotate each consecutive pair (x₀,x�
 a query/key at position i by the angle i·θ^(-2k/d_k). A dot product of two rotated vectors then
 depends only on their relative offset. It is applied to Q and K, never V.
 
-The forward is written in three steps (project, rotate, attend over keys) and ``causal_mask``
-already handles more keys than queries, so a KV cache can prepend cached keys and values.
+The forward is written in three steps (project, rotate, attend over keys). With a KV cache
+(``lmcli.model.kv_cache``) the rotated keys and values of the new tokens are appended to the
+cached ones between the last two steps; ``causal_mask`` handles more keys than queries.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from lmcli.model.layers import Linear, softmax
+
+if TYPE_CHECKING:
+    from lmcli.model.kv_cache import LayerCache
 
 
 class RotaryPositionalEmbedding(nn.Module):
@@ -73,12 +79,17 @@ class MultiHeadSelfAttention(nn.Module):
             raise ValueError("RoPE needs max_seq_len to precompute its angles")
         self.rope = None if theta is None else RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device)
 
-    def forward(self, x: torch.Tensor, token_positions: torch.Tensor | None = None) -> torch.Tensor:
-        """x (..., seq, d_model) -> (..., seq, d_model); token_positions (..., seq) default 0..seq-1."""
+    def forward(
+        self, x: torch.Tensor, token_positions: torch.Tensor | None = None, kv_cache: LayerCache | None = None
+    ) -> torch.Tensor:
+        """x (..., seq, d_model) -> (..., seq, d_model); token_positions (..., seq) default 0..seq-1.
+        With ``kv_cache`` (this layer's slot of a KVCache), x holds the tokens after the cached ones."""
         q, k, v = (self.split_heads(t) for t in self.project_qkv(x))
         if self.rope is not None:
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # broadcast over heads
             q, k = self.rope(q, positions), self.rope(k, positions)
+        if kv_cache is not None:
+            k, v = kv_cache.update(k, v)
         out = scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2], k.shape[-2], x.device))
         return self.output_proj(out.transpose(-3, -2).flatten(-2))
 

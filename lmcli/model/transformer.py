@@ -18,6 +18,8 @@ switches of ``ModelConfig``:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 from torch import nn
 
@@ -25,6 +27,9 @@ from lmcli.errors import LmcliError
 from lmcli.model.attention import MultiHeadSelfAttention
 from lmcli.model.config import ModelConfig
 from lmcli.model.layers import Embedding, Linear, RMSNorm, SiLUFeedForward, SwiGLU
+
+if TYPE_CHECKING:
+    from lmcli.model.kv_cache import KVCache, LayerCache
 
 
 class TransformerBlock(nn.Module):
@@ -40,14 +45,16 @@ class TransformerBlock(nn.Module):
         feed_forward = SwiGLU if ffn == "swiglu" else SiLUFeedForward
         self.ffn = feed_forward(d_model, d_ff, device=device, dtype=dtype)
 
-    def forward(self, x: torch.Tensor, token_positions: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, token_positions: torch.Tensor | None = None, kv_cache: LayerCache | None = None
+    ) -> torch.Tensor:
         if self.norm == "pre":
-            x = x + self.attn(self.ln1(x), token_positions)
+            x = x + self.attn(self.ln1(x), token_positions, kv_cache)
             return x + self.ffn(self.ln2(x))
         if self.norm == "post":
-            x = self.ln1(x + self.attn(x, token_positions))
+            x = self.ln1(x + self.attn(x, token_positions, kv_cache))
             return self.ln2(x + self.ffn(x))
-        x = x + self.attn(x, token_positions)
+        x = x + self.attn(x, token_positions, kv_cache)
         return x + self.ffn(x)
 
 
@@ -78,15 +85,25 @@ class TransformerLM(nn.Module):
     def context_length(self) -> int:
         return self.config.context_length
 
-    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """(..., seq) integer ids -> (..., seq, vocab_size) next-token logits, seq <= context_length."""
-        if token_ids.shape[-1] > self.context_length:
+    def forward(self, token_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """(..., seq) integer ids -> (..., seq, vocab_size) next-token logits, seq <= context_length.
+
+        With ``kv_cache`` (batch, seq) are the tokens that follow the cached ones: they are placed
+        at the next positions, attend over the cached keys/values too, and are cached in turn."""
+        cached = 0 if kv_cache is None else kv_cache.length
+        if cached + token_ids.shape[-1] > self.context_length:
             raise LmcliError(
-                f"input has {token_ids.shape[-1]} tokens but the model's context_length is {self.context_length}"
+                f"input has {cached + token_ids.shape[-1]} tokens but the model's context_length is {self.context_length}"
             )
         x = self.token_embeddings(token_ids)
-        for layer in self.layers:
-            x = layer(x)
+        if kv_cache is None:
+            for layer in self.layers:
+                x = layer(x)
+        else:
+            positions = kv_cache.positions(token_ids.shape[-1])
+            for layer, layer_cache in zip(self.layers, kv_cache.layers):
+                x = layer(x, positions, layer_cache)
+            kv_cache.advance(token_ids.shape[-1])
         if self.ln_final is not None:
             x = self.ln_final(x)
         return self.lm_head(x)
