@@ -5,6 +5,7 @@ bad input. ``command`` turns those errors into a one-line message and a non-zero
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -131,6 +132,69 @@ def train_bpe(
     from lmcli.tokenizer.train_command import train_bpe_command
 
     train_bpe_command(input_path, vocab, special_tokens or ["<|endoftext|>"], out, workers, errors, force, profile, workspace, json_)
+
+
+@command("encode")
+def encode(
+    input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 text file to encode \\[default: both demo splits of the workspace, to data/train.npy and data/valid.npy].", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (vocab.json, merges.txt) \\[default: the workspace's tokenizer/].", show_default=False)] = None,
+    special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token, never split (repeatable) \\[default: the tokenizer's, else <|endoftext|>].", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output .npy \\[default: the workspace's data/INPUT-NAME.npy].", show_default=False)] = None,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = os.cpu_count() or 1,
+    dtype: Annotated[str, typer.Option("--dtype", help="auto: uint16 when every id is below 65,536 (half the size of uint32), else uint32; or force uint16 / uint32.")] = "auto",
+    errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Encode a text file of any size to a .npy array of token ids (np.load(path, mmap_mode="r")).
+
+    The file is streamed in chunks cut where tokenization cannot change, encoded by a pool of workers
+    and written atomically: the ids equal encoding the whole file in one piece, and an interrupted run
+    leaves no partial .npy behind. With GPT-2's files the ids are exactly tiktoken's gpt2 ids.
+
+    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy
+    """
+    from lmcli.tokenizer.encode_file import encode_command
+
+    encode_command(input_path, tokenizer, special_tokens, out, workers, dtype, errors, workspace, json_)
+
+
+@command("decode")
+def decode(
+    ids_path: Annotated[Path, typer.Argument(metavar="IDS", help="A .npy array of token ids written by lmcli encode.", show_default=False)],
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory \\[default: the workspace's tokenizer/].", show_default=False)] = None,
+    start: Annotated[int, typer.Option("--start", help="Index of the first id to decode.")] = 0,
+    count: Annotated[Optional[int], typer.Option("--count", help="How many ids to decode \\[default: all from --start].", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Print the text of (a slice of) an encoded dataset, to check what a model is trained on.
+
+    Example: lmcli decode workspace/data/valid.npy --start 1000 --count 200
+    """
+    from lmcli.tokenizer.decode_file import decode_command
+
+    decode_command(ids_path, tokenizer, start, count, workspace)
+
+
+@command("stats")
+def stats(
+    input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 corpus, documents separated by the special token \\[default: the workspace's demo train split].", show_default=False)] = None,
+    tokenizers: Annotated[Optional[list[Path]], typer.Option("--tokenizer", help="Tokenizer directory; repeat to compare several side by side \\[default: the workspace's tokenizer/].", show_default=False)] = None,
+    docs: Annotated[int, typer.Option("--docs", help="Number of documents to sample.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the document sample.")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes for the parallel throughput \\[default: all cores].", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Tokenizer statistics on sampled documents: compression (bytes/token), encode throughput with 1 process
+    and all workers, time to tokenize the Pile (825 GB), vocabulary size, longest tokens and the share of
+    the vocabulary the sample uses. Several --tokenizer options print side by side.
+
+    Example: lmcli stats data/owt_valid.txt --tokenizer tok-ts --tokenizer tok-owt --docs 10
+    """
+    from lmcli.stats import stats_command
+
+    stats_command(input_path, tokenizers, docs, seed, workers, workspace, json_)
 
 
 @command("plot")

@@ -1,0 +1,280 @@
+"""Tokenizer encode/decode: identical to tiktoken's gpt2 with GPT-2's files, plus BPE on hand-built vocabularies."""
+
+from __future__ import annotations
+
+import itertools
+import lzma
+import random
+import re
+import sys
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import regex
+
+from lmcli.errors import LmcliError
+from lmcli.tokenizer import Tokenizer
+from lmcli.tokenizer import tokenizer as tokenizer_module
+from lmcli.tokenizer.files import save_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ holds the tiktoken reference shared with the benchmark
+from benchmarks.gpt2_tiktoken import gpt2_tiktoken  # noqa: E402
+
+BENCH = REPO.parent / "shared" / "bench" / "docs-bench.txt.xz"
+EOT = "<|endoftext|>"
+FIXTURE_FILES = [
+    "address.txt",
+    "corpus.en",
+    "german.txt",
+    "tinystories_sample.txt",
+    "special_token_double_newlines_non_whitespace.txt",
+    "special_token_trailing_newlines.txt",
+]
+STRINGS = [
+    "",
+    "s",
+    "🙃",
+    " ",
+    "\n",
+    "Hello, how are you?",
+    "Héllò hôw <|endoftext|><|endoftext|> are ü? 🙃",
+    "it's  we'll   they've\n\n\n  x\t\ty\r\n",
+    "\x1c\x1d a\x1fb \xa0c\u3000d",
+    "<|endoftext|>",
+    "text<|endoftext|>\n\nmore<|endoftext|>",
+    "1234567 12.5 ३४५ ½",
+    "unfinished <|endoftext",
+]
+
+
+@pytest.fixture(scope="module")
+def gpt2(fixtures_dir):
+    return Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
+
+
+@pytest.fixture(scope="module")
+def tiktoken_gpt2(fixtures_dir):
+    return gpt2_tiktoken(fixtures_dir / "gpt2_vocab.json")
+
+
+@pytest.fixture(scope="module")
+def fixtures_dir():
+    from conftest import FIXTURES
+
+    if not FIXTURES.is_dir():
+        pytest.skip(f"CS336 fixtures not found at {FIXTURES} (../shared is absent)")
+    return FIXTURES
+
+
+def reference(enc, text: str) -> list[int]:
+    return enc.encode(text, allowed_special="all")
+
+
+@pytest.mark.parametrize("name", FIXTURE_FILES)
+def test_fixture_files_match_tiktoken(gpt2, tiktoken_gpt2, fixtures_dir, name):
+    text = (fixtures_dir / name).read_text(encoding="utf-8")
+    ids = gpt2.encode(text)
+    assert ids == reference(tiktoken_gpt2, text)
+    assert gpt2.decode(ids) == text
+
+
+@pytest.mark.parametrize("text", STRINGS)
+def test_strings_match_tiktoken(gpt2, tiktoken_gpt2, text):
+    ids = gpt2.encode(text)
+    assert ids == reference(tiktoken_gpt2, text)
+    assert gpt2.decode(ids) == text
+
+
+def test_bench_slice_matches_tiktoken(gpt2, tiktoken_gpt2):
+    if not BENCH.is_file():
+        pytest.skip(f"bench corpus not found at {BENCH}")
+    with lzma.open(BENCH) as f:
+        text = f.read(400_000).decode("utf-8", errors="ignore")  # the cut may split the last character
+    ids = gpt2.encode(text)
+    assert ids == reference(tiktoken_gpt2, text)
+    assert gpt2.decode(ids) == text
+
+
+def random_text(rng: random.Random, n: int) -> str:
+    """Random text mixing ASCII, whitespace runs, apostrophes, other scripts, emoji and any code point."""
+    pools = [
+        "abc xyz ABC",
+        " \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000",
+        "'sdmtlvre",
+        "0123456789٣४",
+        "äöüßéñçøå",
+        "日本語中文한국어",
+        "🙃👍🏽🇫🇷",
+        ".,;:!?-()[]{}\"/",
+    ]
+    out = []
+    for _ in range(n):
+        if rng.random() < 0.05:
+            cp = rng.randrange(0x110000)
+            out.append(chr(cp) if not 0xD800 <= cp < 0xE000 else "x")
+        else:
+            out.append(rng.choice(rng.choice(pools)))
+    return "".join(out)
+
+
+def test_random_unicode_roundtrips_and_matches_tiktoken(gpt2, tiktoken_gpt2):
+    rng = random.Random(0)
+    for _ in range(300):
+        text = random_text(rng, rng.randrange(0, 60))
+        ids = gpt2.encode(text)
+        assert gpt2.decode(ids) == text
+        assert ids == tiktoken_gpt2.encode(text, disallowed_special=())
+
+
+def test_unit_whitespace_class_is_exactly_gpt2_whitespace():
+    # Units are cut where non-whitespace meets whitespace, so their whitespace must be the \s of the
+    # `regex` module that GPT-2's pattern uses (the standard library's \s also matches \x1c-\x1f).
+    ws = re.compile(tokenizer_module._WS)
+    gpt2_ws = regex.compile(r"\s")
+    for cp in range(0x110000):
+        c = chr(cp)
+        assert (ws.fullmatch(c) is None) == (gpt2_ws.fullmatch(c) is None), hex(cp)
+
+
+def test_overlapping_special_tokens_prefer_the_longest(fixtures_dir):
+    double = EOT + EOT
+    tok = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT, double])
+    ids = tok.encode(f"Hello{double}{EOT}world")
+    assert ids.count(tok.special_ids[double]) == 1 and ids.count(tok.special_ids[EOT]) == 1
+    assert ids.index(tok.special_ids[double]) < ids.index(tok.special_ids[EOT])
+    assert tok.decode(ids) == f"Hello{double}{EOT}world"
+
+
+def test_text_beside_a_special_token_is_pre_tokenized_as_at_a_boundary(gpt2):
+    assert gpt2.encode(f"hello{EOT} world") == gpt2.encode("hello") + [50256] + gpt2.encode(" world")
+    assert gpt2.encode(f"\n\n{EOT}\n\n") == gpt2.encode("\n\n") + [50256] + gpt2.encode("\n\n")
+
+
+def test_special_tokens_missing_from_the_vocabulary_are_appended():
+    vocab = {i: bytes([i]) for i in range(256)}
+    tok = Tokenizer(vocab, [], ["<|a|>", "<|b|>"])
+    assert tok.special_ids == {"<|a|>": 256, "<|b|>": 257}
+    assert tok.encode("x<|b|>") == [ord("x"), 257]
+    assert len(vocab) == 256  # the caller's dict is not modified
+
+
+def naive_bpe_encode(vocab: dict[int, bytes], merges: list[tuple[bytes, bytes]], text: str) -> list[int]:
+    """The textbook algorithm: per pre-token, apply every merge in order to all occurrences."""
+    from lmcli.tokenizer.pretokenize import GPT2_PATTERN
+
+    ids_of = {t: i for i, t in vocab.items()}
+    out = []
+    for pretoken in GPT2_PATTERN.findall(text):
+        parts = [bytes([b]) for b in pretoken.encode("utf-8")]
+        for a, b in merges:
+            i, merged = 0, []
+            while i < len(parts):
+                if i + 1 < len(parts) and parts[i] == a and parts[i + 1] == b:
+                    merged.append(a + b)
+                    i += 2
+                else:
+                    merged.append(parts[i])
+                    i += 1
+            parts = merged
+        out += [ids_of[p] for p in parts]
+    return out
+
+
+def test_bpe_matches_the_textbook_algorithm_on_random_merges():
+    rng = random.Random(1)
+    for _ in range(20):
+        vocab = {i: bytes([i]) for i in range(256)}
+        merges = []
+        for _ in range(30):
+            a, b = rng.choice(list(vocab.values())[ord("a") : ord("e")] + [t for t in vocab.values() if len(t) > 1] or [b"a"]), None
+            b = rng.choice([bytes([c]) for c in b"abcd "] + [t for t in vocab.values() if len(t) > 1])
+            if a + b not in vocab.values():
+                vocab[len(vocab)] = a + b
+                merges.append((a, b))
+        tok = Tokenizer(vocab, merges)
+        for _ in range(20):
+            text = "".join(rng.choice("abcd  '") for _ in range(rng.randrange(30)))
+            assert tok.encode(text) == naive_bpe_encode(vocab, merges, text), (merges, text)
+
+
+def test_decode_replaces_malformed_utf8(gpt2):
+    byte_id = {t: i for i, t in gpt2.vocab.items()}
+    euro = [byte_id[bytes([b])] for b in "€".encode("utf-8")]  # three single-byte tokens
+    assert gpt2.decode(euro) == "€"
+    assert gpt2.decode(euro[:2]) == "\ufffd"
+    assert gpt2.decode(euro[:1] + gpt2.encode("ok")) == "\ufffdok"
+
+
+def test_decode_unknown_id_is_a_clear_error(gpt2):
+    with pytest.raises(LmcliError, match="not in the vocabulary"):
+        gpt2.decode([1, 10**6])
+
+
+def test_encode_iterable_over_a_file_equals_encode(gpt2, fixtures_dir):
+    for name in ("tinystories_sample.txt", "special_token_double_newlines_non_whitespace.txt", "corpus.en"):
+        path = fixtures_dir / name
+        with open(path, encoding="utf-8") as f:
+            assert list(gpt2.encode_iterable(f)) == gpt2.encode(path.read_text(encoding="utf-8"))
+
+
+def test_encode_iterable_cuts_only_where_safe(gpt2, monkeypatch):
+    # A tiny flush threshold makes the stream cut constantly: whitespace runs across lines,
+    # contractions and special tokens split over pieces must still give the one-piece ids.
+    monkeypatch.setattr(tokenizer_module, "_STREAM_FLUSH_CHARS", 4)
+    rng = random.Random(2)
+    pieces = ["a\n", "\n", "   \n", "  b", " it'", "s", " <|endof", "text|>", "\n\n", "x", "  ", "y"]
+    assert list(gpt2.encode_iterable(pieces)) == gpt2.encode("".join(pieces))
+    for _ in range(100):
+        text = random_text(rng, rng.randrange(80)) + rng.choice(["", EOT, f"a {EOT} b"])
+        cuts = sorted(rng.sample(range(len(text) + 1), min(len(text) + 1, 6)))
+        pieces = [text[i:j] for i, j in zip([0, *cuts], [*cuts, len(text)])]
+        assert list(gpt2.encode_iterable(pieces)) == gpt2.encode(text), pieces
+
+
+def test_encode_iterable_is_lazy_and_memory_stays_flat(gpt2):
+    line = "Once upon a time, there was a little robot.\n\n"
+    first = list(itertools.islice(gpt2.encode_iterable(itertools.repeat(line)), 1000))  # infinite input
+    assert first[:5] == gpt2.encode(line)[:5]
+    tracemalloc.start()
+    count = sum(1 for _ in gpt2.encode_iterable(itertools.repeat(line, 50_000)))  # ~2.3 MB of text
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    per_line = len(gpt2.encode(line * 2)) - len(gpt2.encode(line))  # "\n\n" splits before a word
+    assert count == len(gpt2.encode(line)) + 49_999 * per_line
+    assert peak < 2_000_000
+
+
+def test_bounded_caches_stay_bounded_and_exact(fixtures_dir, monkeypatch, tiktoken_gpt2):
+    monkeypatch.setattr(tokenizer_module, "UNIT_CACHE_SIZE", 50)
+    monkeypatch.setattr(tokenizer_module, "PRETOKEN_CACHE_SIZE", 20)
+    tok = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
+    text = (fixtures_dir / "tinystories_sample.txt").read_text(encoding="utf-8")
+    assert tok.encode(text) == reference(tiktoken_gpt2, text)
+    assert len(tok._unit_cache) <= 50 and len(tok._pretoken_cache) <= 20
+
+
+def test_from_dir_reads_special_tokens_from_meta(tmp_path):
+    vocab = {i: bytes([i]) for i in range(256)} | {256: b"ab", 257: b"<|doc|>"}
+    save_tokenizer(tmp_path, vocab, [(b"a", b"b")], ["<|doc|>"])
+    tok = Tokenizer.from_dir(tmp_path)
+    assert tok.special_tokens == ["<|doc|>"]
+    assert tok.encode("ab<|doc|>ab") == [256, 257, 256]
+    assert Tokenizer.from_dir(tmp_path, special_tokens=[]).encode("<|doc|>")[0] == ord("<")
+
+
+def test_from_dir_errors(tmp_path, fixtures_dir):
+    with pytest.raises(LmcliError, match="does not exist"):
+        Tokenizer.from_dir(tmp_path / "nope")
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "vocab.json").write_bytes((fixtures_dir / "train-bpe-reference-vocab.json").read_bytes())
+    (bad / "merges.txt").write_bytes((fixtures_dir / "gpt2_merges.txt").read_bytes())
+    with pytest.raises(LmcliError, match="do not belong together"):
+        Tokenizer.from_dir(bad)
+
+
+def test_vocabulary_without_all_bytes_is_rejected():
+    with pytest.raises(LmcliError, match="lacks 1 of the 256 single bytes"):
+        Tokenizer({i: bytes([i]) for i in range(255)}, [])
