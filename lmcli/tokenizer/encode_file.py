@@ -199,6 +199,13 @@ def encode_command(
         inputs = [ws.demo_split("train"), ws.demo_split("valid")]
     else:
         inputs = [input_path]
+    # Check everything before the progress bar starts, so bad input fails with one clear line.
+    for p in inputs:
+        if not p.is_file():
+            raise LmcliError(f"input file {p} does not exist")
+    if errors not in ("strict", "replace"):
+        raise LmcliError(f"--errors must be strict or replace (got {errors!r})")
+    choose_dtype(tokenizer, dtype)
     jobs = [(p, out or ws.encoded_path(p)) for p in inputs]
     results = encode_files(tokenizer, jobs, workers, dtype, errors, quiet=as_json)
     if as_json:
