@@ -129,6 +129,7 @@ def train(
             # Reading the loss synchronises with the device: only done on these steps.
             loss_value, norm_value = loss.item(), grad_norm.item()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
+                log.row("diverged", step=step, loss=loss_value, grad_norm=norm_value)  # the run's status, for `lmcli runs`
                 last = f"{run_dir / LATEST} (step {saved_step:,}) is kept" if saved_step is not None else "no checkpoint was written"
                 raise LmcliError(
                     f"training diverged at step {step:,}: loss {loss_value}, gradient norm {norm_value}; {last}. "
@@ -161,6 +162,7 @@ def train(
                 if t.keep_interval and step % t.keep_interval == 0:
                     save(f"step-{step:06d}.pt", step)
             if stop.requested:
+                log.row("interrupted", step=step)
                 log.note(f"interrupted: checkpoint of step {step:,} saved; continue with `lmcli train --resume {run_dir}`")
                 raise KeyboardInterrupt
             interval_start, interval_step = time.perf_counter(), step
@@ -206,7 +208,7 @@ def fixed_batches(
 
 def final_validation(
     model: torch.nn.Module, valid: np.ndarray, batch_size: int, context: int, max_tokens: int, runtime: Runtime,
-    quiet: bool,
+    quiet: bool, description: str = "final validation",
 ) -> float:
     """Loss over the whole validation file (or its first ``max_tokens``), in consecutive windows."""
     if max_tokens:
@@ -214,7 +216,7 @@ def final_validation(
     n_batches = math.ceil((len(valid) - 1) // context / batch_size)
     with count_progress(quiet) as progress:
         batches = progress.track(sequential_batches(valid, batch_size, context, runtime.device), total=n_batches,
-                                 description="final validation")
+                                 description=description)
         return evaluate(model, batches, runtime)
 
 
