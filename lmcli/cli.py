@@ -247,3 +247,22 @@ def accounting(
     from lmcli.accounting.report import run_accounting
 
     run_accounting(model, compare, context_length, batch_size, memory, dtype, hardware, mfu, steps, json_)
+
+
+@command("eval")
+def eval_(
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A checkpoint written by `lmcli train` (e.g. runs/NAME/best.pt).", show_default=False)],
+    data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Token ids (.npy from `lmcli encode`), a path or relative to the workspace \\[default: the run's validation file].", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 32,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Evaluate only the first N tokens (0 = the whole file).")] = 0,
+    device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")] = "auto",
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Loss and perplexity of a checkpoint over a whole token file, in non-overlapping context-length windows.
+
+    Example: lmcli eval --checkpoint workspace/runs/demo/best.pt --data data/valid.npy
+    """
+    from lmcli.experiments.evaluate import eval_command
+
+    eval_command(checkpoint, data, batch_size, max_tokens, device, workspace, json_)
