@@ -21,7 +21,6 @@ from the config stored inside, so a checkpoint is all they need.
 from __future__ import annotations
 
 import os
-import pickle
 import random
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -78,8 +77,9 @@ def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes], map_location:
         raise LmcliError(f"checkpoint {src} does not exist")
     try:
         checkpoint = torch.load(src, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
-        raise LmcliError(f"{name} is not an lmcli checkpoint ({str(e).splitlines()[0]})") from None
+    except Exception as e:  # a foreign file can fail to unpickle in any number of ways
+        reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
+        raise LmcliError(f"{name} is not an lmcli checkpoint (torch.load failed with {reason})") from None
     if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
         raise LmcliError(f"{name} is not an lmcli checkpoint")
     if checkpoint.get("version") != VERSION:

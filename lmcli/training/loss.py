@@ -20,7 +20,7 @@ import torch
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` [..., vocab] against integer ``targets`` [...]."""
     logits = logits.float()
-    shifted = logits - logits.amax(dim=-1, keepdim=True)
+    shifted = logits - logits.amax(dim=-1, keepdim=True).detach()  # a constant shift: no gradient needed
     log_normalizer = shifted.exp().sum(dim=-1).log()
     target_logit = shifted.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     return (log_normalizer - target_logit).mean()

@@ -92,18 +92,21 @@ class LivePanel:
     def __init__(self, total_steps: int, quiet: bool = False):
         self.total_steps = total_steps
         self.values: dict[str, Any] = {}
-        self.live = Live(self._render(), console=err_console, refresh_per_second=4, transient=True, disable=quiet)
+        self.live = None if quiet else Live(self._render(), console=err_console, refresh_per_second=4)
 
     def __enter__(self) -> LivePanel:
-        self.live.__enter__()
+        if self.live is not None:
+            self.live.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self.live.__exit__(*exc)
+        if self.live is not None:
+            self.live.__exit__(*exc)
 
     def update(self, **values: Any) -> None:
         self.values.update(values)
-        self.live.update(self._render())
+        if self.live is not None:
+            self.live.update(self._render())
 
     def _render(self) -> Table:
         v = self.values

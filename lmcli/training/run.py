@@ -45,7 +45,7 @@ def train_command(
     resume: str | None,
     name: str | None,
     device: str | None,
-    workspace: Workspace,
+    workspace: Path | None,
     wandb: bool = False,
     quiet: bool = False,
     as_json: bool = False,
@@ -54,6 +54,7 @@ def train_command(
     """Start (``config_path``) or continue (``resume``) a run; prints and returns its summary."""
     if (config_path is None) == (resume is None):
         raise LmcliError("give either --config (start a run) or --resume RUN_DIR (continue one)")
+    workspace = Workspace.resolve(workspace)
     if device is not None:
         overrides = [*overrides, f"system.device={device}"]
     if resume is not None:
