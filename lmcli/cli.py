@@ -197,6 +197,29 @@ def stats(
     stats_command(input_path, tokenizers, docs, seed, workers, workspace, json_)
 
 
+@command("train")
+def train(
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="TOML config: a path, or the name of a bundled config in configs/ (demo, tinystories, tinystories-cpu, owt, ablations).", show_default=False)] = None,
+    overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override one config value, e.g. --set optimizer.lr=3e-4 --set training.max_steps=200 (repeatable; value read as TOML).", show_default=False)] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory (a path, or a name under the workspace's runs/) from its latest.pt.", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Run directory name under runs/ \\[default: config name + timestamp].", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
+    wandb: Annotated[bool, typer.Option("--wandb", help="Also log metrics to Weights & Biases (needs the wandb package).")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel or progress bars; only the summary.")] = False,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Train a Transformer LM with AdamW on token ids from `lmcli encode`.
+
+    Each run gets runs/<name>/ with config.toml, metrics.jsonl, train.log and checkpoints (latest.pt, best.pt). Ctrl-C saves a checkpoint and stops; --resume continues exactly.
+
+    Example: lmcli train --config demo --set training.max_steps=500
+    """
+    from lmcli.training.run import train_command
+
+    train_command(config, overrides or [], resume, name, device, workspace, wandb=wandb, quiet=quiet, as_json=json_)
+
+
 @command("plot")
 def plot(
     runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories or run names in the workspace's runs/ \\[default: every run].", show_default=False)] = None,
