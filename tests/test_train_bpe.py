@@ -15,7 +15,13 @@ from lmcli.errors import LmcliError
 from lmcli.tokenizer import train_bpe
 from lmcli.tokenizer.chunks import chunk_ranges, read_text
 from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
-from lmcli.tokenizer.pretokenize import GPT2_ASCII_PATTERN, GPT2_PATTERN, count_pretokens, special_token_pattern
+from lmcli.tokenizer.pretokenize import (
+    GPT2_ASCII_PATTERN,
+    GPT2_PATTERN,
+    bounded_pieces,
+    count_pretokens,
+    special_token_pattern,
+)
 from lmcli.tokenizer.train import TrainStats
 
 EOT = "<|endoftext|>"
@@ -144,6 +150,15 @@ def test_chunk_ranges_cut_only_at_pretoken_boundaries(tmp_path, special):
     whole = count_pretokens(path.read_text(encoding="utf-8"), pattern)
     chunked = sum((count_pretokens(read_text(path, s, e), pattern) for s, e in ranges), Counter())
     assert chunked == whole
+
+
+def test_bounded_pieces_cut_only_at_pretoken_boundaries():
+    rng = random.Random(2)
+    parts = ["word", " x", "\n", "\n\n", "  \n", "é\n", "\x1c\n", "\t", ".", "\u3000\n"]
+    text = "".join(rng.choice(parts) for _ in range(4000))
+    pieces = list(bounded_pieces(text, max_chars=20))
+    assert len(pieces) > 100 and "".join(pieces) == text
+    assert sum((Counter(GPT2_PATTERN.findall(p)) for p in pieces), Counter()) == Counter(GPT2_PATTERN.findall(text))
 
 
 def test_parallel_small_chunks_give_the_same_merges(fixtures):

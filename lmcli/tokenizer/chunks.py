@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lmcli.errors import LmcliError
 
-DEFAULT_CHUNK_BYTES = 16 << 20
+DEFAULT_CHUNK_BYTES = 8 << 20
 SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
 
 # A printable ASCII character followed by ASCII whitespace: the cut goes between them.

@@ -7,6 +7,9 @@ follows, so the word keeps its leading space). Special tokens such as ``<|endoft
 out first: the regex runs separately on the text between them, so nothing merges across them.
 
 Training only needs how often each pre-token occurs, so ``count_pretokens`` returns a Counter.
+Long pieces are regex-split a bounded slice at a time (cut just before a newline that follows a
+non-space character, which is always a pre-token boundary), so the list of pre-tokens in memory
+stays small even for a single huge document.
 Pure-ASCII text (most English documents) goes through an equivalent pattern for the standard
 library's ``re`` engine, which is about twice as fast as ``regex`` on it; ``\\p{L}`` / ``\\p{N}``
 / ``\\s`` restricted to ASCII are exactly ``[A-Za-z]`` / ``[0-9]`` / ``[\\t\\n\\v\\f\\r ]``.
@@ -22,6 +25,8 @@ import regex
 
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_PATTERN = regex.compile(GPT2_SPLIT)
+
+MAX_PIECE_CHARS = 1 << 13
 
 # The same split for ASCII-only text. The letter alternative comes first because it matches
 # most often; it cannot start where the contraction alternative (an apostrophe) does.
@@ -45,6 +50,21 @@ def split_on_special_tokens(text: str, special: re.Pattern | None) -> Iterator[s
         yield from special.split(text)
 
 
+def bounded_pieces(text: str, max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]:
+    """Text cut into pieces of about ``max_chars`` at pre-token boundaries (a newline after \\S)."""
+    start = 0
+    while len(text) - start > max_chars:
+        cut = text.find("\n", start + max_chars)
+        # str.isspace() is true for every character \s matches, so "not isspace" means \S.
+        while cut != -1 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut == -1:
+            break
+        yield text[start:cut]
+        start = cut
+    yield text[start:]
+
+
 def pretokens(text: str) -> list[str]:
     """GPT-2 pre-tokens of text that holds no special token."""
     return (GPT2_ASCII_PATTERN if text.isascii() else GPT2_PATTERN).findall(text)
@@ -54,5 +74,6 @@ def count_pretokens(text: str, special: re.Pattern | None) -> Counter[str]:
     """How often each pre-token occurs in text, never spanning a special token."""
     counts: Counter[str] = Counter()
     for piece in split_on_special_tokens(text, special):
-        counts.update(pretokens(piece))
+        for part in bounded_pieces(piece):
+            counts.update(pretokens(part))
     return counts

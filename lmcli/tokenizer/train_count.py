@@ -1,11 +1,13 @@
 """Counting the pre-tokens of a corpus file, in parallel and in bounded memory.
 
 BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
-chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); a pool of worker processes each
-reads one chunk by its byte range, decodes it, pre-tokenizes it and sends back a Counter. The
-main process adds the Counters up. Workers are handed byte ranges rather than the bytes
-themselves, so however large the file, memory holds a few chunks plus one entry per distinct
-pre-token.
+chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
+range, decoded, pre-tokenized and counted. With K workers the main process counts chunks too,
+beside a pool of K - 1 processes: the pool takes chunks from the front of the list, the main
+process from the back, so the load balances without an idle coordinator (and one process less
+holds memory). Workers are handed byte ranges rather than the bytes themselves and at most two
+chunks per worker are in flight, so however large the file, memory holds a few chunks plus one
+entry per distinct pre-token.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import sys
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,25 +40,44 @@ def count_file_pretokens(
     chunk_bytes = chunk_bytes or default_chunk_bytes(size, workers)
     ranges = chunk_ranges(path, special_tokens, chunk_bytes)
     jobs = [(str(path), start, end, special_tokens, errors) for start, end in ranges]
-    total: Counter[str] = Counter()
+    total: Counter[bytes] = Counter()
+
+    def add(job, counts: dict[bytes, int]) -> None:
+        total.update(counts)
+        if on_bytes:
+            on_bytes(job[2] - job[1])
+
     if workers == 1 or len(jobs) == 1:
-        _add_up(total, map(_count_range, jobs), ranges, on_bytes)
+        for job in jobs:
+            add(job, _count_range(job))
     else:
-        with _pool(min(workers, len(jobs))) as pool:
-            _add_up(total, pool.imap(_count_range, jobs), ranges, on_bytes)
-    return Counter({token.encode("utf-8"): n for token, n in total.items()})
+        _count_in_parallel(jobs, min(workers, len(jobs)), add)
+    return total
 
 
 def default_chunk_bytes(size: int, workers: int) -> int:
-    """About four chunks per worker (to balance the load), at most DEFAULT_CHUNK_BYTES each."""
-    return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (4 * workers) + 1))
+    """About eight chunks per worker (to balance the load), 1 MB to DEFAULT_CHUNK_BYTES each."""
+    return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (8 * workers) + 1))
 
 
-def _add_up(total: Counter, results, ranges, on_bytes) -> None:
-    for (start, end), counts in zip(ranges, results):
-        total.update(counts)
-        if on_bytes:
-            on_bytes(end - start)
+def _count_in_parallel(jobs: list, processes: int, add: Callable) -> None:
+    """Count the jobs in this process and a pool of ``processes - 1``, handing each result to add."""
+    todo = deque(jobs)
+    in_flight: deque = deque()
+    with _pool(processes - 1) as pool:
+        while todo or in_flight:
+            while todo and len(in_flight) < 2 * (processes - 1):
+                job = todo.popleft()
+                in_flight.append((job, pool.apply_async(_count_range, (job,))))
+            while in_flight and in_flight[0][1].ready():
+                job, result = in_flight.popleft()
+                add(job, result.get())
+            if todo:
+                job = todo.pop()
+                add(job, _count_range(job))
+            elif in_flight:
+                job, result = in_flight.popleft()
+                add(job, result.get())
 
 
 def _pool(processes: int):
@@ -65,7 +86,8 @@ def _pool(processes: int):
     return multiprocessing.get_context("fork" if sys.platform == "linux" else None).Pool(processes)
 
 
-def _count_range(job: tuple[str, int, int, list[str], str]) -> Counter[str]:
-    """Worker: the pre-token counts of one byte range of the file."""
+def _count_range(job: tuple[str, int, int, list[str], str]) -> dict[bytes, int]:
+    """Worker: the pre-token counts of one byte range of the file, keyed by UTF-8 bytes."""
     path, start, end, special_tokens, errors = job
-    return count_pretokens(read_text(path, start, end, errors), special_token_pattern(special_tokens))
+    counts = count_pretokens(read_text(path, start, end, errors), special_token_pattern(special_tokens))
+    return {token.encode("utf-8"): n for token, n in counts.items()}

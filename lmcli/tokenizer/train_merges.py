@@ -131,58 +131,56 @@ class MergeLoop:
         return self.tie_keys[pair >> self.shift] + self.tie_keys[pair & ((1 << self.shift) - 1)]
 
     def _merge(self, pair: int, a: int, b: int) -> None:
-        """Replace every occurrence of (a, b) by a new token and update the neighbouring pairs."""
+        """Replace every occurrence of (a, b) by a new token t and move the neighbouring pairs'
+        counts: (x, a) -> (x, t) and (b, y) -> (t, y)."""
         t = len(self.tokens)
         self.tokens.append(self.tokens[a] + self.tokens[b])
         self.tie_keys.append(_reverse_order_key(self.tokens[t]))
         shift, words, counts = self.shift, self.words, self.counts
         pair_counts, pair_words = self.pair_counts, self.pair_words
         created: list[int] = []
+        as_t = [t]
 
-        def drop(old: int, n: int) -> None:
+        def move(old: int, new: int, n: int, w: int) -> None:
+            """n occurrences in word w of pair ``old`` become occurrences of pair ``new`` (holding t)."""
             left = pair_counts[old] - n
             if left:
                 pair_counts[old] = left
             else:
                 del pair_counts[old]
                 pair_words.pop(old, None)
-
-        def add(new: int, n: int, w: int) -> None:
             # Pairs holding t are all created in this merge, so their word lists are new too.
-            if new in pair_counts:
-                pair_counts[new] += n
-                seen = pair_words[new]
-                if seen[-1] != w:
-                    seen.append(w)
-            else:
+            count = pair_counts.get(new)
+            if count is None:
                 pair_counts[new] = n
                 pair_words[new] = [w]
                 created.append(new)
+            else:
+                pair_counts[new] = count + n
+                seen = pair_words[new]
+                if seen[-1] != w:
+                    seen.append(w)
 
         for w in pair_words.pop(pair):
             word = words[w]
-            if a not in word:
-                continue  # stale entry
-            n, size = counts[w], len(word)
-            merged: list[int] = []
-            i = 0
-            while i < size:
-                if word[i] == a and i + 1 < size and word[i + 1] == b:
-                    if i:  # left neighbour x: (x, a) becomes (x', t), x' = x or t if x was merged too
-                        drop(word[i - 1] << shift | a, n)
-                        add(merged[-1] << shift | t, n, w)
-                    # right neighbour y, unless it starts another occurrence (handled as its left)
-                    if i + 2 < size and not (word[i + 2] == a and i + 3 < size and word[i + 3] == b):
+            todo = word.count(a)  # occurrences of a still to look at; 0 for a stale entry
+            i, n = 0, counts[w]
+            while todo:
+                i = word.index(a, i)
+                todo -= 1
+                if i + 1 < len(word) and word[i + 1] == b:
+                    if i:  # left neighbour x; it is t when the previous occurrence was just merged
+                        x = word[i - 1]
+                        move((b if x == t else x) << shift | a, x << shift | t, n, w)
+                    # right neighbour y, unless it starts another occurrence (then it is that one's left)
+                    if i + 2 < len(word):
                         y = word[i + 2]
-                        drop(b << shift | y, n)
-                        add(t << shift | y, n, w)
-                    merged.append(t)
-                    i += 2
-                else:
-                    merged.append(word[i])
-                    i += 1
-            if len(merged) < size:
-                words[w] = merged
+                        if not (y == a and i + 3 < len(word) and word[i + 3] == b):
+                            move(b << shift | y, t << shift | y, n, w)
+                    word[i : i + 2] = as_t
+                    if a == b:
+                        todo -= 1  # the b just merged was one of the a's
+                i += 1
         pair_counts.pop(pair, None)
         for new in created:
             count = pair_counts[new]
