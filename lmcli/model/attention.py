@@ -84,13 +84,18 @@ class MultiHeadSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x (..., seq, d_model) -> (..., seq, d_model); token_positions (..., seq) default 0..seq-1.
         With ``kv_cache`` (this layer's slot of a KVCache), x holds the tokens after the cached ones."""
-        q, k, v = (self.split_heads(t) for t in self.project_qkv(x))
+        # Cached generation feeds one token at a time: three matrix-vector products read the same
+        # weights as one, without copying them into a stacked matrix at every step.
+        qkv = self.project_qkv(x) if kv_cache is None else (self.q_proj(x), self.k_proj(x), self.v_proj(x))
+        q, k, v = (self.split_heads(t) for t in qkv)
         if self.rope is not None:
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # broadcast over heads
             q, k = self.rope(q, positions), self.rope(k, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
-        out = scaled_dot_product_attention(q, k, v, causal_mask(q.shape[-2], k.shape[-2], x.device))
+        # A single query (a generation step) is the last position: it may attend to every key.
+        mask = None if q.shape[-2] == 1 else causal_mask(q.shape[-2], k.shape[-2], x.device)
+        out = scaled_dot_product_attention(q, k, v, mask)
         return self.output_proj(out.transpose(-3, -2).flatten(-2))
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

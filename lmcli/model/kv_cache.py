@@ -17,18 +17,17 @@ import torch
 
 
 class LayerCache:
-    """One layer's view of a ``KVCache``: append this step's keys/values, get all of them back."""
+    """One layer's keys and values (batch, heads, max_len, d_k); the shared ``KVCache`` counts the tokens."""
 
-    def __init__(self, cache: KVCache, index: int):
-        self.cache, self.index = cache, index
+    def __init__(self, cache: KVCache, keys: torch.Tensor, values: torch.Tensor):
+        self.cache, self.keys, self.values = cache, keys, values
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Store k, v (batch, heads, new, d_k) after the cached tokens; return keys/values of all tokens."""
         start, end = self.cache.length, self.cache.length + k.shape[-2]
-        keys, values = self.cache.keys[self.index], self.cache.values[self.index]
-        keys[:, :, start:end] = k
-        values[:, :, start:end] = v
-        return keys[:, :, :end], values[:, :, :end]
+        self.keys[:, :, start:end] = k
+        self.values[:, :, start:end] = v
+        return self.keys[:, :, :end], self.values[:, :, :end]
 
 
 class KVCache:
@@ -38,12 +37,13 @@ class KVCache:
         self, num_layers: int, batch_size: int, num_heads: int, max_len: int, head_dim: int,
         device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
     ):
-        shape = (num_layers, batch_size, num_heads, max_len, head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.max_len = max_len
+        shape = (batch_size, num_heads, max_len, head_dim)
+        self.layers = [
+            LayerCache(self, torch.zeros(shape, device=device, dtype=dtype), torch.zeros(shape, device=device, dtype=dtype))
+            for _ in range(num_layers)
+        ]
         self.length = 0
-        self.layers = [LayerCache(self, i) for i in range(num_layers)]
+        self.device = self.layers[0].keys.device
 
     @classmethod
     def for_model(cls, model: torch.nn.Module, batch_size: int) -> KVCache:
@@ -56,7 +56,7 @@ class KVCache:
 
     def positions(self, num_new: int) -> torch.Tensor:
         """Positions of the next ``num_new`` tokens: they follow the cached ones."""
-        return torch.arange(self.length, self.length + num_new, device=self.keys.device)
+        return torch.arange(self.length, self.length + num_new, device=self.device)
 
     def advance(self, num_new: int) -> None:
         """Count ``num_new`` tokens as cached (after every layer has stored them)."""
