@@ -109,11 +109,11 @@ def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None
 
 @command("train-bpe")
 def train_bpe(
-    input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 text file to train on \\[default: the workspace's demo train split].", show_default=False)] = None,
+    input_path: Annotated[Optional[Path], typer.Argument(metavar="INPUT", help="UTF-8 text file to train on \\[default: the workspace's demo train split].", show_default=False)] = None,
     vocab: Annotated[int, typer.Option("--vocab", help="Vocabulary size, counting the 256 bytes and the special tokens.")] = 10000,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token: never split, never merged across (repeatable) \\[default: <|endoftext|>].", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory for vocab.json, merges.txt, tokenizer-meta.json \\[default: the workspace's tokenizer/].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes that pre-tokenize in parallel \\[default: all cores].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes that pre-tokenize in parallel, this one included \\[default: all cores].", show_default=False)] = None,
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an output directory that holds a different tokenizer.")] = False,
     profile: Annotated[Optional[Path], typer.Option("--profile", help="Write cProfile stats of the main process to this file (view: python -m pstats FILE).", show_default=False)] = None,
