@@ -53,7 +53,7 @@ def scaled_dot_product_attention(
     Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """softmax(Q Kᵀ / √d_k) V for (..., queries, d_k), (..., keys, d_k), (..., keys, d_v); mask True = attend."""
-    scores = (Q @ K.transpose(-2, -1)) * Q.shape[-1] ** -0.5
+    scores = (Q * Q.shape[-1] ** -0.5) @ K.transpose(-2, -1)  # scale Q (…×d_k), cheaper than the scores (…×keys)
     if mask is not None:
         scores = scores.masked_fill(~mask, float("-inf"))
     return softmax(scores, dim=-1) @ V
