@@ -66,7 +66,8 @@ def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     # Shifting by the max changes nothing mathematically, so no gradient flows through it (detach
     # saves amax's backward, ~10% of an attention layer's time on CPU).
     x = torch.exp(x - x.amax(dim=dim, keepdim=True).detach())
-    return (x / x.sum(dim=dim, keepdim=True)).to(in_dtype)
+    # Multiplying by the reciprocal of the (small) sums: a faster forward and backward than dividing.
+    return (x * x.sum(dim=dim, keepdim=True).reciprocal()).to(in_dtype)
 
 
 class SwiGLU(nn.Module):
