@@ -247,6 +247,30 @@ def runs(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
     runs_command(workspace, json_)
 
 
+@command("generate")
+def generate(
+    prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue; - reads it from stdin; an empty prompt starts a new document.", show_default=False)],
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A checkpoint .pt file, a run directory or a run name (its best.pt, else latest.pt) \\[default: the workspace's most recent run].", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory \\[default: the one the checkpoint was trained with].", show_default=False)] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Stop after this many new tokens (or at <|endoftext|>).")] = 256,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Softmax temperature; 0 = greedy (argmax).")] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: draw from the smallest set of tokens whose probability reaches p, in (0, 1].")] = 0.95,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling (on a given device).", show_default=False)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", help="Completions to draw together (one batched forward pass per token).")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")] = "auto",
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Continue a prompt with a trained model, printing the text as it is generated (KV cache; past the context
+    length the model keeps going on the latest tokens). A summary (tokens, tokens/s) goes to stderr.
+
+    Example: lmcli generate --prompt "Once upon a time" --temperature 0.7 --seed 1
+    """
+    from lmcli.generation.command import generate_command
+
+    generate_command(prompt, checkpoint, tokenizer, max_tokens, temperature, top_p, seed, num_samples, device, workspace, json_)
+
+
 @command("accounting")
 def accounting(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, tinystories or a CONFIG.toml with a \\[model] table \\[default: tinystories].", show_default=False)] = None,

@@ -1,0 +1,143 @@
+"""Autoregressive text generation: sample one token, append it, repeat.
+
+At each step the model gives logits for the next token; they become a token by
+- temperature T: softmax(logits / T). T < 1 sharpens the distribution, T > 1 flattens it,
+  T = 0 is greedy decoding (argmax, no randomness);
+- top-p (nucleus) sampling: keep the smallest set of most likely tokens whose probability
+  reaches p, renormalize, sample. Ties are broken deterministically (stable sort: equal
+  probabilities keep ascending token-id order), so p -> 0 is exactly the argmax.
+
+A KV cache (``lmcli.model.kv_cache``) makes each step cost one token of computation: the
+prompt is run once (prefill), then only the newest token goes through the model.
+
+Past the context length the model keeps going on a window of the latest tokens. When the
+window would exceed ``context_length``, it is moved forward to keep the last
+``context_length - context_length // 4`` tokens, which are re-run at positions 0.. (RoPE needs
+positions below the context length; re-prefilling gives every cached key its new position).
+Moving by a quarter of the context at once means one re-prefill per ``context_length // 4``
+tokens instead of one per token; every token still sees at least 3/4 of a context. The path
+without a cache applies the same window, so both produce identical greedy output.
+
+``generate`` is the CS336 interface (one prompt, yields token ids); ``generate_batch`` draws
+several samples of one prompt together, one forward pass per step for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from lmcli.errors import LmcliError
+from lmcli.model.kv_cache import KVCache
+from lmcli.model.layers import softmax
+
+
+def generate(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    num_tokens: int | None = None,
+) -> Iterator[int]:
+    """Yield up to ``max_new_tokens`` token ids continuing ``prompt_ids``; ``eos_id`` is yielded last when drawn.
+
+    ``generator`` (a torch.Generator on the model's device) makes sampling reproducible;
+    ``num_tokens`` restricts sampling to ids below it (a model vocabulary padded past the tokenizer's).
+    """
+    for step in generate_batch(model, prompt_ids, 1, max_new_tokens, temperature, top_p, eos_id, generator, use_cache, num_tokens):
+        yield step[0]
+
+
+def generate_batch(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    num_samples: int,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    num_tokens: int | None = None,
+) -> Iterator[list[int | None]]:
+    """Draw ``num_samples`` continuations of one prompt at once; each step yields one new id per
+    sample, or None for a sample that already ended with ``eos_id``."""
+    prompt_ids = [int(i) for i in prompt_ids]
+    check_settings(model, prompt_ids, num_samples, max_new_tokens, temperature, top_p)
+    context = model.context_length
+    keep = context - context // 4
+    device = model.lm_head.weight.device
+    prompt_len = len(prompt_ids)
+    history = torch.empty(num_samples, prompt_len + max_new_tokens, dtype=torch.long, device=device)
+    history[:, :prompt_len] = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+    cache = KVCache.for_model(model, num_samples) if use_cache else None
+    done = [False] * num_samples
+    start, length = 0, prompt_len  # the model sees history[:, start:length]
+    with torch.inference_mode():
+        for _ in range(max_new_tokens):
+            if length - start > context:
+                start = length - keep
+                if cache is not None:
+                    cache.reset()
+            if cache is None:
+                logits = model(history[:, start:length])[:, -1]
+            else:
+                logits = model(history[:, start + cache.length : length], kv_cache=cache)[:, -1]
+            if num_tokens is not None:
+                logits[:, num_tokens:] = float("-inf")
+            next_ids = sample_next(logits, temperature, top_p, generator)
+            history[:, length] = next_ids
+            length += 1
+            ids = next_ids.tolist()
+            yield [None if finished else i for i, finished in zip(ids, done)]
+            done = [finished or i == eos_id for i, finished in zip(ids, done)]
+            if all(done):
+                return
+
+
+def check_settings(
+    model: torch.nn.Module, prompt_ids: list[int], num_samples: int, max_new_tokens: int,
+    temperature: float, top_p: float,
+) -> None:
+    """Raise LmcliError for settings no generation can run with."""
+    if not temperature >= 0:
+        raise LmcliError(f"temperature must be >= 0 (0 = greedy), got {temperature}")
+    if not 0 < top_p <= 1:
+        raise LmcliError(f"top-p must be in (0, 1], got {top_p}")
+    if max_new_tokens < 0:
+        raise LmcliError(f"the number of new tokens must be >= 0, got {max_new_tokens}")
+    if num_samples < 1:
+        raise LmcliError(f"the number of samples must be >= 1, got {num_samples}")
+    if not prompt_ids:
+        raise LmcliError("the prompt is empty: generation needs at least one token to start from")
+    if len(prompt_ids) > model.context_length:
+        raise LmcliError(f"the prompt has {len(prompt_ids):,} tokens, more than the model's context of {model.context_length:,}")
+    vocab_size = model.config.vocab_size
+    if not all(0 <= i < vocab_size for i in prompt_ids):
+        raise LmcliError(f"the prompt has token ids outside the model's vocabulary 0..{vocab_size - 1}")
+
+
+def sample_next(
+    logits: torch.Tensor, temperature: float, top_p: float = 1.0, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """One token id per row of ``logits`` (batch, vocab): argmax at temperature 0, else a nucleus sample."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = nucleus(softmax(logits.float() / temperature, dim=-1), top_p)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def nucleus(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """``probs`` (..., vocab) restricted to each row's top-p nucleus and renormalized; p = 1 keeps all."""
+    if top_p >= 1:
+        return probs
+    sorted_probs, order = torch.sort(probs, dim=-1, descending=True, stable=True)
+    mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # probability of the more likely tokens
+    sorted_probs = sorted_probs.masked_fill(mass_before >= top_p, 0.0)  # the most likely token always stays
+    kept = torch.zeros_like(probs).scatter_(-1, order, sorted_probs)
+    return kept / kept.sum(dim=-1, keepdim=True)
