@@ -196,6 +196,13 @@ def test_invalid_utf8_names_the_byte_offset(tmp_path):
     assert "\ufffd".encode() in vocab.values() or any(b"\xef\xbf" in t for t in vocab.values())
 
 
+def test_invalid_utf8_found_by_a_worker_names_its_file_offset(tmp_path):
+    good = b"one two three four five six seven\n" * 400
+    path = write(tmp_path, good + b"bad \xc3\x28 byte\n" + good)
+    with pytest.raises(LmcliError, match=f"byte offset {len(good) + 4} "):
+        train_bpe(path, 300, [EOT], workers=2, chunk_bytes=1000)
+
+
 def test_stops_when_pairs_run_out(tmp_path):
     stats = TrainStats()
     vocab, merges = train_bpe(write(tmp_path, "abcd abcd"), 1000, [EOT], stats=stats)

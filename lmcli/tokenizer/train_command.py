@@ -13,7 +13,6 @@ from __future__ import annotations
 import cProfile
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from lmcli.tokenizer.train import (
     check_vocab_size,
     train_bpe,
 )
+from lmcli.tokenizer.train_count import available_cores
 from lmcli.tokenizer.train_memory import PeakMemory
 from lmcli.workspace import Workspace
 
@@ -100,14 +100,6 @@ def train_bpe_command(
         print(json.dumps(summary))
     else:
         print_summary(summary)
-
-
-def available_cores() -> int:
-    """Cores this process may run on (respects CPU affinity, e.g. in containers)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def check_output_dir(out: Path, recipe: dict, force: bool) -> None:

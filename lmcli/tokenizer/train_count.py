@@ -35,7 +35,7 @@ def count_file_pretokens(
 
     ``on_bytes(n)`` is called as each chunk of n bytes is done (for a progress bar).
     """
-    workers = workers or os.cpu_count() or 1
+    workers = workers or available_cores()
     size = Path(path).stat().st_size
     chunk_bytes = chunk_bytes or default_chunk_bytes(size, workers)
     ranges = chunk_ranges(path, special_tokens, chunk_bytes)
@@ -53,6 +53,14 @@ def count_file_pretokens(
     else:
         _count_in_parallel(jobs, min(workers, len(jobs)), add)
     return total
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects CPU affinity, e.g. in containers)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def default_chunk_bytes(size: int, workers: int) -> int:

@@ -20,7 +20,7 @@ class PeakMemory:
 
     METHOD = "sampled sum of RSS of the process and its workers"
 
-    def __init__(self, interval: float = 0.05):
+    def __init__(self, interval: float = 0.1):
         self.interval = interval
         self.bytes = 0
         self._process = psutil.Process()
