@@ -14,9 +14,10 @@ creation order; ``vocab_size`` counts all of them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,19 +39,14 @@ class TrainStats:
     merges: int = 0
     requested_merges: int = 0
 
-    def timed(self, stage: str):
-        return _Timer(self.seconds, stage)
-
-
-class _Timer:
-    def __init__(self, seconds: dict[str, float], stage: str):
-        self.seconds, self.stage = seconds, stage
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.seconds[self.stage] = self.seconds.get(self.stage, 0.0) + time.perf_counter() - self.start
+    @contextlib.contextmanager
+    def timed(self, stage: str) -> Iterator[None]:
+        """Add the wall time of the block to ``seconds[stage]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - start
 
 
 def train_bpe(
