@@ -99,9 +99,9 @@ class MultiHeadSelfAttention(nn.Module):
         return self.output_proj(out.transpose(-3, -2).flatten(-2))
 
     def project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        # One matmul against the stacked weights: a few percent faster than three on CPU at the
-        # TinyStories shape (benchmarks/model_speed.py); the parameters stay separate so the
-        # state-dict keys match the CS336 checkpoints.
+        # One matmul against the stacked weights (one GPU kernel instead of three); on CPU at the
+        # TinyStories shape it is within noise of three matmuls (benchmarks/bench_model.py). The
+        # parameters stay separate so the state-dict keys match the CS336 checkpoints.
         w = torch.cat((self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
         return (x @ w.T).chunk(3, dim=-1)
 
