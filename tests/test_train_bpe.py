@@ -226,15 +226,23 @@ def test_cli_trains_writes_gpt2_files_and_json(cli, fixtures, tmp_path):
     assert read_meta(out)["requested_vocab_size"] == 500 and read_meta(out)["special_tokens"] == [EOT]
 
 
-def test_cli_output_loads_in_hugging_face_tokenizers(cli, fixtures, tmp_path):
+def test_cli_output_loads_in_hugging_face_tokenizers_and_tiktoken(cli, fixtures, tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
+    tiktoken = pytest.importorskip("tiktoken")
     out = tmp_path / "tok"
     assert cli("train-bpe", fixtures / "corpus.en", "--vocab", 400, "--out", out).exit_code == 0
+    text = "the steel ingot mould, iron cement!"
     hf = tokenizers.Tokenizer(tokenizers.models.BPE.from_file(str(out / "vocab.json"), str(out / "merges.txt")))
     hf.pre_tokenizer = tokenizers.pre_tokenizers.ByteLevel(add_prefix_space=False)
     hf.decoder = tokenizers.decoders.ByteLevel()
-    ids = hf.encode("the steel ingot mould").ids
-    assert len(ids) < len("the steel ingot mould") and hf.decode(ids) == "the steel ingot mould"
+    ids = hf.encode(text).ids
+    assert len(ids) < len(text) and hf.decode(ids) == text
+    vocab, _ = load_tokenizer_files(out / "vocab.json", out / "merges.txt")
+    tt = tiktoken.Encoding(
+        name="trained", pat_str=GPT2_PATTERN.pattern, special_tokens={EOT: 0},
+        mergeable_ranks={token: i for i, token in vocab.items() if i},
+    )
+    assert tt.encode(text) == ids
 
 
 def test_cli_default_input_is_the_demo_corpus_and_summary_table(cli, tmp_path):
@@ -256,6 +264,9 @@ def test_cli_refuses_to_overwrite_a_different_tokenizer(cli, fixtures, tmp_path)
     assert (out / "merges.txt").read_text() == before
     forced = cli("train-bpe", fixtures / "corpus.en", "--vocab", 320, "--out", out, "--force")
     assert forced.exit_code == 0 and len(load_merges(out / "merges.txt")) == 320 - 257
+    (out / "tokenizer-meta.json").unlink()  # e.g. GPT-2's own files: no record of how they were made
+    foreign = cli("train-bpe", fixtures / "corpus.en", "--vocab", 320, "--out", out)
+    assert foreign.exit_code == 1 and "without a readable tokenizer-meta.json" in foreign.stderr
 
 
 def test_cli_bad_inputs_fail_in_one_line_without_output(cli, tmp_path):

@@ -21,7 +21,7 @@ from rich.table import Table
 from lmcli.atomic import atomic_path
 from lmcli.console import byte_progress, console, count_progress, err_console
 from lmcli.errors import LmcliError
-from lmcli.tokenizer.files import MERGES_FILE, VOCAB_FILE, read_meta, save_tokenizer
+from lmcli.tokenizer.files import MERGES_FILE, META_FILE, VOCAB_FILE, read_meta, save_tokenizer
 from lmcli.tokenizer.train import (
     TrainStats,
     check_errors_mode,
@@ -49,6 +49,7 @@ def train_bpe_command(
     workspace: Path | None,
     as_json: bool,
 ) -> None:
+    """Validate everything that can be checked before training, train, write, report."""
     ws = Workspace.resolve(workspace)
     path = check_input(input_path if input_path is not None else ws.demo_split("train"))
     special_tokens = check_special_tokens(special_tokens)
@@ -89,10 +90,15 @@ def train_bpe_command(
         "longest_tokens": [t.decode("utf-8", errors="replace") for t in longest_tokens(vocab, LONGEST_SHOWN)],
         "profile": str(profile_path) if profile_path else None,
     }
+    report(summary, as_json)
+
+
+def report(summary: dict, as_json: bool) -> None:
+    """The warning for a short vocabulary (stderr), then the summary as JSON or a table (stdout)."""
     if summary["ran_out_of_pairs"]:
         err_console.print(
-            f"[bold yellow]warning:[/] the corpus ran out of pairs to merge after {stats.merges} merges; "
-            f"wrote a vocabulary of {len(vocab)} tokens instead of {vocab_size}",
+            f"[bold yellow]warning:[/] the corpus ran out of pairs to merge after {summary['merges']} merges; "
+            f"wrote a vocabulary of {summary['vocab_size']} tokens instead of {summary['requested_vocab_size']}",
             highlight=False,
             soft_wrap=True,
         )
@@ -108,7 +114,15 @@ def check_output_dir(out: Path, recipe: dict, force: bool) -> None:
         raise LmcliError(f"output {out} exists and is not a directory")
     if force or not any((out / name).exists() for name in (VOCAB_FILE, MERGES_FILE)):
         return
-    meta = read_meta(out)
+    try:
+        meta = read_meta(out)
+    except ValueError:  # unreadable JSON: not ours to overwrite silently
+        meta = {}
+    if not meta:
+        raise LmcliError(
+            f"{out} already holds a tokenizer without a readable {META_FILE}; "
+            "pass --force to overwrite it or choose another --out"
+        )
     different = {k: (meta.get(k), v) for k, v in recipe.items() if meta.get(k) != v}
     if different:
         what = ", ".join(f"{k} {old!r} (this run: {new!r})" for k, (old, new) in different.items())
