@@ -215,9 +215,9 @@ def train(
 
     Example: lmcli train --config demo --set training.max_steps=500
     """
-    from lmcli.training.run import train_command
+    from lmcli.training.run import run_training
 
-    train_command(config, overrides or [], resume, name, device, workspace, wandb=wandb, quiet=quiet, as_json=json_)
+    run_training(config, overrides or [], resume, name, device, workspace, wandb=wandb, quiet=quiet, as_json=json_)
 
 
 @command("plot")

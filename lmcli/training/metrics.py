@@ -13,6 +13,7 @@ on ``--resume`` rows past the checkpoint's step are dropped (those steps are red
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import time
@@ -37,13 +38,25 @@ def perplexity(loss: float) -> float:
 
 
 class RunLog:
-    """Writes metrics.jsonl and train.log in the run directory, mirrors rows to W&B, notes to stderr."""
+    """Writes metrics.jsonl and train.log in the run directory, mirrors rows to W&B, notes to stderr.
 
-    def __init__(self, run_dir: Path, quiet: bool = False, wandb_run: Any = None):
-        self.metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
+    While it is open the run holds an exclusive lock on train.log: ``lmcli runs`` reads that
+    as "running", and a second ``lmcli train --resume`` of the same run is refused. Resuming
+    from step ``resume_step`` first drops the metrics rows of later steps.
+    """
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None, quiet: bool = False):
         self.text = open(run_dir / LOG_FILE, "a", encoding="utf-8")
+        try:
+            fcntl.flock(self.text.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.text.close()
+            raise LmcliError(f"{run_dir} is being trained by another process right now") from None
+        if resume_step is not None:
+            truncate_metrics(run_dir, resume_step)
+        self.metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
         self.quiet = quiet
-        self.wandb_run = wandb_run
+        self.wandb_run = None
 
     def row(self, kind: str, **values: Any) -> None:
         record = {"kind": kind, **values}
@@ -77,13 +90,13 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
         f.writelines(line + "\n" for line in kept)
 
 
-def start_wandb(project: str, name: str, config: dict[str, Any]):
-    """A W&B run, or a clear error when the ``wandb`` package is not installed."""
+def require_wandb():
+    """The ``wandb`` module, or a clear error when the package is not installed."""
     try:
         import wandb
     except ImportError:
         raise LmcliError("--wandb needs the wandb package: pip install wandb (then `wandb login`)") from None
-    return wandb.init(project=project, name=name, config=config)
+    return wandb
 
 
 class LivePanel:

@@ -32,14 +32,14 @@ from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
 from lmcli.training.device import setup_runtime
 from lmcli.training.loop import LATEST, train
-from lmcli.training.metrics import RunLog, start_wandb, truncate_metrics
+from lmcli.training.metrics import RunLog, require_wandb
 from lmcli.workspace import Workspace
 
 CONFIG_FILE = "config.toml"
 WANDB_PROJECT = "lmcli"
 
 
-def train_command(
+def run_training(
     config_path: str | None,
     overrides: list[str],
     resume: str | None,
@@ -70,6 +70,7 @@ def train_command(
             raise LmcliError(f"run directory {run_dir} already exists (choose another --name, or --resume it)")
         checkpoint = None
 
+    wandb_module = require_wandb() if wandb else None
     runtime = setup_runtime(config.system.device, config.system.compile, config.system.autocast, config.system.peak_flops)
     quiet = quiet or as_json
     data = load_training_data(
@@ -78,15 +79,14 @@ def train_command(
     )
     if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
         raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
-    wandb_run = start_wandb(WANDB_PROJECT, run_dir.name, config.to_dict()) if wandb else None
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_open(run_dir / CONFIG_FILE, encoding="utf-8") as f:
-        f.write(config.to_toml())
-    if checkpoint is not None:
-        truncate_metrics(run_dir, checkpoint["iteration"])
-    log = RunLog(run_dir, quiet=quiet, wandb_run=wandb_run)
+    log = RunLog(run_dir, resume_step=checkpoint["iteration"] if checkpoint else None, quiet=quiet)
     try:
+        with atomic_open(run_dir / CONFIG_FILE, encoding="utf-8") as f:
+            f.write(config.to_toml())
+        if wandb_module is not None:
+            log.wandb_run = wandb_module.init(project=WANDB_PROJECT, name=run_dir.name, config=config.to_dict())
         summary = train(config, data, run_dir, runtime, log, resume=checkpoint, on_step=on_step, quiet=quiet)
     finally:
         log.close()
