@@ -213,7 +213,10 @@ def check_config(config: TrainConfig) -> None:
             f"({t.batch_size} x {config.model.context_length} tokens)"
         )
     if o.warmup_steps > config.cosine_steps:
-        raise LmcliError(f"optimizer.warmup_steps ({o.warmup_steps}) exceeds the schedule's {config.cosine_steps} steps")
+        raise LmcliError(
+            f"optimizer.warmup_steps ({o.warmup_steps}) exceeds the schedule's {config.cosine_steps} steps "
+            "(lower optimizer.warmup_steps for a short run)"
+        )
 
 
 _TABLES = {"model": ModelConfig, "data": DataConfig, "optimizer": OptimizerConfig, "training": TrainingConfig, "system": SystemConfig}
