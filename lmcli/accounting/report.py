@@ -137,8 +137,9 @@ def si(n: float, unit: str = "") -> str:
     return f"{n:.3g} {unit}".rstrip()
 
 
-def gib(n_bytes: float) -> str:
-    return f"{n_bytes / GIB:,.2f} GiB"
+def human_bytes(n_bytes: float) -> str:
+    """Bytes in GiB, or MiB below 1 GiB so small models keep their digits."""
+    return f"{n_bytes / GIB:,.2f} GiB" if n_bytes >= GIB else f"{n_bytes / 2**20:,.2f} MiB"
 
 
 def duration(seconds: float) -> str:
@@ -220,10 +221,10 @@ def memory_table(memory: dict) -> Table:
         f"activations (batch {memory['batch_size']:,})": memory["activations"],
     }
     for label, size in rows.items():
-        table.add_row(label, gib(size))
-    table.add_row("[bold]peak", f"[bold]{gib(memory['peak'])}")
-    table.add_row("peak = a · batch + b", f"{gib(memory['bytes_per_sequence'])} · batch + {gib(memory['fixed_bytes'])}")
-    table.add_row(f"largest batch in {gib(memory['budget_bytes'])}", f"[bold]{memory['max_batch_size']:,}")
+        table.add_row(label, human_bytes(size))
+    table.add_row("[bold]peak", f"[bold]{human_bytes(memory['peak'])}")
+    table.add_row("peak = a · batch + b", f"{human_bytes(memory['bytes_per_sequence'])} · batch + {human_bytes(memory['fixed_bytes'])}")
+    table.add_row(f"largest batch in {human_bytes(memory['budget_bytes'])}", f"[bold]{memory['max_batch_size']:,}")
     return table
 
 
@@ -246,8 +247,8 @@ def render_comparison(reports: list[dict]) -> None:
     for key, label in FLOP_LABELS.items():
         row(f"  {label}", lambda r, key=key: f"{r['forward_flops'][key] / r['forward_flops']['total']:.1%}")
     batch = reports[0]["memory"]["batch_size"]
-    row(f"peak memory (batch {batch:,})", lambda r: gib(r["memory"]["peak"]))
-    row(f"largest batch in {gib(reports[0]['memory']['budget_bytes'])}", lambda r: f"{r['memory']['max_batch_size']:,}")
+    row(f"peak memory (batch {batch:,})", lambda r: human_bytes(r["memory"]["peak"]))
+    row(f"largest batch in {human_bytes(reports[0]['memory']['budget_bytes'])}", lambda r: f"{r['memory']['max_batch_size']:,}")
     t = reports[0]["training"]
     row(f"{t['steps']:,} steps, {t['hardware'].upper()} {t['dtype']} @ {t['mfu']:.0%} MFU", lambda r: duration(r["training"]["seconds"]))
     console.print(table)
