@@ -6,6 +6,7 @@ import json
 import math
 import random
 import signal
+import sys
 
 import numpy as np
 import pytest
@@ -213,7 +214,7 @@ def test_command_line_mistakes_are_clear_errors(cli, workspace, config, monkeypa
     assert "no run directory nowhere" in cli("train", "--resume", "nowhere").stderr
     assert "config nope.toml does not exist" in cli("train", "--config", "nope.toml").stderr
     assert "--set 'lr=1'" in cli("train", "--config", config, "--set", "lr=1").stderr
-    monkeypatch.setitem(__import__("sys").modules, "wandb", None)  # the package is not installed
+    monkeypatch.setitem(sys.modules, "wandb", None)  # the package is not installed
     result = cli("train", "--config", config, "--name", "w", "--wandb")
     assert result.exit_code == 1 and "pip install wandb" in result.stderr
     assert not (workspace / "runs" / "w").exists()
@@ -230,3 +231,16 @@ def test_an_existing_run_name_is_refused_and_a_finished_run_cannot_resume_withou
     assert json.loads(longer.stdout)["steps"] == 15
     changed = cli("train", "--resume", "r", "--set", "model.d_model=64", "--set", "training.max_steps=20")
     assert changed.exit_code == 1 and "cannot change it" in changed.stderr
+
+
+def test_mfu_is_reported_against_a_configured_peak(cli, workspace, config):
+    from lmcli.accounting import forward_flops
+    from lmcli.training import load_config
+
+    result = cli("train", "--config", config, "--name", "mfu", "-q", "--set", "training.max_steps=10",
+                 "--set", "system.peak_flops=1e12")
+    assert result.exit_code == 0, result.output
+    model = load_config(config).model
+    flops_per_token = 3 * forward_flops(model, 16)["total"] / 16
+    for row in _rows(workspace / "runs" / "mfu", "train"):
+        assert row["mfu"] == pytest.approx(row["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
