@@ -20,6 +20,7 @@ covering the file; ``read_text(path, start, end, errors)`` reads and decodes one
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable
@@ -70,9 +71,9 @@ def _next_cut(f, target: int, size: int, specials: list[bytes]) -> int:
 
 def _cut_in_window(window: bytes, lo: int, special: re.Pattern | None, specials: list[bytes]) -> int | None:
     """The first special token start at or after ``lo`` in the window, else the first safe cut."""
-    candidates = [m.start() for m in special.finditer(window, lo)] if special else []
-    candidates += [m.end() for m in _SAFE_CUT.finditer(window, max(lo - 1, 0))]
-    return next((c for c in candidates if not _inside_special(window, c, specials)), None)
+    starts = (m.start() for m in special.finditer(window, lo)) if special else ()
+    safe = (m.end() for m in _SAFE_CUT.finditer(window, max(lo - 1, 0)))
+    return next((c for c in itertools.chain(starts, safe) if not _inside_special(window, c, specials)), None)
 
 
 def _inside_special(window: bytes, cut: int, specials: list[bytes]) -> bool:

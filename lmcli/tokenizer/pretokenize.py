@@ -70,9 +70,10 @@ def pretokens(text: str) -> list[str]:
     return (GPT2_ASCII_PATTERN if text.isascii() else GPT2_PATTERN).findall(text)
 
 
-def count_pretokens(text: str, special: re.Pattern | None) -> Counter[str]:
-    """How often each pre-token occurs in text, never spanning a special token."""
-    counts: Counter[str] = Counter()
+def count_pretokens(text: str, special: re.Pattern | None, counts: Counter[str] | None = None) -> Counter[str]:
+    """How often each pre-token occurs in text, never spanning a special token (added to
+    ``counts`` when given, so one Counter can gather many texts)."""
+    counts = Counter() if counts is None else counts
     for piece in split_on_special_tokens(text, special):
         for part in bounded_pieces(piece):
             counts.update(pretokens(part))

@@ -2,25 +2,29 @@
 
 BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
 chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
-range, decoded, pre-tokenized and counted. With K workers the main process counts chunks too,
-beside a pool of K - 1 processes: the pool takes chunks from the front of the list, the main
-process from the back, so the load balances without an idle coordinator (and one process less
-holds memory). Workers are handed byte ranges rather than the bytes themselves and at most two
-chunks per worker are in flight, so however large the file, memory holds a few chunks plus one
-entry per distinct pre-token.
+range, decoded, pre-tokenized and counted. With K workers, K - 1 worker processes and the main
+process all take the next chunk from a shared counter as soon as they are free (so the load
+balances itself), add its pre-tokens to their own Counter, and the K Counters are added up once
+at the end. No chunk's text or counts travel between processes, only byte ranges, progress and
+the final Counters, so however large the file, memory holds one chunk per process plus at most
+one entry per distinct pre-token per process.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import queue
 import sys
-from collections import Counter, deque
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, read_text
 from lmcli.tokenizer.pretokenize import count_pretokens, special_token_pattern
+
+Ranges = list[tuple[int, int]]
 
 
 def count_file_pretokens(
@@ -37,22 +41,13 @@ def count_file_pretokens(
     """
     workers = workers or available_cores()
     size = Path(path).stat().st_size
-    chunk_bytes = chunk_bytes or default_chunk_bytes(size, workers)
-    ranges = chunk_ranges(path, special_tokens, chunk_bytes)
-    jobs = [(str(path), start, end, special_tokens, errors) for start, end in ranges]
-    total: Counter[bytes] = Counter()
-
-    def add(job, counts: dict[bytes, int]) -> None:
-        total.update(counts)
-        if on_bytes:
-            on_bytes(job[2] - job[1])
-
-    if workers == 1 or len(jobs) == 1:
-        for job in jobs:
-            add(job, _count_range(job))
+    ranges = chunk_ranges(path, special_tokens, chunk_bytes or default_chunk_bytes(size, workers))
+    on_bytes = on_bytes or (lambda n: None)
+    if workers == 1 or len(ranges) == 1:
+        counts = _count_ranges(path, ranges, special_tokens, errors, on_bytes)
     else:
-        _count_in_parallel(jobs, min(workers, len(jobs)), add)
-    return total
+        counts = _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
+    return Counter({token.encode("utf-8"): n for token, n in counts.items()})
 
 
 def available_cores() -> int:
@@ -68,34 +63,89 @@ def default_chunk_bytes(size: int, workers: int) -> int:
     return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (8 * workers) + 1))
 
 
-def _count_in_parallel(jobs: list, processes: int, add: Callable) -> None:
-    """Count the jobs in this process and a pool of ``processes - 1``, handing each result to add."""
-    todo = deque(jobs)
-    in_flight: deque = deque()
-    with _pool(processes - 1) as pool:
-        while todo or in_flight:
-            while todo and len(in_flight) < 2 * (processes - 1):
-                job = todo.popleft()
-                in_flight.append((job, pool.apply_async(_count_range, (job,))))
-            while in_flight and in_flight[0][1].ready():
-                job, result = in_flight.popleft()
-                add(job, result.get())
-            if todo:
-                job = todo.pop()
-                add(job, _count_range(job))
-            elif in_flight:
-                job, result = in_flight.popleft()
-                add(job, result.get())
+def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes) -> Counter[str]:
+    """Pre-token counts of the given byte ranges of the file, gathered in one Counter."""
+    special = special_token_pattern(special_tokens)
+    counts: Counter[str] = Counter()
+    for start, end in ranges:
+        count_pretokens(read_text(path, start, end, errors), special, counts)
+        on_bytes(end - start)
+    return counts
 
 
-def _pool(processes: int):
+def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[str]:
+    """Count in this process and ``processes - 1`` workers sharing one queue of ranges."""
+    context = _context()
+    next_range = context.Value("q", 0)
+    messages = context.Queue()
+    workers = [
+        context.Process(target=_worker, args=(path, ranges, next_range, special_tokens, errors, messages), daemon=True)
+        for _ in range(processes - 1)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        finished: list[Counter[str]] = []
+
+        def handle(message) -> None:
+            kind, value = message
+            if kind == "error":
+                raise value
+            if kind == "bytes":
+                on_bytes(value)
+            else:  # a worker's final counts
+                finished.append(value)
+
+        def drain_then(n: int) -> None:
+            on_bytes(n)
+            while True:
+                try:
+                    handle(messages.get_nowait())
+                except queue.Empty:
+                    return
+
+        total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then)
+        while len(finished) < len(workers):
+            try:
+                handle(messages.get(timeout=0.5))
+            except queue.Empty:
+                if not all(w.is_alive() for w in workers):
+                    raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
+        for counts in finished:
+            total.update(counts)
+        return total
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+            w.join()
+
+
+def _shared(ranges: Ranges, next_range) -> Iterator[tuple[int, int]]:
+    """The ranges no process has taken yet, taking each one as it is yielded."""
+    while True:
+        with next_range.get_lock():
+            i = next_range.value
+            next_range.value = i + 1
+        if i >= len(ranges):
+            return
+        yield ranges[i]
+
+
+def _worker(path, ranges: Ranges, next_range, special_tokens, errors, messages) -> None:
+    """Worker process: count shared ranges, report progress per range and the counts at the end."""
+    try:
+        counts = _count_ranges(
+            path, _shared(ranges, next_range), special_tokens, errors, lambda n: messages.put(("bytes", n))
+        )
+        messages.put(("counts", counts))
+    except Exception as e:  # LmcliError (bad UTF-8), OSError...: the main process reports it
+        messages.put(("error", e))
+    except KeyboardInterrupt:
+        pass  # the main process reports the interruption
+
+
+def _context():
     # On Linux, fork starts workers at once with the modules already imported; elsewhere
     # (macOS, Windows) the platform's default start method is the safe one.
-    return multiprocessing.get_context("fork" if sys.platform == "linux" else None).Pool(processes)
-
-
-def _count_range(job: tuple[str, int, int, list[str], str]) -> dict[bytes, int]:
-    """Worker: the pre-token counts of one byte range of the file, keyed by UTF-8 bytes."""
-    path, start, end, special_tokens, errors = job
-    counts = count_pretokens(read_text(path, start, end, errors), special_token_pattern(special_tokens))
-    return {token.encode("utf-8"): n for token, n in counts.items()}
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else None)
