@@ -2,7 +2,7 @@
 
 Each script runs lmcli and its comparator side by side in one process tree and prints its own
 table and ratios; this runner only sequences them and stops at the first failure.
-Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode generate train_throughput)
+Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model generate train_throughput)
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ HERE = Path(__file__).resolve().parent
 BENCHMARKS = {
     "train_bpe": "bench_train_bpe.py",
     "encode": "bench_encode.py",
+    "model": "bench_model.py",
     "generate": "bench_generate.py",
     "train_throughput": "train_throughput.py",
 }
