@@ -313,3 +313,24 @@ def eval_(
     from lmcli.experiments.evaluate import eval_command
 
     eval_command(checkpoint, data, batch_size, max_tokens, device, workspace, json_)
+
+
+@command("sweep")
+def sweep(
+    config: Annotated[str, typer.Option("--config", "-c", help="TOML config every run starts from: a path, or a bundled config name.", show_default=False)],
+    settings: Annotated[list[str], typer.Option("--set", help="section.key=v1,v2,... is an axis of the grid; a single value is a fixed override (repeatable).", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Sweep name: runs are runs/<name>-<key>=<value>..., results sweeps/<name>/ \\[default: sweep-<config>-<timestamp>].", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panels; one line per finished run and the final table.")] = False,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Train every point of a grid (the cartesian product of the comma-separated --set values), one run after another.
+
+    A run that diverges is marked diverged and the sweep goes on. The sweep ends with a table of final and best validation losses; sweeps/<name>/ gets sweep.json and the learning curves (val_loss.png, train_loss.png).
+
+    Example: lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3,1e-2 --set training.max_steps=200 --name lr
+    """
+    from lmcli.experiments.sweep import sweep_command
+
+    sweep_command(config, settings, name, device, workspace, quiet=quiet, as_json=json_)

@@ -50,8 +50,10 @@ def run_training(
     quiet: bool = False,
     as_json: bool = False,
     on_step: Callable[[int], None] | None = None,
+    show_summary: bool = True,
 ) -> dict[str, Any]:
-    """Start (``config_path``) or continue (``resume``) a run; prints and returns its summary."""
+    """Start (``config_path``) or continue (``resume``) a run; prints (unless not ``show_summary``: the
+    sweep prints its own table) and returns its summary."""
     if (config_path is None) == (resume is None):
         raise LmcliError("give either --config (start a run) or --resume RUN_DIR (continue one)")
     workspace = Workspace.resolve(workspace)
@@ -90,7 +92,8 @@ def run_training(
         summary = train(config, data, run_dir, runtime, log, resume=checkpoint, on_step=on_step, quiet=quiet)
     finally:
         log.close()
-    print_summary(summary, as_json)
+    if show_summary:
+        print_summary(summary, as_json)
     return summary
 
 
