@@ -22,6 +22,7 @@ from lmcli.tokenizer.pretokenize import (
     count_pretokens,
     special_token_pattern,
 )
+from lmcli.tokenizer import train_count
 from lmcli.tokenizer.train import TrainStats
 
 EOT = "<|endoftext|>"
@@ -161,12 +162,17 @@ def test_bounded_pieces_cut_only_at_pretoken_boundaries():
     assert sum((Counter(GPT2_PATTERN.findall(p)) for p in pieces), Counter()) == Counter(GPT2_PATTERN.findall(text))
 
 
-def test_parallel_small_chunks_give_the_same_merges(fixtures):
+def test_parallel_small_chunks_give_the_same_merges(fixtures, monkeypatch):
     single = train_bpe(fixtures / "corpus.en", 700, [EOT], workers=1)
     stats = TrainStats()
     parallel = train_bpe(fixtures / "corpus.en", 700, [EOT], workers=2, chunk_bytes=8000, stats=stats)
     assert parallel == single
     assert stats.merges == 700 - 257
+    # Workers that hand over their Counters many times along the way (forked: they see the patch).
+    monkeypatch.setattr(train_count, "FLUSH_ENTRIES", 50)
+    progress = []
+    flushed = train_bpe(fixtures / "corpus.en", 700, [EOT], workers=3, chunk_bytes=5000, on_bytes=progress.append)
+    assert flushed == single and sum(progress) == (fixtures / "corpus.en").stat().st_size
 
 
 # --- bad input -------------------------------------------------------------------------------

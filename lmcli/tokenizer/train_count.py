@@ -4,10 +4,11 @@ BPE training only needs each distinct pre-token and how often it occurs. The fil
 chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
 range, decoded, pre-tokenized and counted. With K workers, K - 1 worker processes and the main
 process all take the next chunk from a shared counter as soon as they are free (so the load
-balances itself), add its pre-tokens to their own Counter, and the K Counters are added up once
-at the end. No chunk's text or counts travel between processes, only byte ranges, progress and
-the final Counters, so however large the file, memory holds one chunk per process plus at most
-one entry per distinct pre-token per process.
+balances itself) and add its pre-tokens to their own Counter. A worker sends its Counter to the
+main process, which adds it to its own, when it holds FLUSH_ENTRIES distinct pre-tokens and at
+the end. No chunk's text travels between processes, only byte ranges, progress and Counters,
+so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
+worker, plus one entry per distinct pre-token in the main process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, read_text
 from lmcli.tokenizer.pretokenize import count_pretokens, special_token_pattern
 
 Ranges = list[tuple[int, int]]
+FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
 
 
 def count_file_pretokens(
@@ -63,13 +65,18 @@ def default_chunk_bytes(size: int, workers: int) -> int:
     return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (8 * workers) + 1))
 
 
-def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes) -> Counter[str]:
-    """Pre-token counts of the given byte ranges of the file, gathered in one Counter."""
+def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None, counts=None) -> Counter[str]:
+    """Pre-token counts of the given byte ranges of the file, gathered in one Counter (``counts``
+    if given). With ``on_full``, a Counter that reaches FLUSH_ENTRIES is handed over and a new one
+    started, so a worker never holds more than that."""
     special = special_token_pattern(special_tokens)
-    counts: Counter[str] = Counter()
+    counts = Counter() if counts is None else counts
     for start, end in ranges:
         count_pretokens(read_text(path, start, end, errors), special, counts)
         on_bytes(end - start)
+        if on_full and len(counts) >= FLUSH_ENTRIES:
+            on_full(counts)
+            counts = Counter()
     return counts
 
 
@@ -85,16 +92,20 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     for w in workers:
         w.start()
     try:
-        finished: list[Counter[str]] = []
+        total: Counter[str] = Counter()
+        done = 0
 
         def handle(message) -> None:
+            nonlocal done
             kind, value = message
             if kind == "error":
                 raise value
             if kind == "bytes":
                 on_bytes(value)
-            else:  # a worker's final counts
-                finished.append(value)
+            elif kind == "counts":
+                total.update(value)
+            else:
+                done += 1
 
         def drain_then(n: int) -> None:
             on_bytes(n)
@@ -104,15 +115,13 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                 except queue.Empty:
                     return
 
-        total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then)
-        while len(finished) < len(workers):
+        _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then, counts=total)
+        while done < len(workers):
             try:
                 handle(messages.get(timeout=0.5))
             except queue.Empty:
                 if not all(w.is_alive() for w in workers):
                     raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
-        for counts in finished:
-            total.update(counts)
         return total
     finally:
         for w in workers:
@@ -133,12 +142,16 @@ def _shared(ranges: Ranges, next_range) -> Iterator[tuple[int, int]]:
 
 
 def _worker(path, ranges: Ranges, next_range, special_tokens, errors, messages) -> None:
-    """Worker process: count shared ranges, report progress per range and the counts at the end."""
+    """Worker process: count shared ranges; send progress per range, counts when its Counter is
+    full and at the end, then "done"."""
+
+    def send(kind: str) -> Callable:
+        return lambda value: messages.put((kind, value))
+
     try:
-        counts = _count_ranges(
-            path, _shared(ranges, next_range), special_tokens, errors, lambda n: messages.put(("bytes", n))
-        )
+        counts = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, send("bytes"), send("counts"))
         messages.put(("counts", counts))
+        messages.put(("done", None))
     except Exception as e:  # LmcliError (bad UTF-8), OSError...: the main process reports it
         messages.put(("error", e))
     except KeyboardInterrupt:
