@@ -15,7 +15,9 @@ Both kinds of cut fall on UTF-8 character boundaries, so each chunk decodes on i
 decoding error is reported at its byte offset in the file.
 
 API: ``chunk_ranges(path, special_tokens, chunk_bytes)`` lists ``(start, end)`` byte ranges
-covering the file; ``read_text(path, start, end, errors)`` reads and decodes one of them.
+covering the file; ``read_text(path, start, end, errors)`` reads and decodes one of them
+(``read_range`` and ``decode_utf8`` do the two steps apart, e.g. to decode one document at a
+time); ``special_bytes_pattern`` finds special tokens in undecoded bytes.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from lmcli.errors import LmcliError
 
-DEFAULT_CHUNK_BYTES = 8 << 20
+DEFAULT_CHUNK_BYTES = 4 << 20
 SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
 
 # A printable ASCII character followed by ASCII whitespace: the cut goes between them.
@@ -40,11 +42,12 @@ def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_b
     if chunk_bytes < 1:
         raise ValueError("chunk_bytes must be positive")
     specials = sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
+    special = special_bytes_pattern(special_tokens)
     size = Path(path).stat().st_size
     cuts = [0]
     with open(path, "rb") as f:
         while size - cuts[-1] > chunk_bytes:
-            cut = _next_cut(f, cuts[-1] + chunk_bytes, size, specials)
+            cut = _next_cut(f, cuts[-1] + chunk_bytes, size, special, specials)
             if cut >= size:
                 break
             cuts.append(cut)
@@ -52,10 +55,9 @@ def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_b
     return list(zip(cuts, cuts[1:]))
 
 
-def _next_cut(f, target: int, size: int, specials: list[bytes]) -> int:
+def _next_cut(f, target: int, size: int, special: re.Pattern[bytes] | None, specials: list[bytes]) -> int:
     """A boundary at or after ``target``, preferring special tokens (``size`` when there is none)."""
     longest = max(map(len, specials), default=1)
-    special = re.compile(b"|".join(map(re.escape, specials))) if specials else None
     pos = target
     while pos < size:
         # Read a little before pos too, so a special token straddling pos is seen whole.
@@ -85,15 +87,30 @@ def _inside_special(window: bytes, cut: int, specials: list[bytes]) -> bool:
     return False
 
 
-def read_text(path: str | os.PathLike, start: int, end: int, errors: str = "strict") -> str:
-    """Bytes ``start:end`` of the file decoded as UTF-8; a decoding error names its file offset."""
+def read_range(path: str | os.PathLike, start: int, end: int) -> bytes:
+    """Bytes ``start:end`` of the file."""
     with open(path, "rb") as f:
         f.seek(start)
-        data = f.read(end - start)
+        return f.read(end - start)
+
+
+def decode_utf8(data: bytes, path: str | os.PathLike, offset: int, errors: str = "strict") -> str:
+    """``data`` (found at byte ``offset`` of the file) decoded; an error names its file offset."""
     try:
         return data.decode("utf-8", errors=errors)
     except UnicodeDecodeError as e:
         raise LmcliError(
-            f"{path} is not valid UTF-8 at byte offset {start + e.start} ({e.reason}); "
+            f"{path} is not valid UTF-8 at byte offset {offset + e.start} ({e.reason}); "
             "pass --errors replace to substitute U+FFFD for invalid bytes"
         ) from None
+
+
+def read_text(path: str | os.PathLike, start: int, end: int, errors: str = "strict") -> str:
+    """Bytes ``start:end`` of the file decoded as UTF-8; a decoding error names its file offset."""
+    return decode_utf8(read_range(path, start, end), path, start, errors)
+
+
+def special_bytes_pattern(special_tokens: Iterable[str]) -> re.Pattern[bytes] | None:
+    """A bytes pattern matching any special token's UTF-8 encoding, longest first."""
+    specials = sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
+    return re.compile(b"|".join(map(re.escape, specials))) if specials else None

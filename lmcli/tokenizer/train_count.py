@@ -2,7 +2,7 @@
 
 BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
 chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
-range, decoded, pre-tokenized and counted. With K workers, K - 1 worker processes and the main
+range, cut at special tokens, and each document decoded, pre-tokenized and counted. With K workers, K - 1 worker processes and the main
 process all take the next chunk from a shared counter as soon as they are free (so the load
 balances itself) and add its pre-tokens to their own Counter. A worker sends its Counter to the
 main process, which adds it to its own, when it holds FLUSH_ENTRIES distinct pre-tokens and at
@@ -22,8 +22,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lmcli.errors import LmcliError
-from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, read_text
-from lmcli.tokenizer.pretokenize import count_pretokens, special_token_pattern
+from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, decode_utf8, read_range, special_bytes_pattern
+from lmcli.tokenizer.pretokenize import count_pretokens
 
 Ranges = list[tuple[int, int]]
 FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
@@ -69,15 +69,25 @@ def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, error
     """Pre-token counts of the given byte ranges of the file, gathered in one Counter (``counts``
     if given). With ``on_full``, a Counter that reaches FLUSH_ENTRIES is handed over and a new one
     started, so a worker never holds more than that."""
-    special = special_token_pattern(special_tokens)
+    special = special_bytes_pattern(special_tokens)
     counts = Counter() if counts is None else counts
     for start, end in ranges:
-        count_pretokens(read_text(path, start, end, errors), special, counts)
+        _count_range(path, start, read_range(path, start, end), special, errors, counts)
         on_bytes(end - start)
         if on_full and len(counts) >= FLUSH_ENTRIES:
             on_full(counts)
             counts = Counter()
     return counts
+
+
+def _count_range(path, start: int, data: bytes, special, errors, counts: Counter[str]) -> None:
+    """Count the pre-tokens of the bytes read at ``start``, decoding one document at a time: a
+    chunk holding a single emoji would otherwise become a 4-bytes-per-character string."""
+    pos = 0
+    for m in special.finditer(data) if special else ():
+        count_pretokens(decode_utf8(data[pos : m.start()], path, start + pos, errors), None, counts)
+        pos = m.end()
+    count_pretokens(decode_utf8(data[pos:], path, start + pos, errors), None, counts)
 
 
 def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[str]:
