@@ -2,9 +2,10 @@
 
 BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
 chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
-range, cut at special tokens, and each document decoded, pre-tokenized and counted. With K workers, K - 1 worker processes and the main
-process all take the next chunk from a shared counter as soon as they are free (so the load
-balances itself) and add its pre-tokens to their own Counter. A worker sends its Counter to the
+range and cut at special tokens, and each document is decoded, pre-tokenized and counted.
+With K workers, K - 1 worker processes and the main process all take the next chunk from a
+shared counter as soon as they are free (so the load balances itself) and add its pre-tokens
+to their own Counter. A worker sends its Counter to the
 main process, which adds it to its own, when it holds FLUSH_ENTRIES distinct pre-tokens and at
 the end. No chunk's text travels between processes, only byte ranges, progress and Counters,
 so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
@@ -65,7 +66,9 @@ def default_chunk_bytes(size: int, workers: int) -> int:
     return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (8 * workers) + 1))
 
 
-def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None, counts=None) -> Counter[str]:
+def _count_ranges(
+    path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None, counts=None
+) -> Counter[str]:
     """Pre-token counts of the given byte ranges of the file, gathered in one Counter (``counts``
     if given). With ``on_full``, a Counter that reaches FLUSH_ENTRIES is handed over and a new one
     started, so a worker never holds more than that."""
