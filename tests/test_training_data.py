@@ -29,6 +29,9 @@ def test_scan_counts_across_chunks_and_finds_an_out_of_range_id_in_any_chunk(tmp
     x = _memmap(tmp_path, [1] * 30 + [10] + [1] * 5)
     with pytest.raises(LmcliError, match="contains token id 10, outside the model's vocabulary of 10"):
         scan_tokens(x, tmp_path / "ids.npy", vocab_size=10, quiet=True)
+    x = _memmap(tmp_path, [1] * 20 + [-1], dtype=np.int32)
+    with pytest.raises(LmcliError, match="contains the negative token id -1"):
+        scan_tokens(x, tmp_path / "ids.npy", vocab_size=10, quiet=True)
 
 
 def test_unigram_entropy_in_nats():

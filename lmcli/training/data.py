@@ -100,14 +100,15 @@ def scan_tokens(x: np.ndarray, path: Path, vocab_size: int, quiet: bool = False)
         task = progress.add_task(f"checking {path.name}", total=x.nbytes)
         for start in range(0, len(x), SCAN_CHUNK):
             chunk = np.asarray(x[start : start + SCAN_CHUNK])
-            low, high = int(chunk.min()), int(chunk.max())
-            if low < 0 or high >= vocab_size:
-                bad = high if high >= vocab_size else low
+            if np.issubdtype(chunk.dtype, np.signedinteger) and chunk.min() < 0:
+                raise LmcliError(f"{path} contains the negative token id {chunk.min()}")
+            chunk_counts = np.bincount(chunk, minlength=vocab_size)  # longer than vocab_size: an id too large
+            if len(chunk_counts) > vocab_size:
                 raise LmcliError(
-                    f"{path} contains token id {bad}, outside the model's vocabulary of {vocab_size:,} "
-                    "(was it encoded with another tokenizer? check model.vocab_size)"
+                    f"{path} contains token id {len(chunk_counts) - 1}, outside the model's vocabulary of "
+                    f"{vocab_size:,} (was it encoded with another tokenizer? check model.vocab_size)"
                 )
-            counts += np.bincount(chunk, minlength=vocab_size)
+            counts += chunk_counts
             progress.update(task, advance=chunk.nbytes)
     return TokenStats(count=len(x), counts=counts)
 

@@ -71,11 +71,6 @@ def train(
         optimizer.load_state_dict(resume["optimizer"])
         restore_rng(resume["rng"], batch_rng)
         start_step, best_val_loss, elapsed_before = resume["iteration"], resume["best_val_loss"], resume["elapsed_s"]
-        if start_step >= max_steps:
-            raise LmcliError(
-                f"{run_dir} already finished its {max_steps:,} steps; to train longer, resume with "
-                f"--set training.max_steps=N (N > {start_step:,})"
-            )
     fast_model = runtime.compile_model(model)
     eval_batches = fixed_batches(data.valid, batch_size, context, runtime.device, t.eval_batches, t.seed + 1)
     train_flops_per_token = training_flops_per_token(config) if runtime.peak_flops else None

@@ -100,12 +100,17 @@ def require_wandb():
 
 
 class LivePanel:
-    """A rich Live panel on stderr with the run's current numbers (disabled when quiet)."""
+    """A rich Live panel on stderr with the run's current numbers.
+
+    Only on a terminal and when not quiet: redirected to a file, a live display would print
+    nothing but its final frame, and the run's lines in train.log say more.
+    """
 
     def __init__(self, total_steps: int, quiet: bool = False):
         self.total_steps = total_steps
         self.values: dict[str, Any] = {}
-        self.live = None if quiet else Live(self._render(), console=err_console, refresh_per_second=4)
+        live = not quiet and err_console.is_terminal
+        self.live = Live(self._render(), console=err_console, refresh_per_second=4) if live else None
 
     def __enter__(self) -> LivePanel:
         if self.live is not None:

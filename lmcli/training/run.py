@@ -108,10 +108,15 @@ def find_run(resume: str, workspace: Workspace) -> Path:
 
 
 def check_resumable(config: TrainConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
-    """A resumed run may train longer or differently, but not with another model."""
-    saved = checkpoint.get("model_config")
-    if saved != dataclasses.asdict(config.model):
+    """A resumed run may train longer or differently, but not with another model, and must have steps left."""
+    if checkpoint.get("model_config") != dataclasses.asdict(config.model):
         raise LmcliError(f"[model] differs from the model checkpointed in {run_dir}; a resumed run cannot change it")
+    done = checkpoint["iteration"]
+    if done >= config.max_steps:
+        raise LmcliError(
+            f"{run_dir} already finished its {config.max_steps:,} steps; to train longer, resume with "
+            f"--set training.max_steps=N (N > {done:,})"
+        )
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:
