@@ -227,6 +227,7 @@ def test_cli_trains_writes_gpt2_files_and_json(cli, fixtures, tmp_path):
     assert summary["vocab_size"] == 500 and summary["merges"] == 243 and not summary["ran_out_of_pairs"]
     assert set(summary["seconds"]) == {"pretokenize", "count", "merge", "write", "total"}
     assert summary["peak_memory_mb"] > 0 and len(summary["longest_tokens"]) == 5
+    assert EOT not in summary["longest_tokens"] and all(len(t) >= 4 for t in summary["longest_tokens"])
     vocab, merges = load_tokenizer_files(out / "vocab.json", out / "merges.txt")
     assert merges == load_merges(fixtures / "train-bpe-reference-merges.txt")
     assert read_meta(out)["requested_vocab_size"] == 500 and read_meta(out)["special_tokens"] == [EOT]

@@ -87,7 +87,7 @@ def train_bpe_command(
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
         "peak_memory_mb": round(peak.bytes / 1e6, 1),
         "peak_memory_method": PeakMemory.METHOD,
-        "longest_tokens": [t.decode("utf-8", errors="replace") for t in longest_tokens(vocab, LONGEST_SHOWN)],
+        "longest_tokens": [t.decode("utf-8", errors="replace") for t in longest_tokens(merges, LONGEST_SHOWN)],
         "profile": str(profile_path) if profile_path else None,
     }
     report(summary, as_json)
@@ -171,9 +171,9 @@ def _profiling(profile_path: Path | None):
         profiler.dump_stats(tmp)
 
 
-def longest_tokens(vocab: dict[int, bytes], n: int) -> list[bytes]:
-    """The n longest tokens (by bytes), longest first; among equal lengths, the earliest merged."""
-    return sorted(vocab.values(), key=len, reverse=True)[:n]
+def longest_tokens(merges: list[tuple[bytes, bytes]], n: int) -> list[bytes]:
+    """The n longest learned tokens (by bytes), longest first; among equal lengths, the earliest."""
+    return sorted((a + b for a, b in merges), key=len, reverse=True)[:n]
 
 
 def print_summary(s: dict) -> None:
