@@ -90,7 +90,7 @@ def test_the_saved_toml_reads_back_to_the_same_config(tmp_path):
     (["training.batch_size=0"], "training.batch_size must be positive"),
     (["optimizer.min_lr=1.0"], "must not exceed optimizer.lr"),
     (["optimizer.betas=[0.9, 1.0]"], "optimizer.betas must each be in [0, 1)"),
-    (["optimizer.warmup_steps=5000"], "exceeds the schedule's 1000 steps"),
+    (["optimizer.warmup_steps=5000"], "exceeds the schedule's 500 steps"),
     (["training.total_tokens=100"], "is less than one batch"),
     (["lr=3"], "expected section.key=value"),
 ])

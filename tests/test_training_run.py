@@ -7,6 +7,7 @@ import math
 import random
 import signal
 import sys
+import types
 
 import numpy as np
 import pytest
@@ -92,7 +93,7 @@ def test_train_writes_a_complete_run_directory_and_a_json_summary(cli, workspace
     train_rows = _rows(run_dir, "train")
     assert [r["step"] for r in train_rows] == list(range(1, 41))
     assert {"tokens", "elapsed_s", "lr", "loss", "grad_norm", "tokens_per_s", "mfu"} <= set(train_rows[0])
-    assert train_rows[0]["mfu"] is None  # CPU without system.peak_flops: no MFU
+    assert train_rows[0]["mfu"] is None  # CPU without training.peak_flops: no MFU
     evals = _rows(run_dir, "eval")
     assert [r["step"] for r in evals] == [10, 20, 30, 40]
     assert all(r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"])) for r in evals)
@@ -238,9 +239,29 @@ def test_mfu_is_reported_against_a_configured_peak(cli, workspace, config):
     from lmcli.training import load_config
 
     result = cli("train", "--config", config, "--name", "mfu", "-q", "--set", "training.max_steps=10",
-                 "--set", "system.peak_flops=1e12")
+                 "--set", "training.peak_flops=1e12")
     assert result.exit_code == 0, result.output
     model = load_config(config).model
     flops_per_token = 3 * forward_flops(model, 16)["total"] / 16
     for row in _rows(workspace / "runs" / "mfu", "train"):
         assert row["mfu"] == pytest.approx(row["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
+
+
+def test_wandb_receives_the_config_and_every_row(cli, workspace, config, monkeypatch):
+    inits, logged = [], []
+
+    class FakeRun:
+        def log(self, values, step):
+            logged.append((step, values))
+
+        def finish(self):
+            logged.append("finished")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: inits.append(kw) or FakeRun()))
+    result = cli("train", "--config", config, "--name", "wb", "-q", "--wandb", "--set", "training.max_steps=10")
+    assert result.exit_code == 0, result.output
+    (init,) = inits
+    assert init["project"] == "lmcli" and init["name"] == "wb" and init["config"]["model"]["d_model"] == 32
+    assert [step for step, values in logged[:-1] if "train/loss" in values] == list(range(1, 11))
+    assert [step for step, values in logged[:-1] if "eval/val_loss" in values] == [10]
+    assert logged[-1] == "finished"

@@ -61,6 +61,7 @@ class TrainingConfig:
     final_eval_tokens: int = 0  # tokens of the validation file in the final evaluation; 0 = all
     checkpoint_interval: int = 500  # steps between writes of latest.pt
     keep_interval: int = 0  # steps between kept copies step-NNNNNN.pt; 0 = none
+    peak_flops: float = 0.0  # the device's peak FLOP/s, for MFU; 0 = known GPUs only (none on CPU)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,6 @@ class SystemConfig:
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"  # auto: cuda, then mps, then cpu
     compile: Literal["auto", "on", "off"] = "auto"  # torch.compile; auto = on for cuda
     autocast: Literal["auto", "on", "off"] = "auto"  # bf16 autocast; auto = on for cuda
-    peak_flops: float = 0.0  # device peak FLOP/s for MFU; 0 = known GPUs only
 
 
 @dataclass(frozen=True)
@@ -193,7 +193,7 @@ def check_config(config: TrainConfig) -> None:
         "training.keep_interval": t.keep_interval, "optimizer.min_lr": o.min_lr, "optimizer.eps": o.eps,
         "optimizer.weight_decay": o.weight_decay, "optimizer.grad_clip": o.grad_clip,
         "optimizer.warmup_steps": o.warmup_steps, "optimizer.cosine_steps": o.cosine_steps,
-        "system.peak_flops": config.system.peak_flops,
+        "training.peak_flops": t.peak_flops,
     }
     for key, value in positive.items():
         if value <= 0:

@@ -73,7 +73,7 @@ def run_training(
         checkpoint = None
 
     wandb_module = require_wandb() if wandb else None
-    runtime = setup_runtime(config.system.device, config.system.compile, config.system.autocast, config.system.peak_flops)
+    runtime = setup_runtime(config.system.device, config.system.compile, config.system.autocast, config.training.peak_flops)
     quiet = quiet or as_json
     data = load_training_data(
         workspace.path(config.data.train), workspace.path(config.data.valid), workspace.path(config.data.tokenizer),
