@@ -113,6 +113,17 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def common_share(a: Path, b: Path) -> float:
     ours, theirs = (set(p.read_text(encoding="utf-8").splitlines()) for p in (a, b))
     return len(ours & theirs) / max(1, len(ours))
@@ -147,7 +158,7 @@ def main() -> None:
 
     lm, hf = summary("lmcli"), summary("hf")
     result = {
-        "machine": {"cores": os.cpu_count(), "cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+        "machine": {"cores": os.cpu_count(), "cpu": cpu_name(), "python": platform.python_version()},
         "input": str(input_path),
         "input_mb": input_path.stat().st_size / 1e6,
         "vocab": args.vocab,
@@ -163,7 +174,7 @@ def main() -> None:
         print(json.dumps(result))
         return
     print(f"train-bpe on {input_path.name} ({result['input_mb']:.1f} MB), vocab {args.vocab}, "
-          f"{result['machine']['cores']} cores, median of {args.repeat}")
+          f"{result['machine']['cores']} cores ({result['machine']['cpu']}), median of {args.repeat}")
     print(f"{'':16}{'wall s':>10}{'best s':>10}{'cpu s':>10}{'peak MB':>10}")
     for name, s in (("lmcli", lm), ("hf tokenizers", hf)):
         print(f"{name:16}{s['seconds_median']:10.2f}{s['seconds_best']:10.2f}{s['cpu_seconds_median']:10.2f}{s['peak_mb_median']:10.0f}")
