@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmcli.atomic import atomic_open
+from lmcli.console import console
 
 GENERATOR_VERSION = 1
 SEED = 1337
@@ -261,3 +262,18 @@ def ensure_demo_corpus(data_dir: str | Path) -> dict[str, Path]:
     with atomic_open(stamp_path) as f:
         json.dump(stamp, f)
     return paths
+
+
+def demo_command(workspace: str | Path | None, as_json: bool) -> None:
+    """``lmcli data demo``: make sure the corpus exists, then list its splits."""
+    from lmcli.workspace import Workspace
+
+    paths = ensure_demo_corpus(Workspace.resolve(workspace).data_dir)
+    splits = {
+        split: {"path": str(path), "bytes": path.stat().st_size, "stories": STORIES[split]} for split, path in paths.items()
+    }
+    if as_json:
+        print(json.dumps({"seed": SEED, "generator_version": GENERATOR_VERSION, "splits": splits}))
+        return
+    for split, info in splits.items():
+        console.print(f"{split:5}  {info['stories']:>5,} stories  {info['bytes'] / 1e6:5.2f} MB  {info['path']}", highlight=False)
