@@ -98,6 +98,15 @@ def data_download(
     download_command(dataset, out_dir, workspace, json_)
 
 
+@command("demo", group=data_app)
+def data_demo(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
+    """Write the embedded demo corpus (synthetic TinyStories-style stories, train and valid splits) into
+    the workspace's data/ and show where it is. Other commands create it on first use anyway."""
+    from lmcli.data.demo import demo_command
+
+    demo_command(workspace, json_)
+
+
 @command("doctor")
 def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
     """Report Python, lmcli and torch versions, devices (CUDA, MPS, CPU), memory, the workspace's contents
