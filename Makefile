@@ -21,8 +21,40 @@ $(STAMP): pyproject.toml
 test: install
 	$(BIN)/python -m pytest
 
-demo: install
-	bash scripts/demo.sh
+# The demo pipeline, one file target per stage so a re-run reuses every stage that is up to date.
+WORKSPACE ?= workspace
+export LMCLI_WORKSPACE := $(WORKSPACE)
+LMCLI := $(BIN)/lmcli
+DEMO_TEXT := $(WORKSPACE)/data/demo-train.txt
+DEMO_TOKENIZER := $(WORKSPACE)/tokenizer/vocab.json
+DEMO_IDS := $(WORKSPACE)/data/train.npy
+DEMO_RUN := $(WORKSPACE)/runs/demo
+DEMO_CURVES := $(WORKSPACE)/demo-curves.png
+
+demo: $(DEMO_CURVES)
+	$(LMCLI) generate --prompt "Once upon a time" --checkpoint $(DEMO_RUN) --seed 0 --max-tokens 200
+	@echo
+	@echo "corpus     $(WORKSPACE)/data/demo-train.txt, demo-valid.txt"
+	@echo "tokenizer  $(WORKSPACE)/tokenizer/ (vocab.json, merges.txt)"
+	@echo "token ids  $(WORKSPACE)/data/train.npy, valid.npy"
+	@echo "run        $(DEMO_RUN)/ (config.toml, metrics.jsonl, train.log, latest.pt, best.pt)"
+	@echo "curves     $(DEMO_CURVES)"
+
+$(DEMO_TEXT): lmcli/data/demo.py | $(STAMP)
+	$(LMCLI) data demo
+	touch $@
+
+$(DEMO_TOKENIZER): $(DEMO_TEXT)
+	$(LMCLI) train-bpe --vocab 2048 --force
+
+$(DEMO_IDS): $(DEMO_TOKENIZER)
+	$(LMCLI) encode
+
+# Train and plot in one recipe: the figure exists only once a run has finished.
+$(DEMO_CURVES): $(DEMO_IDS) configs/demo.toml
+	rm -rf $(DEMO_RUN)
+	$(LMCLI) train --config configs/demo.toml --name demo
+	$(LMCLI) plot $(DEMO_RUN) -o $@
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
