@@ -45,7 +45,7 @@ $(DEMO_TEXT): lmcli/data/demo.py | $(STAMP)
 	touch $@
 
 $(DEMO_TOKENIZER): $(DEMO_TEXT)
-	$(LMCLI) train-bpe --vocab 2048 --force
+	$(LMCLI) train-bpe --vocab 1024 --force
 
 $(DEMO_IDS): $(DEMO_TOKENIZER)
 	$(LMCLI) encode

@@ -4,7 +4,8 @@ lmcli ships no data, yet ``make demo`` must train a tokenizer and a model that l
 real in minutes. This module writes such a corpus from a seeded generator: each story draws a
 hero and a friend (name, kind, pronouns), a place, a weather, a treasured object and a food,
 then tells one of several plots (a lost toy, learning to share, a fear overcome, making a gift,
-a race, helping a hurt animal, a surprise party, a rainy day indoors) through narration and
+a race, helping a hurt animal, a surprise party, a rainy day indoors, growing a plant, a boat
+trip, welcoming a newcomer) through narration and
 dialogue, each sentence picked from several phrasings. The vocabulary is small and the grammar
 regular, as in TinyStories, so a small model can learn agreement (he/she, his/her), names that
 recur within a story, dialogue punctuation and story shape (opening, problem, resolution, moral).
@@ -23,30 +24,50 @@ from pathlib import Path
 from lmcli.atomic import atomic_open
 from lmcli.console import console
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 SEED = 1337
 STORIES = {"train": 6000, "valid": 300}
 SEPARATOR = "<|endoftext|>"
 STAMP_FILE = "demo-corpus.json"
 
-GIRLS = ["Lily", "Mia", "Sue", "Anna", "Emma", "Zoe", "Lucy", "Ella", "Rosa", "Amy", "Kim", "Jane", "Sara", "Nina", "Ivy"]
-BOYS = ["Tom", "Ben", "Max", "Sam", "Leo", "Jack", "Tim", "Joe", "Finn", "Noah", "Alex", "Dan", "Eli", "Hugo", "Ravi"]
-ANIMALS = ["cat", "dog", "bunny", "bear", "duck", "fox", "frog", "mouse", "bird", "pig", "lion", "owl", "turtle", "puppy"]
-ANIMAL_NAMES = ["Spot", "Fluffy", "Bubbles", "Pip", "Coco", "Biscuit", "Sunny", "Whiskers", "Daisy", "Buddy", "Pepper"]
+GIRLS = [
+    "Lily", "Mia", "Sue", "Anna", "Emma", "Zoe", "Lucy", "Ella", "Rosa", "Amy", "Kim", "Jane", "Sara", "Nina", "Ivy",
+    "Maya", "Chloe", "Grace", "Ruby", "Olive", "Hana", "Leila", "Molly", "Poppy", "Tessa", "Wren", "Clara", "Fatima", "Juno",
+]
+BOYS = [
+    "Tom", "Ben", "Max", "Sam", "Leo", "Jack", "Tim", "Joe", "Finn", "Noah", "Alex", "Dan", "Eli", "Hugo", "Ravi",
+    "Oscar", "Theo", "Omar", "Kai", "Liam", "Milo", "Jonah", "Arlo", "Felix", "Ezra", "Ollie", "Pablo", "Yusuf", "Caleb",
+]
+ANIMALS = [
+    "cat", "dog", "bunny", "bear", "duck", "fox", "frog", "mouse", "bird", "pig", "lion", "owl", "turtle", "puppy",
+    "elephant", "giraffe", "squirrel", "penguin", "hedgehog", "monkey", "kitten", "goat", "dragon", "unicorn", "snail",
+]
+ANIMAL_NAMES = [
+    "Spot", "Fluffy", "Bubbles", "Pip", "Coco", "Biscuit", "Sunny", "Whiskers", "Daisy", "Buddy", "Pepper",
+    "Nibbles", "Ziggy", "Maple", "Pumpkin", "Rocky", "Snowball", "Twinkle", "Peanut", "Goldie", "Bramble",
+]
 PLACES = [
     ("park", "under a big oak tree"), ("forest", "near a quiet stream"), ("beach", "by the blue sea"),
     ("garden", "among the red flowers"), ("farm", "next to the old barn"), ("school", "in the sunny yard"),
     ("town", "on a busy little street"), ("meadow", "where the tall grass grew"), ("lake", "on the soft green bank"),
     ("hill", "at the very top"), ("zoo", "near the monkey house"), ("playground", "beside the yellow slide"),
+    ("library", "between the tall shelves"), ("river", "under the little bridge"), ("market", "behind the fruit stand"),
+    ("castle", "in the old courtyard"), ("jungle", "beneath the giant leaves"), ("mountain", "by a cold waterfall"),
+    ("village", "near the bakery"), ("orchard", "under the apple trees"), ("pond", "among the lily pads"),
 ]
 OBJECTS = [
     "red ball", "blue kite", "shiny stone", "toy car", "teddy bear", "yellow hat", "small boat", "box of crayons",
     "magic wand", "green scarf", "wooden train", "pink balloon", "book of stars", "silver bell", "jar of buttons",
+    "paper crown", "purple umbrella", "treasure map", "tiny drum", "spotted blanket", "golden key", "toy robot",
+    "bucket and spade", "glass marble", "feather pen", "music box", "orange bicycle", "lucky penny", "snow globe",
 ]
-FOODS = ["apple pie", "cookies", "cake", "soup", "sandwiches", "pancakes", "ice cream", "carrots", "bread and jam", "muffins"]
-WEATHERS = ["sunny", "windy", "cold", "warm", "rainy", "snowy", "bright", "cloudy"]
-FEELINGS_GOOD = ["happy", "glad", "proud", "excited", "thankful"]
-FEELINGS_BAD = ["sad", "scared", "worried", "angry", "lonely"]
+FOODS = [
+    "apple pie", "cookies", "cake", "soup", "sandwiches", "pancakes", "ice cream", "carrots", "bread and jam", "muffins",
+    "strawberries", "honey toast", "noodles", "cheese", "lemonade", "popcorn", "cherries", "banana bread", "porridge",
+]
+WEATHERS = ["sunny", "windy", "cold", "warm", "rainy", "snowy", "bright", "cloudy", "foggy", "chilly", "lovely", "quiet"]
+FEELINGS_GOOD = ["happy", "glad", "proud", "excited", "thankful", "cheerful", "joyful", "calm", "delighted"]
+FEELINGS_BAD = ["sad", "scared", "worried", "angry", "lonely", "grumpy", "upset", "nervous", "shy", "tired"]
 OPENINGS = ["Once upon a time", "One day", "Long ago", "One {weather} morning", "Once", "One {weather} day"]
 MORALS = [
     "Sharing makes everyone happy.", "It is good to help your friends.", "Being brave is not the same as not being scared.",
@@ -78,7 +99,8 @@ def make_character(rng: random.Random, avoid: str = "") -> Character:
     else:
         girl = rng.random() < 0.5
         name = rng.choice([n for n in ANIMAL_NAMES if n != avoid])
-        kind = f"{rng.choice(['little', 'small', 'fluffy', 'brave', 'tiny', 'happy'])} {rng.choice(ANIMALS)}"
+        adjective = rng.choice(["little", "small", "fluffy", "brave", "tiny", "happy", "curious", "clever", "gentle", "silly"])
+        kind = f"{adjective} {rng.choice(ANIMALS)}"
     return Character(name, kind, *(("she", "her", "her") if girl else ("he", "his", "him")))
 
 
@@ -218,7 +240,44 @@ def plot_rainy_day(s: Story) -> None:
     s.say("{hero} learned that a rainy day can be fun with a friend.", "{hero} was not {bad} anymore.")
 
 
-PLOTS = [plot_lost_toy, plot_sharing, plot_fear, plot_gift, plot_race, plot_hurt_animal, plot_party, plot_rainy_day]
+def plot_garden(s: Story) -> None:
+    seed = s.rng.choice(["sunflower", "pumpkin", "tomato", "bean", "rose", "carrot"])
+    s.say(f"{{hero}} found a tiny {seed} seed in {{his}} pocket.", f"{{hero}}'s grandma gave {{him}} a {seed} seed.")
+    s.say('"What will it grow into?" {he} wondered.', "{He} dug a small hole {spot} and planted the seed.")
+    s.say("Every morning, {hero} gave it water.", "{hero} and {friend} watered it and sang to it every day.")
+    s.new_paragraph()
+    s.say("For a long time, nothing happened, and {hero} felt {bad}.", "Days went by, and the ground stayed brown.")
+    s.say('{friend} said, "Be patient. Good things take time."', '"Do not give up," said {friend}.')
+    s.say(f"One morning, a green sprout poked out of the soil. Soon it became a big {seed}!",
+          f"Then one day, there was a tall {seed} plant, taller than {{hero}}!")
+    s.say("{hero} clapped {his} hands. {He} was so {good}.", "They shared it with everyone in the {place}.")
+
+
+def plot_boat_trip(s: Story) -> None:
+    s.say("{hero} and {friend} built a little boat out of wood and string.", "One {weather} morning, they went for a ride in a little boat.")
+    s.say("They sailed across the water, waving at the fish.", "The boat rocked gently as they sang a song.")
+    s.say("Suddenly, the wind blew hard and the boat began to spin!", "Then a big wave splashed them and they got all wet.")
+    s.new_paragraph()
+    s.say('"Hold on tight!" shouted {friend}.', "{hero} was {bad}, but {he} held the rope.")
+    s.say("Together they paddled and paddled until they reached the shore.", "They worked as a team and steered the boat home.")
+    s.say("They laughed as they dried off in the sun.", '"What an adventure!" said {hero}.')
+
+
+def plot_new_friend(s: Story) -> None:
+    newcomer = s.rng.choice(["a new girl", "a new boy", "a shy little owl", "a lost kitten", "a quiet giraffe"])
+    s.say(f"One day, {newcomer} came to the {{place}}.", f"{{hero}} saw {newcomer} sitting all alone {{spot}}.")
+    s.say("Nobody played with the newcomer, who looked very {bad}.", "The newcomer did not know anyone.")
+    s.say('{hero} walked over and said, "Hello! Do you want to play with us?"', "{hero} remembered how it felt to be new.")
+    s.new_paragraph()
+    s.say("They played tag, hide and seek, and jumped in puddles.", "They showed the newcomer all the best places in the {place}.")
+    s.say("Soon everyone was laughing together.", '"Thank you for being so kind," the newcomer said softly.')
+    s.say("{hero} had made a new friend.", "Now there were three best friends instead of two.")
+
+
+PLOTS = [
+    plot_lost_toy, plot_sharing, plot_fear, plot_gift, plot_race, plot_hurt_animal, plot_party, plot_rainy_day,
+    plot_garden, plot_boat_trip, plot_new_friend,
+]
 
 
 def ending(s: Story) -> None:
