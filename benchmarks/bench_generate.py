@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 
@@ -65,22 +64,24 @@ def max_logit_difference(model: TransformerLM, hf, prompt: torch.Tensor) -> floa
         return (model(prompt) - hf(prompt).logits).abs().max().item()
 
 
-def time_best(fn, repeats: int) -> tuple[float, list[int]]:
-    """Median wall time of ``repeats`` runs of ``fn`` (after one warm-up run) and its output."""
-    out = fn()
-    times = []
+def time_interleaved(runs: dict, repeats: int) -> dict[str, tuple[float, list[int]]]:
+    """Best wall time of each run over ``repeats`` rounds (after a warm-up), and its output. The runs
+    take turns within each round, so a change in machine load affects them alike."""
+    outputs = {name: fn() for name, fn in runs.items()}
+    best = dict.fromkeys(runs, float("inf"))
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), out
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return {name: (best[name], outputs[name]) for name in runs}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--new-tokens", type=int, default=200)
     parser.add_argument("--prompt-tokens", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per cached implementation (median)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed rounds of the cached implementations (best time)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads [default: torch's choice]")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     args = parser.parse_args(argv)
@@ -108,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
                               do_sample=False, eos_token_id=None, pad_token_id=0)
         return out[0, prompt.shape[1]:].tolist()
 
-    cached_s, cached = time_best(lmcli_run(True), args.repeats)
-    hf_s, hf_ids = time_best(hf_run, args.repeats)
+    timed = time_interleaved({"lmcli": lmcli_run(True), "transformers": hf_run}, args.repeats)
+    (cached_s, cached), (hf_s, hf_ids) = timed["lmcli"], timed["transformers"]
     start = time.perf_counter()  # slow: one timed run, no warm-up needed (each step is a full forward)
     uncached = lmcli_run(False)()
     uncached_s = time.perf_counter() - start

@@ -53,6 +53,7 @@ def generate(
         yield step[0]
 
 
+@torch.inference_mode()  # on a generator function, torch enters and leaves it around every step
 def generate_batch(
     model: torch.nn.Module,
     prompt_ids: Sequence[int],
@@ -78,26 +79,25 @@ def generate_batch(
     cache = KVCache.for_model(model, num_samples) if use_cache else None
     done = [False] * num_samples
     start, length = 0, prompt_len  # the model sees history[:, start:length]
-    with torch.inference_mode():
-        for _ in range(max_new_tokens):
-            if length - start > context:
-                start = length - keep
-                if cache is not None:
-                    cache.reset()
-            if cache is None:
-                logits = model(history[:, start:length])[:, -1]
-            else:
-                logits = model(history[:, start + cache.length : length], kv_cache=cache)[:, -1]
-            if num_tokens is not None:
-                logits[:, num_tokens:] = float("-inf")
-            next_ids = sample_next(logits, temperature, top_p, generator)
-            history[:, length] = next_ids
-            length += 1
-            ids = next_ids.tolist()
-            yield [None if finished else i for i, finished in zip(ids, done)]
-            done = [finished or i == eos_id for i, finished in zip(ids, done)]
-            if all(done):
-                return
+    for _ in range(max_new_tokens):
+        if length - start > context:
+            start = length - keep
+            if cache is not None:
+                cache.reset()
+        if cache is None:
+            logits = model(history[:, start:length])[:, -1]
+        else:
+            logits = model(history[:, start + cache.length : length], kv_cache=cache)[:, -1]
+        if num_tokens is not None:
+            logits[:, num_tokens:] = float("-inf")
+        next_ids = sample_next(logits, temperature, top_p, generator)
+        history[:, length] = next_ids
+        length += 1
+        ids = next_ids.tolist()
+        yield [None if finished else i for i, finished in zip(ids, done)]
+        done = [finished or i == eos_id for i, finished in zip(ids, done)]
+        if all(done):
+            return
 
 
 def check_settings(

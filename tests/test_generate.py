@@ -155,6 +155,13 @@ def test_stops_at_eos_and_yields_it_last():
     assert list(generate(model, [1, 2], 10, temperature=0, eos_id=eos)) == free[: stop + 1]
 
 
+def test_caller_keeps_autograd_between_steps():
+    steps = generate(tiny_model(), [1, 2], 3, temperature=0)
+    next(steps)
+    assert not torch.is_inference_mode_enabled() and torch.is_grad_enabled()
+    assert list(steps)
+
+
 def test_num_tokens_restricts_the_vocabulary():
     model = tiny_model()
     drawn = list(generate(model, [1], 60, temperature=2.0, num_tokens=5, generator=torch.Generator().manual_seed(0)))

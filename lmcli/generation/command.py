@@ -37,10 +37,12 @@ EOS_TOKEN = "<|endoftext|>"
 
 @dataclass
 class Sample:
+    """One completion as it grows: its token ids (without <|endoftext|>), its text and why it ended."""
+
+    text: TextStream
     token_ids: list[int] = field(default_factory=list)
-    stop_reason: str = "max_tokens"  # or "eos"
-    text: TextStream | None = None
     completion: str = ""
+    stop_reason: str = "max_tokens"  # or "eos"
 
     def add(self, token_id: int, eos_id: int | None) -> str:
         """Record one generated id; return the text it completes ("" for the end-of-text token)."""
@@ -88,7 +90,7 @@ def generate_command(
     # An empty prompt starts a new document, as after <|endoftext|> in the training data.
     prompt_ids = tokenizer.encode(prompt) or ([eos_id] if eos_id is not None else [])
     generator = None if seed is None else torch.Generator(chosen_device).manual_seed(seed)
-    samples = [Sample(text=TextStream(tokenizer.vocab)) for _ in range(num_samples)]
+    samples = [Sample(TextStream(tokenizer.vocab)) for _ in range(num_samples)]
     steps = generate_batch(
         model, prompt_ids, num_samples, max_tokens, temperature, top_p, eos_id, generator,
         num_tokens=tokenizer.max_id + 1,
@@ -102,7 +104,8 @@ def generate_command(
     else:
         with count_progress() as progress:
             task = progress.add_task("generating", total=max_tokens)
-            collect(steps, samples, eos_id, lambda: progress.advance(task))
+            done = collect(steps, samples, eos_id, lambda: progress.advance(task))
+            progress.update(task, total=done)  # every sample may have ended before the limit
     seconds = time.perf_counter() - started
 
     tokens = sum(len(s.token_ids) + (s.stop_reason == "eos") for s in samples)
@@ -123,16 +126,19 @@ def generate_command(
     return result
 
 
-def collect(steps, samples: list[Sample], eos_id: int | None, on_step=lambda: None) -> None:
-    """Run the generation to the end, recording every sample's ids and text."""
+def collect(steps, samples: list[Sample], eos_id: int | None, on_step=lambda: None) -> int:
+    """Run the generation to the end, recording every sample's ids and text; returns the steps taken."""
+    taken = 0
     for step in steps:
         for sample, token_id in zip(samples, step):
             if token_id is not None:
                 sample.add(token_id, eos_id)
+        taken += 1
         on_step()
     for sample in samples:
         if sample.stop_reason != "eos":
             sample.finish()
+    return taken
 
 
 def stream(steps, sample: Sample, eos_id: int | None, prompt: str) -> None:
