@@ -49,11 +49,10 @@ def generate(
     ``generator`` (a torch.Generator on the model's device) makes sampling reproducible;
     ``num_tokens`` restricts sampling to ids below it (a model vocabulary padded past the tokenizer's).
     """
-    for step in generate_batch(model, prompt_ids, 1, max_new_tokens, temperature, top_p, eos_id, generator, use_cache, num_tokens):
-        yield step[0]
+    steps = generate_batch(model, prompt_ids, 1, max_new_tokens, temperature, top_p, eos_id, generator, use_cache, num_tokens)
+    return (step[0] for step in steps)
 
 
-@torch.inference_mode()  # on a generator function, torch enters and leaves it around every step
 def generate_batch(
     model: torch.nn.Module,
     prompt_ids: Sequence[int],
@@ -67,9 +66,19 @@ def generate_batch(
     num_tokens: int | None = None,
 ) -> Iterator[list[int | None]]:
     """Draw ``num_samples`` continuations of one prompt at once; each step yields one new id per
-    sample, or None for a sample that already ended with ``eos_id``."""
+    sample, or None for a sample that already ended with ``eos_id``. Bad settings raise LmcliError here,
+    before the first step."""
     prompt_ids = [int(i) for i in prompt_ids]
     check_settings(model, prompt_ids, num_samples, max_new_tokens, temperature, top_p)
+    return decode_steps(model, prompt_ids, num_samples, max_new_tokens, temperature, top_p, eos_id, generator, use_cache, num_tokens)
+
+
+@torch.inference_mode()  # on a generator function, torch enters and leaves it around every step
+def decode_steps(
+    model: torch.nn.Module, prompt_ids: list[int], num_samples: int, max_new_tokens: int, temperature: float,
+    top_p: float, eos_id: int | None, generator: torch.Generator | None, use_cache: bool, num_tokens: int | None,
+) -> Iterator[list[int | None]]:
+    """The decoding loop of ``generate_batch`` (settings already checked)."""
     context = model.context_length
     keep = context - context // 4
     device = model.lm_head.weight.device

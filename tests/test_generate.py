@@ -321,6 +321,17 @@ def test_cli_missing_checkpoint(cli, tmp_path):
     assert_one_line_error(cli("generate", "-p", "a"), "no checkpoint given")
 
 
+def test_cli_run_without_checkpoint(cli, tmp_path):
+    (tmp_path / "workspace" / "runs" / "empty").mkdir(parents=True)
+    assert_one_line_error(cli("generate", "-p", "a", "--checkpoint", "empty"), "holds no checkpoint")
+
+
+def test_cli_bad_settings_fail_before_any_output(cli, run_dir):
+    result = cli("generate", "-p", "hello", "--max-tokens", "-1")
+    assert_one_line_error(result, "new tokens must be >= 0")
+    assert result.stdout == ""
+
+
 def test_cli_not_an_lmcli_checkpoint(cli, tmp_path):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")

@@ -182,17 +182,15 @@ def find_checkpoint(spec: str | None, workspace: Workspace) -> Path:
                 "(train one with `lmcli train`, or pass --checkpoint FILE)"
             )
         return max(found, key=lambda p: p.stat().st_mtime)
-    path = Path(spec).expanduser()
-    if not path.exists() and (workspace.runs_dir / spec).is_dir():
-        path = workspace.runs_dir / spec
-    if path.is_dir():
-        checkpoint = run_checkpoint(path)
-        if checkpoint is None:
-            raise LmcliError(f"{path} holds no checkpoint ({BEST} or {LATEST})")
-        return checkpoint
-    if not path.exists():
-        raise LmcliError(f"checkpoint {spec} does not exist (give a .pt file, a run directory or a run name)")
-    return path
+    candidates = (Path(spec).expanduser(), workspace.runs_dir / spec)
+    for path in candidates:
+        if path.is_file():
+            return path
+        if path.is_dir() and (checkpoint := run_checkpoint(path)):
+            return checkpoint
+    if any(path.is_dir() for path in candidates):
+        raise LmcliError(f"{spec} holds no checkpoint ({BEST} or {LATEST})")
+    raise LmcliError(f"checkpoint {spec} does not exist (give a .pt file, a run directory or a run name)")
 
 
 def run_checkpoint(run_dir: Path) -> Path | None:
