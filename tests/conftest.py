@@ -12,6 +12,15 @@ SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """The suite's models are tiny: one thread is fastest for them, and two threads on a busy
+    2-core machine spin-wait for each other (45x slower steps were seen)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def fixtures() -> Path:
     """The CS336 fixture directory; tests that need it skip when ../shared is not beside the checkout."""

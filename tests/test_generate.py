@@ -338,9 +338,10 @@ def test_cli_not_an_lmcli_checkpoint(cli, tmp_path):
     assert_one_line_error(cli("generate", "-p", "a", "--checkpoint", str(junk)), "not an lmcli checkpoint")
 
 
-def test_cli_tokenizer_larger_than_model(cli, tmp_path):
-    save_run(tmp_path / "workspace", tiny_model(vocab_size=200), tiny_tokenizer())
-    assert_one_line_error(cli("generate", "-p", "a"), "261 tokens but the model's vocabulary is 200")
+@pytest.mark.parametrize("model_vocab", [200, 300])
+def test_cli_tokenizer_size_differs_from_model(cli, tmp_path, model_vocab):
+    save_run(tmp_path / "workspace", tiny_model(vocab_size=model_vocab), tiny_tokenizer())
+    assert_one_line_error(cli("generate", "-p", "a"), f"261 tokens but the model's vocabulary is {model_vocab}")
 
 
 @pytest.mark.parametrize(

@@ -15,14 +15,6 @@ from lmcli.training import AdamW, cross_entropy, load_checkpoint, load_model_fro
 TINY = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=2, d_ff=64)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread; two threads on a busy machine spin-wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _trained(seed: int = 0):
     torch.manual_seed(seed)

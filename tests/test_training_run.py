@@ -46,14 +46,6 @@ device = "cpu"
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models train fastest on one thread; two threads on a busy machine spin-wait for each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def _text(n_words: int, seed: int) -> bytes:
     rng = random.Random(seed)
@@ -190,6 +182,7 @@ def _write_ids(workspace, name: str, ids) -> None:
         (lambda ws: _write_ids(ws, "valid.npy", range(50)), ["--set", "model.context_length=64"],
          "has 50 tokens, fewer than the 65 one context window needs"),
         (lambda ws: None, ["--set", "model.vocab_size=128"], "has 256 tokens but model.vocab_size is 128"),
+        (lambda ws: None, ["--set", "model.vocab_size=512"], "has 256 tokens but model.vocab_size is 512"),
         (lambda ws: None, ["--set", "data.tokenizer=elsewhere"], "tokenizer directory"),
         (lambda ws: None, ["--set", "training.bogus=1"], "unknown key training.bogus"),
         (lambda ws: None, ["--set", "training.batch_size=big"], "training.batch_size must be an integer"),

@@ -208,7 +208,7 @@ def plot_race(s: Story) -> None:
 
 def plot_hurt_animal(s: Story) -> None:
     animal = s.rng.choice(["bird", "kitten", "puppy", "duckling", "squirrel", "hedgehog"])
-    s.say(f"While {{hero}} walked in the {{place}}, {{he}} heard a small cry.", f"{{hero}} found a little {animal} {{spot}}.")
+    s.say("While {hero} walked in the {place}, {he} heard a small cry.", f"{{hero}} found a little {animal} {{spot}}.")
     s.say(f"The {animal} had a hurt leg and could not walk.", f"The {animal} was cold and all alone.")
     s.say('"Poor thing," said {hero}. "We must help it."', "{hero} felt {bad} for the little animal.")
     s.new_paragraph()

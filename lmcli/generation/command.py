@@ -4,7 +4,7 @@ The checkpoint defaults to the most recent run of the workspace (``best.pt``, el
 ``latest.pt``); a run directory or a run name picks that run's. The tokenizer is the one the
 checkpoint names (``--tokenizer`` overrides it, the workspace's is the fallback when the
 recorded directory has gone); a tokenizer other than the one the model was trained with
-gets a warning, one with more tokens than the model's vocabulary is an error.
+gets a warning, one whose size differs from the model's vocabulary is an error.
 
 One sample streams to stdout token by token; several samples are drawn together (one
 forward pass per step for all) behind a progress bar and printed one after another.
@@ -81,7 +81,7 @@ def generate_command(
     path = find_checkpoint(checkpoint, workspace)
     model, model_config, saved = load_model_from_checkpoint(path, chosen_device)
     tokenizer = load_tokenizer(tokenizer_dir, saved, workspace)
-    if tokenizer.vocab_size > model_config.vocab_size:
+    if tokenizer.vocab_size != model_config.vocab_size:
         raise LmcliError(
             f"the tokenizer has {tokenizer.vocab_size:,} tokens but the model's vocabulary is {model_config.vocab_size:,}: "
             "they do not belong together (pass the model's tokenizer with --tokenizer DIR)"

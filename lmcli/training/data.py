@@ -135,16 +135,16 @@ def load_training_data(
 
 
 def check_tokenizer(tokenizer_dir: Path, vocab_size: int) -> str:
-    """The tokenizer's fingerprint, after checking every id it makes fits the model's vocabulary.
+    """The tokenizer's fingerprint, after checking its vocabulary has exactly the model's size.
 
-    A model vocabulary larger than the tokenizer's is allowed (rows never used, e.g. padding
-    to a multiple of 64, or a BPE that ran out of merges before its target size).
+    A size mismatch means the model and the data were made for different tokenizers; a BPE that
+    ran out of merges before its target size says so, and the config is set to what it wrote.
     """
     from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
 
     vocab_path, _ = tokenizer_paths(tokenizer_dir)
     size = read_meta(tokenizer_dir).get("vocab_size") or len(load_vocab(vocab_path))
-    if size > vocab_size:
+    if size != vocab_size:
         raise LmcliError(
             f"the tokenizer in {tokenizer_dir} has {size:,} tokens but model.vocab_size is {vocab_size:,} "
             f"(set model.vocab_size = {size} or point data.tokenizer at the tokenizer the data was encoded with)"
