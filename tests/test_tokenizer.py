@@ -10,12 +10,14 @@ import sys
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 import regex
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer import tokenizer as tokenizer_module
+from lmcli.tokenizer.bpe import MergeTable, merge_words
 from lmcli.tokenizer.files import save_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -278,3 +280,46 @@ def test_from_dir_errors(tmp_path, fixtures_dir):
 def test_vocabulary_without_all_bytes_is_rejected():
     with pytest.raises(LmcliError, match="lacks 1 of the 256 single bytes"):
         Tokenizer({i: bytes([i]) for i in range(255)}, [])
+
+
+def one_at_a_time_bpe(byte_ids: list[int], merges: list[tuple[int, int, int]], word: bytes) -> list[int]:
+    """The reference loop: merge the lowest-rank adjacent pair (leftmost on a tie) until none merges."""
+    ranks = {}
+    for rank, (a, b, _) in enumerate(merges):
+        ranks.setdefault((a, b), rank)
+    ids = [byte_ids[b] for b in word]
+    while True:
+        pairs = [(ranks.get(pair, len(merges)), i) for i, pair in enumerate(zip(ids, ids[1:]))]
+        rank, i = min(pairs, default=(len(merges), 0))
+        if rank == len(merges):
+            return ids
+        ids[i : i + 2] = [merges[rank][2]]
+
+
+def test_merge_words_equals_the_one_word_loop_on_random_merges():
+    rng = random.Random(3)
+    for _ in range(30):
+        byte_ids = rng.sample(range(256), 256)  # bytes need not have ids 0..255
+        tokens = [bytes([b]) for b in range(256)]
+        ids_of = {t: byte_ids[t[0]] for t in tokens}
+        merges = []
+        for _ in range(rng.randrange(1, 40)):
+            a, b = rng.choice(tokens[97:100] + tokens[256:]), rng.choice(tokens[97:100] + tokens[256:])
+            if a + b not in ids_of:
+                ids_of[a + b] = len(tokens)
+                tokens.append(a + b)
+            merges.append((ids_of[a], ids_of[b], ids_of[a + b]))  # repeated pairs keep their first rank
+        table = MergeTable(byte_ids, merges, max(ids_of.values()))
+        words = [bytes(rng.choice(b"abcd") for _ in range(rng.choice([1, 2, 5, 40]))) for _ in range(50)]
+        ids, counts = merge_words(table, words)
+        assert counts.sum() == len(ids)
+        ends = np.cumsum(counts)
+        got = [ids[e - c : e].tolist() for e, c in zip(ends, counts)]
+        assert got == [one_at_a_time_bpe(byte_ids, merges, w) for w in words]
+
+
+def test_merge_words_on_gpt2_matches_tiktoken_on_long_runs(gpt2, tiktoken_gpt2):
+    # Runs of one character merge hundreds of times, one pair per round.
+    texts = ["=" * 700, " " * 301 + "x", "a" * 257, "-=" * 100, "😀" * 40]
+    for text in texts:
+        assert gpt2.encode(text) == reference(tiktoken_gpt2, text)
