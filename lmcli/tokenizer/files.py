@@ -51,9 +51,8 @@ def token_to_str(token: bytes) -> str:
 
 def str_to_token(text: str) -> bytes:
     """Inverse of ``token_to_str``; strings outside the byte alphabet are literal (special) tokens."""
-    table = unicode_to_bytes()
     try:
-        return bytes(table[c] for c in text)
+        return bytes(map(unicode_to_bytes().__getitem__, text))
     except KeyError:
         return text.encode("utf-8")
 
