@@ -35,6 +35,8 @@ from lmcli.console import console
 from lmcli.errors import LmcliError
 from lmcli.workspace import Workspace
 
+# The names lmcli.training.run / .metrics write; not imported from there because lmcli.training
+# imports torch, and `lmcli runs` / `lmcli plot` should start in a blink.
 CONFIG_FILE = "config.toml"
 METRICS_FILE = "metrics.jsonl"
 LOG_FILE = "train.log"
