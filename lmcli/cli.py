@@ -307,7 +307,7 @@ def accounting(
 
 @command("eval")
 def eval_(
-    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="A checkpoint written by `lmcli train` (e.g. runs/NAME/best.pt).", show_default=False)],
+    checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A checkpoint .pt file, a run directory or a run name (its best.pt, else latest.pt) \\[default: the workspace's most recent run].", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Token ids (.npy from `lmcli encode`), a path or relative to the workspace \\[default: the run's validation file].", show_default=False)] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 32,
     max_tokens: Annotated[int, typer.Option("--max-tokens", help="Evaluate only the first N tokens (0 = the whole file).")] = 0,

@@ -74,7 +74,7 @@ def test_eval_cli_errors(cli, run, tmp_path):
     ws, checkpoint, _, _ = run
     np.save(ws / "data" / "big.npy", np.array([1, 2, 3, 99] * 10, dtype=np.uint16))
     cases = [
-        (["--checkpoint", checkpoint.parent], "is a directory"),
+        (["--checkpoint", tmp_path], "holds no checkpoint (best.pt or latest.pt)"),
         (["--checkpoint", tmp_path / "none.pt"], "does not exist"),
         (["--checkpoint", checkpoint, "--data", "missing.npy"], "missing.npy does not exist"),
         (["--checkpoint", checkpoint, "--data", "big.npy"], "token id 99, outside the model's vocabulary of 50"),

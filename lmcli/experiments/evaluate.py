@@ -25,11 +25,11 @@ from lmcli.workspace import Workspace
 
 
 def eval_command(
-    checkpoint: Path, data: Path | None, batch_size: int, max_tokens: int, device: str, workspace: Path | None,
+    checkpoint: str | None, data: Path | None, batch_size: int, max_tokens: int, device: str, workspace: Path | None,
     as_json: bool,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` on ``data`` (default: the validation file of its run); print and return the result."""
-    from lmcli.training.checkpoint import load_model_from_checkpoint
+    """Evaluate ``checkpoint`` (a file, run directory or run name; default the latest run's) on ``data`` (default: the validation file of its run); print and return the result."""
+    from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
     from lmcli.training.data import open_tokens, scan_tokens
     from lmcli.training.device import setup_runtime
     from lmcli.training.loop import final_validation
@@ -39,11 +39,11 @@ def eval_command(
         raise LmcliError(f"--batch-size must be positive, got {batch_size}")
     if max_tokens < 0:
         raise LmcliError(f"--max-tokens must not be negative, got {max_tokens}")
-    if checkpoint.is_dir():
-        raise LmcliError(f"{checkpoint} is a directory: give a checkpoint file, e.g. {checkpoint / 'best.pt'}")
+    workspace = Workspace.resolve(workspace)
+    checkpoint = find_checkpoint(checkpoint, workspace)
     runtime = setup_runtime(device, compile="off", autocast="auto", peak_flops=0)
     model, model_config, saved = load_model_from_checkpoint(checkpoint, runtime.device)
-    data_path = evaluation_file(data, saved, Workspace.resolve(workspace))
+    data_path = evaluation_file(data, saved, workspace)
     context = model_config.context_length
     tokens = open_tokens(data_path, "evaluation data", context + 1)
     if max_tokens:

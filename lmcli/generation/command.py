@@ -27,9 +27,8 @@ from lmcli.generate import generate_batch
 from lmcli.generation.text_stream import TextStream
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer.files import tokenizer_fingerprint
-from lmcli.training.checkpoint import load_model_from_checkpoint
+from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
 from lmcli.training.device import pick_device
-from lmcli.training.loop import BEST, LATEST
 from lmcli.workspace import Workspace
 
 EOS_TOKEN = "<|endoftext|>"
@@ -171,31 +170,6 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
         highlight=False, markup=True,
     )
 
-
-def find_checkpoint(spec: str | None, workspace: Workspace) -> Path:
-    """The checkpoint file named by ``spec`` (a file, a run directory or a run name), or the newest run's."""
-    if spec is None:
-        found = [c for run in sorted(workspace.runs_dir.glob("*/")) if (c := run_checkpoint(run))]
-        if not found:
-            raise LmcliError(
-                f"no checkpoint given and no run with a checkpoint in {workspace.runs_dir} "
-                "(train one with `lmcli train`, or pass --checkpoint FILE)"
-            )
-        return max(found, key=lambda p: p.stat().st_mtime)
-    candidates = (Path(spec).expanduser(), workspace.runs_dir / spec)
-    for path in candidates:
-        if path.is_file():
-            return path
-        if path.is_dir() and (checkpoint := run_checkpoint(path)):
-            return checkpoint
-    if any(path.is_dir() for path in candidates):
-        raise LmcliError(f"{spec} holds no checkpoint ({BEST} or {LATEST})")
-    raise LmcliError(f"checkpoint {spec} does not exist (give a .pt file, a run directory or a run name)")
-
-
-def run_checkpoint(run_dir: Path) -> Path | None:
-    """A run's best checkpoint, else its latest, else None."""
-    return next((p for p in (run_dir / BEST, run_dir / LATEST) if p.is_file()), None)
 
 
 def load_tokenizer(tokenizer_dir: Path | None, checkpoint: dict[str, Any], workspace: Workspace) -> Tokenizer:

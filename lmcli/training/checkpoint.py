@@ -30,7 +30,10 @@ import torch
 
 from lmcli.atomic import atomic_path
 from lmcli.errors import LmcliError
+from lmcli.workspace import Workspace
 
+LATEST = "latest.pt"  # a run's newest checkpoint (resume from here)
+BEST = "best.pt"  # a run's checkpoint with the lowest validation loss
 FORMAT = "lmcli-checkpoint"
 VERSION = 1
 COMPILED_PREFIX = "_orig_mod."
@@ -116,6 +119,34 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.devi
     load_model_state(model, checkpoint["model"])
     model.eval()
     return model, model_config, checkpoint
+
+
+def find_checkpoint(spec: str | None, workspace: Workspace) -> Path:
+    """The checkpoint file named by ``spec`` (a file, a run directory or a run name in the
+    workspace's runs/), or, without one, the most recently written run's; a run's is its
+    best.pt, else its latest.pt."""
+    if spec is None:
+        found = [c for run in sorted(workspace.runs_dir.glob("*/")) if (c := run_checkpoint(run))]
+        if not found:
+            raise LmcliError(
+                f"no checkpoint given and no run with a checkpoint in {workspace.runs_dir} "
+                "(train one with `lmcli train`, or pass --checkpoint FILE)"
+            )
+        return max(found, key=lambda p: p.stat().st_mtime)
+    candidates = (Path(spec).expanduser(), workspace.runs_dir / spec)
+    for path in candidates:
+        if path.is_file():
+            return path
+        if path.is_dir() and (checkpoint := run_checkpoint(path)):
+            return checkpoint
+    if any(path.is_dir() for path in candidates):
+        raise LmcliError(f"{spec} holds no checkpoint ({BEST} or {LATEST})")
+    raise LmcliError(f"checkpoint {spec} does not exist (give a .pt file, a run directory or a run name)")
+
+
+def run_checkpoint(run_dir: Path) -> Path | None:
+    """A run's best checkpoint, else its latest, else None."""
+    return next((p for p in (run_dir / BEST, run_dir / LATEST) if p.is_file()), None)
 
 
 def capture_rng(batch_generator: torch.Generator) -> dict[str, Any]:

@@ -31,7 +31,7 @@ import torch
 
 from lmcli.console import count_progress
 from lmcli.errors import LmcliError
-from lmcli.training.checkpoint import capture_rng, load_model_state, restore_rng, save_checkpoint
+from lmcli.training.checkpoint import BEST, LATEST, capture_rng, load_model_state, restore_rng, save_checkpoint
 from lmcli.training.clip import clip_grad_norm
 from lmcli.training.config import TrainConfig
 from lmcli.training.data import TrainingData, get_batch, sequential_batches
@@ -41,8 +41,6 @@ from lmcli.training.metrics import LivePanel, RunLog, perplexity
 from lmcli.training.optim import AdamW, decay_groups
 from lmcli.training.schedule import cosine_lr
 
-LATEST = "latest.pt"
-BEST = "best.pt"
 
 
 def train(

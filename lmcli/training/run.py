@@ -27,11 +27,11 @@ from rich.table import Table
 from lmcli.atomic import atomic_open
 from lmcli.console import console
 from lmcli.errors import LmcliError
-from lmcli.training.checkpoint import read_checkpoint
+from lmcli.training.checkpoint import LATEST, read_checkpoint
 from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
 from lmcli.training.device import setup_runtime
-from lmcli.training.loop import LATEST, train
+from lmcli.training.loop import train
 from lmcli.training.metrics import RunLog, require_wandb
 from lmcli.workspace import Workspace
 
