@@ -10,6 +10,12 @@ RoPE: instead of adding a position vector, rotate each consecutive pair (x₀,x�
 a query/key at position i by the angle i·θ^(-2k/d_k). A dot product of two rotated vectors then
 depends only on their relative offset. It is applied to Q and K, never V.
 
+Training materialises the (queries × keys) score matrix once: ``CausalAttention`` is an
+autograd Function that masks and normalises it in place and writes its backward by hand, with
+the FlashAttention identity rowsum(dP ⊙ P) = rowsum(dO ⊙ O) (so no second pass over the scores
+is needed for the softmax's backward). Autograd on the plain expression would keep the masked
+scores, the exponentials and the probabilities, and run elementwise backward over each.
+
 The forward is written in three steps (project, rotate, attend over keys). With a KV cache
 (``lmcli.model.kv_cache``) the rotated keys and values of the new tokens are appended to the
 cached ones between the last two steps; ``causal_mask`` handles more keys than queries.
@@ -22,7 +28,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from lmcli.model.layers import Linear, softmax
+from lmcli.model.layers import Linear
 
 if TYPE_CHECKING:
     from lmcli.model.kv_cache import LayerCache
@@ -53,10 +59,46 @@ def scaled_dot_product_attention(
     Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor | None = None
 ) -> torch.Tensor:
     """softmax(Q Kᵀ / √d_k) V for (..., queries, d_k), (..., keys, d_k), (..., keys, d_v); mask True = attend."""
-    scores = (Q * Q.shape[-1] ** -0.5) @ K.transpose(-2, -1)  # scale Q (…×d_k), cheaper than the scores (…×keys)
+    Q = Q * Q.shape[-1] ** -0.5  # scale Q (…×d_k), cheaper than the scores (…×keys)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (Q, K, V)):
+        return CausalAttention.apply(Q, K, V, mask)
+    return attention_probabilities(Q, K, mask).to(V.dtype) @ V
+
+
+def attention_probabilities(Q: torch.Tensor, K: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """softmax(Q Kᵀ) over the keys, masked, in (at least) float32; the score tensor is reused in place."""
+    scores = (Q @ K.transpose(-2, -1)).to(torch.promote_types(Q.dtype, torch.float32))
     if mask is not None:
-        scores = scores.masked_fill(~mask, float("-inf"))
-    return softmax(scores, dim=-1) @ V
+        scores.masked_fill_(mask.logical_not(), float("-inf"))
+    scores -= scores.amax(dim=-1, keepdim=True)  # max-subtracted: exp never overflows
+    return scores.exp_().mul_(scores.sum(dim=-1, keepdim=True).reciprocal_())
+
+
+class CausalAttention(torch.autograd.Function):
+    """O = P V with P = softmax(S), S = Q Kᵀ masked (Q already scaled), and its backward by hand:
+
+        dV = Pᵀ dO        dP = dO Vᵀ        dS = P ⊙ (dP − D)        dQ = dS K        dK = dSᵀ Q
+
+    where D = rowsum(dP ⊙ P) = rowsum(dO ⊙ O), since rowsum(dP ⊙ P)_i = Σ_j (dO_i · V_j) P_ij
+    = dO_i · O_i: a (…×queries) reduction over d_v instead of over the keys. Masked entries have
+    P = 0, so their dS is 0 without reapplying the mask. dS is computed in float32, in place in dP.
+    """
+
+    @staticmethod
+    def forward(ctx, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        P = attention_probabilities(Q, K, mask).to(V.dtype)
+        O = P @ V
+        ctx.save_for_backward(Q, K, V, P, O)
+        return O
+
+    @staticmethod
+    def backward(ctx, dO: torch.Tensor):
+        Q, K, V, P, O = ctx.saved_tensors
+        dO = dO.to(O.dtype)
+        dV = P.transpose(-2, -1) @ dO
+        D = (dO * O).sum(dim=-1, keepdim=True, dtype=torch.promote_types(O.dtype, torch.float32))
+        dS = (dO @ V.transpose(-2, -1)).to(D.dtype).sub_(D).mul_(P).to(Q.dtype)
+        return dS @ K, dS.transpose(-2, -1) @ Q, dV, None
 
 
 def causal_mask(num_queries: int, num_keys: int, device=None) -> torch.Tensor:
