@@ -10,6 +10,14 @@ Subtracting the maximum keeps every ``exp`` at most 1 (no overflow), and writing
 the log of a probability that may have underflowed to 0. The loss is averaged over every
 leading (batch, time) position. Logits are upcast to float32 first, so the loss is accurate
 even when the model runs under bf16 autocast.
+
+The gradient is written by hand (``CrossEntropy``, an autograd Function): with N positions,
+
+    d loss / d o[j] = (softmax(o)[j] - [j = y]) / N,
+
+one pass over the (N × vocab) logits, from the exponentials the forward already computed.
+Autograd on the expression above would keep the shifted logits and their exponentials and run
+the backward of the subtraction, the exp and the gather, each a full (N × vocab) tensor.
 """
 
 from __future__ import annotations
@@ -19,8 +27,23 @@ import torch
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy of ``logits`` [..., vocab] against integer ``targets`` [...]."""
-    logits = logits.float()
-    shifted = logits - logits.amax(dim=-1, keepdim=True).detach()  # a constant shift: no gradient needed
-    log_normalizer = shifted.exp().sum(dim=-1).log()
-    target_logit = shifted.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (log_normalizer - target_logit).mean()
+    return CrossEntropy.apply(logits.float(), targets)
+
+
+class CrossEntropy(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets = targets.unsqueeze(-1)
+        maxes = logits.amax(dim=-1, keepdim=True)
+        exps = (logits - maxes).exp_()  # one (N × vocab) tensor, exponentiated in place
+        sums = exps.sum(dim=-1, keepdim=True)
+        ctx.save_for_backward(exps, sums, targets)
+        return (sums.log() - (logits.gather(-1, targets) - maxes)).mean()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        exps, sums, targets = ctx.saved_tensors
+        scale = grad / targets.numel()
+        grad_logits = exps * (scale / sums)  # softmax(o) · scale
+        grad_logits.scatter_add_(-1, targets, (-scale).expand(targets.shape))
+        return grad_logits, None
