@@ -31,7 +31,7 @@ from typing import Any
 
 from rich.table import Table
 
-from lmcli.console import console
+from lmcli.console import console, format_duration, format_value
 from lmcli.errors import LmcliError
 from lmcli.workspace import Workspace
 
@@ -214,22 +214,8 @@ def runs_table(summaries: list[dict[str, Any]]) -> Table:
     for s in summaries:
         steps = f"{s['steps']:,}" + (f"/{s['max_steps']:,}" if s["max_steps"] else "")
         table.add_row(
-            s["name"], f"[{STATUS_STYLE[s['status']]}]{s['status']}", steps, fmt(s["best_val_loss"], ".4f"),
-            fmt(s["final_val_loss"], ".4f"), fmt(s["tokens_per_s"], ",.0f"), duration(s["elapsed_s"]),
+            s["name"], f"[{STATUS_STYLE[s['status']]}]{s['status']}", steps, format_value(s["best_val_loss"], ".4f"),
+            format_value(s["final_val_loss"], ".4f"), format_value(s["tokens_per_s"], ",.0f"), format_duration(s["elapsed_s"]),
         )
     return table
 
-
-def fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def duration(seconds: float | None) -> str:
-    """``1:02:03`` / ``2:03`` / ``4.2s``: a wall time at a glance."""
-    if seconds is None:
-        return "-"
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, s = divmod(round(seconds), 60)
-    hours, m = divmod(minutes, 60)
-    return f"{hours}:{m:02d}:{s:02d}" if hours else f"{m}:{s:02d}"

@@ -34,9 +34,9 @@ from typing import Any
 from rich.table import Table
 
 from lmcli.atomic import atomic_open
-from lmcli.console import console, err_console
+from lmcli.console import console, err_console, format_duration, format_value
 from lmcli.errors import LmcliError
-from lmcli.experiments.runs import Run, duration, fmt, read_run
+from lmcli.experiments.runs import Run, read_run
 from lmcli.workspace import Workspace
 
 SWEEPS_DIR = "sweeps"
@@ -241,8 +241,8 @@ def print_report(report: dict[str, Any], as_json: bool) -> None:
         table.add_column(column, justify="left" if column in ("status", "run") else "right")
     for r in report["runs"]:
         style = "bold green" if r["name"] == report["best"] else None
-        table.add_row(*(r["values"][a] for a in axes), r["status"], f"{r['steps']:,}", fmt(r["final_val_loss"], ".4f"),
-                      fmt(r["best_val_loss"], ".4f"), duration(r["elapsed_s"]), r["name"], style=style)
+        table.add_row(*(r["values"][a] for a in axes), r["status"], f"{r['steps']:,}", format_value(r["final_val_loss"], ".4f"),
+                      format_value(r["best_val_loss"], ".4f"), format_duration(r["elapsed_s"]), r["name"], style=style)
     console.print(table)
     if report["best"]:
         console.print(f"best: {report['best']}", highlight=False)

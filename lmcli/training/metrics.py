@@ -25,7 +25,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from lmcli.atomic import atomic_open
-from lmcli.console import err_console
+from lmcli.console import err_console, format_duration, format_value
 from lmcli.errors import LmcliError
 
 METRICS_FILE = "metrics.jsonl"
@@ -131,21 +131,10 @@ class LivePanel:
         step = v.get("step", 0)
         grid = Table.grid(padding=(0, 2))
         grid.add_row("[bold]step", f"{step:,}/{self.total_steps:,}", ProgressBar(total=self.total_steps, completed=step, width=40))
-        grid.add_row("[bold]train loss", _fmt(v.get("loss"), ".4f"), f"grad norm {_fmt(v.get('grad_norm'), '.3f')}")
-        grid.add_row("[bold]val loss", _fmt(v.get("val_loss"), ".4f"), f"best {_fmt(v.get('best_val_loss'), '.4f')}")
-        grid.add_row("[bold]lr", _fmt(v.get("lr"), ".2e"), "")
-        grid.add_row("[bold]tokens/s", _fmt(v.get("tokens_per_s"), ",.0f"), f"MFU {_fmt(v.get('mfu'), '.1%')}")
-        grid.add_row("[bold]elapsed", _duration(v.get("elapsed")), f"ETA {_duration(v.get('eta'))}")
+        grid.add_row("[bold]train loss", format_value(v.get("loss"), ".4f"), f"grad norm {format_value(v.get('grad_norm'), '.3f')}")
+        grid.add_row("[bold]val loss", format_value(v.get("val_loss"), ".4f"), f"best {format_value(v.get('best_val_loss'), '.4f')}")
+        grid.add_row("[bold]lr", format_value(v.get("lr"), ".2e"), "")
+        grid.add_row("[bold]tokens/s", format_value(v.get("tokens_per_s"), ",.0f"), f"MFU {format_value(v.get('mfu'), '.1%')}")
+        grid.add_row("[bold]elapsed", format_duration(v.get("elapsed")), f"ETA {format_duration(v.get('eta'))}")
         return grid
 
-
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    minutes, s = divmod(int(seconds), 60)
-    h, m = divmod(minutes, 60)
-    return f"{h}:{m:02d}:{s:02d}"
