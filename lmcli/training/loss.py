@@ -44,6 +44,6 @@ class CrossEntropy(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         exps, sums, targets = ctx.saved_tensors
         scale = grad / targets.numel()
-        grad_logits = exps * (scale / sums)  # softmax(o) · scale
+        grad_logits = exps.mul_(scale / sums)  # softmax(o) · scale, in place: backward runs once
         grad_logits.scatter_add_(-1, targets, (-scale).expand(targets.shape))
         return grad_logits, None
