@@ -33,6 +33,16 @@ def test_cross_entropy_matches_torch_with_leading_batch_dims():
     torch.testing.assert_close(grad, expected_grad)
 
 
+def test_cross_entropy_gradient_runs_once_and_fails_loudly_twice():
+    """The hand-written backward reuses the saved exponentials in place: a second backward must
+    raise, never return a wrong gradient."""
+    logits = torch.randn(4, 7, requires_grad=True)
+    loss = cross_entropy(logits, torch.randint(7, (4,)))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace operation"):
+        loss.backward()
+
+
 def test_cross_entropy_is_stable_for_huge_logits():
     logits = torch.tensor([[1000.0, 0.0, -1000.0], [0.0, 1e4, 0.0]])
     loss = cross_entropy(logits, torch.tensor([2, 0]))

@@ -15,7 +15,9 @@ The gradient is written by hand (``CrossEntropy``, an autograd Function): with N
 
     d loss / d o[j] = (softmax(o)[j] - [j = y]) / N,
 
-one pass over the (N × vocab) logits, from the exponentials the forward already computed.
+one pass over the (N × vocab) logits, written in place over the exponentials the forward
+saved. So the graph can be run backward once (a second ``backward(retain_graph=True)`` raises
+PyTorch's "modified by an inplace operation" error rather than returning a wrong gradient).
 Autograd on the expression above would keep the shifted logits and their exponentials and run
 the backward of the subtraction, the exp and the gather, each a full (N × vocab) tensor.
 """
