@@ -5,7 +5,6 @@ bad input. ``command`` turns those errors into a one-line message and a non-zero
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -149,7 +148,7 @@ def encode(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (vocab.json, merges.txt) \\[default: the workspace's tokenizer/].", show_default=False)] = None,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token, never split (repeatable) \\[default: the tokenizer's, else <|endoftext|>].", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output .npy \\[default: the workspace's data/INPUT-NAME.npy].", show_default=False)] = None,
-    workers: Annotated[int, typer.Option("--workers", min=1, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = os.cpu_count() or 1,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto: uint16 when every id is below 65,536 (half the size of uint32), else uint32; or force uint16 / uint32.")] = "auto",
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
     workspace: WorkspaceOption = None,

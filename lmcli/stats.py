@@ -17,7 +17,6 @@ OpenWebText tokenizer on the same documents.
 from __future__ import annotations
 
 import json
-import os
 import random
 import tempfile
 import time
@@ -159,13 +158,14 @@ def stats_command(
     as_json: bool,
 ) -> None:
     """``lmcli stats``: sample documents, measure every tokenizer on them, print a table (or JSON)."""
+    from lmcli.parallel import available_cores
     from lmcli.workspace import Workspace
 
     ws = Workspace.resolve(workspace)
     dirs = tokenizer_dirs or [ws.tokenizer_dir]
     tokenizers = [Tokenizer.from_dir(d) for d in dirs]  # load all first: a bad directory fails fast
     input_path = input_path or ws.demo_split("train")
-    workers = workers or os.cpu_count() or 1
+    workers = workers or available_cores()
     if workers < 1:
         raise LmcliError(f"--workers must be at least 1 (got {workers})")
     first = tokenizers[0].special_tokens

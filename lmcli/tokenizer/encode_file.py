@@ -178,7 +178,7 @@ def encode_command(
     tokenizer_dir: Path | None,
     special_tokens: list[str] | None,
     out: Path | None,
-    workers: int,
+    workers: int | None,
     dtype: str,
     errors: str,
     workspace: Path | None,
@@ -188,8 +188,10 @@ def encode_command(
     import json
 
     from lmcli.console import console
+    from lmcli.parallel import available_cores
     from lmcli.workspace import Workspace
 
+    workers = workers or available_cores()
     ws = Workspace.resolve(workspace)
     tokenizer_dir = tokenizer_dir or ws.tokenizer_dir
     tokenizer = Tokenizer.from_dir(tokenizer_dir, special_tokens or None)

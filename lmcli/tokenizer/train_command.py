@@ -30,7 +30,7 @@ from lmcli.tokenizer.train import (
     check_vocab_size,
     train_bpe,
 )
-from lmcli.tokenizer.train_count import available_cores
+from lmcli.parallel import available_cores
 from lmcli.tokenizer.train_memory import PeakMemory
 from lmcli.workspace import Workspace
 

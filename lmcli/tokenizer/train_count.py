@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from lmcli.errors import LmcliError
+from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, decode_utf8, read_range, special_bytes_pattern
 from lmcli.tokenizer.pretokenize import count_pretokens
 
@@ -52,13 +53,6 @@ def count_file_pretokens(
         counts = _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
     return Counter({token.encode("utf-8"): n for token, n in counts.items()})
 
-
-def available_cores() -> int:
-    """Cores this process may run on (respects CPU affinity, e.g. in containers)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_chunk_bytes(size: int, workers: int) -> int:
