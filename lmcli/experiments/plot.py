@@ -71,12 +71,16 @@ def differing_values(runs: list[Run]) -> list[dict[str, Any]]:
     return [{k: f.get(k) for k in differing} for f in flats]
 
 
-def legend_labels(runs: list[Run]) -> list[str]:
-    """``name (lr=0.001, batch_size=64)``: the key's last part, unless two differing keys share it."""
-    diffs = differing_values(runs)
-    keys = list(diffs[0]) if diffs else []
+def short_keys(keys: list[str]) -> dict[str, str]:
+    """Each ``table.key`` as its last part (``lr``), or whole where two keys share that part."""
     short = [k.rsplit(".", 1)[-1] for k in keys]
-    names = {k: (s if short.count(s) == 1 else k) for k, s in zip(keys, short)}
+    return {k: (s if short.count(s) == 1 else k) for k, s in zip(keys, short)}
+
+
+def legend_labels(runs: list[Run]) -> list[str]:
+    """``name (lr=0.001, batch_size=64)``: the differing keys as ``short_keys`` names them."""
+    diffs = differing_values(runs)
+    names = short_keys(list(diffs[0]) if diffs else [])
     labels = []
     for run, diff in zip(runs, diffs):
         values = ", ".join(f"{names[k]}={v}" for k, v in diff.items())

@@ -36,6 +36,7 @@ from rich.table import Table
 from lmcli.atomic import atomic_open
 from lmcli.console import console, err_console, format_duration, format_value
 from lmcli.errors import LmcliError
+from lmcli.experiments.plot import build_curves, save_figure, short_keys
 from lmcli.experiments.runs import Run, read_run
 from lmcli.workspace import Workspace
 
@@ -107,8 +108,7 @@ def parse_grid(settings: list[str]) -> tuple[list[str], dict[str, list[str]]]:
 
 def grid_points(sweep: str, axes: dict[str, list[str]]) -> list[GridPoint]:
     """Every combination of the axes, named ``<sweep>-<key>=<value>-...`` (a key's last part when unambiguous)."""
-    short = {key: key.rsplit(".", 1)[-1] for key in axes}
-    labels = {key: (s if list(short.values()).count(s) == 1 else key) for key, s in short.items()}
+    labels = short_keys(list(axes))
     points = []
     for combo in itertools.product(*axes.values()):
         values = dict(zip(axes, combo))
@@ -219,8 +219,6 @@ def write_results(sweep: Sweep, results: list[dict[str, Any]], workspace: Worksp
 
 def write_plots(runs: list[Run], sweep_dir: Path) -> list[str]:
     """One figure per metric in ``PLOTS``, of the runs that have points for it."""
-    from lmcli.experiments.plot import build_curves, save_figure
-
     written = []
     for metric in PLOTS:
         try:
