@@ -35,11 +35,14 @@ def get_batch(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of ``x``: (inputs, next-token targets), each [batch_size, context_length] int64."""
     starts = torch.randint(len(x) - context_length, (batch_size,), generator=generator).numpy()
+    return windows_at(x, starts, context_length, device)
+
+
+def windows_at(
+    x: np.ndarray, starts: np.ndarray, context_length: int, device: str | torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of the windows of ``context_length + 1`` ids at ``starts``, on ``device``."""
     windows = x[starts[:, None] + np.arange(context_length + 1)]  # reads only these ids from a memmap
-    return _to_device(windows, device)
-
-
-def _to_device(windows: np.ndarray, device: str | torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     batch = torch.from_numpy(windows.astype(np.int64))
     if torch.device(device).type == "cuda":
         batch = batch.pin_memory().to(device, non_blocking=True)
@@ -55,7 +58,7 @@ def sequential_batches(
     n_windows = (len(x) - 1) // context_length
     for first in range(0, n_windows, batch_size):
         starts = np.arange(first, min(first + batch_size, n_windows)) * context_length
-        yield _to_device(x[starts[:, None] + np.arange(context_length + 1)], device)
+        yield windows_at(x, starts, context_length, device)
 
 
 def open_tokens(path: Path, what: str, min_length: int) -> np.ndarray:
