@@ -189,6 +189,7 @@ def encode_command(
 
     from lmcli.console import console
     from lmcli.parallel import available_cores
+    from lmcli.tokenizer.train import check_errors_mode
     from lmcli.workspace import Workspace
 
     workers = workers or available_cores()
@@ -205,8 +206,7 @@ def encode_command(
     for p in inputs:
         if not p.is_file():
             raise LmcliError(f"input file {p} does not exist")
-    if errors not in ("strict", "replace"):
-        raise LmcliError(f"--errors must be strict or replace (got {errors!r})")
+    check_errors_mode(errors)
     choose_dtype(tokenizer, dtype)
     jobs = [(p, out or ws.encoded_path(p)) for p in inputs]
     results = encode_files(tokenizer, jobs, workers, dtype, errors, quiet=as_json)
