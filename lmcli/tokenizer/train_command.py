@@ -136,7 +136,7 @@ def _train_with_progress(path, vocab_size, special_tokens, workers, errors, stat
     size = path.stat().st_size
     bytes_bar, merges_bar = byte_progress(), count_progress()
     reading = bytes_bar.add_task("pre-tokenize", total=size)
-    merging = merges_bar.add_task("merge", total=vocab_size - 256 - len(special_tokens))
+    merging = merges_bar.add_task("merge", total=check_vocab_size(vocab_size, special_tokens))
 
     def on_merge(done: int) -> None:
         if not merges_bar.live.is_started:
