@@ -41,7 +41,7 @@ def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_b
     """Byte ranges of roughly ``chunk_bytes`` each that cover the file and cut only at boundaries."""
     if chunk_bytes < 1:
         raise ValueError("chunk_bytes must be positive")
-    specials = sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
+    specials = _special_bytes(special_tokens)
     special = special_bytes_pattern(special_tokens)
     size = Path(path).stat().st_size
     cuts = [0]
@@ -112,5 +112,10 @@ def read_text(path: str | os.PathLike, start: int, end: int, errors: str = "stri
 
 def special_bytes_pattern(special_tokens: Iterable[str]) -> re.Pattern[bytes] | None:
     """A bytes pattern matching any special token's UTF-8 encoding, longest first."""
-    specials = sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
+    specials = _special_bytes(special_tokens)
     return re.compile(b"|".join(map(re.escape, specials))) if specials else None
+
+
+def _special_bytes(special_tokens: Iterable[str]) -> list[bytes]:
+    """The distinct non-empty special tokens as UTF-8 bytes, longest first."""
+    return sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
