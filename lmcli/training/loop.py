@@ -42,7 +42,6 @@ from lmcli.training.optim import AdamW, decay_groups
 from lmcli.training.schedule import cosine_lr
 
 
-
 def train(
     config: TrainConfig,
     data: TrainingData,
@@ -56,7 +55,7 @@ def train(
     """Train from scratch, or from the ``resume`` checkpoint dict, to ``config.max_steps``; returns a summary."""
     t, o = config.training, config.optimizer
     batch_size, context = t.batch_size, config.model.context_length
-    max_steps, tokens_per_step = config.max_steps, t.batch_size * config.model.context_length
+    max_steps, tokens_per_step = config.max_steps, batch_size * context
 
     # The model, the optimizer and the batch sampler's generator: fresh from the seed, or as checkpointed.
     torch.manual_seed(t.seed)
@@ -72,6 +71,7 @@ def train(
     fast_model = runtime.compile_model(model)
     eval_batches = fixed_batches(data.valid, batch_size, context, runtime.device, t.eval_batches, t.seed + 1)
     train_flops_per_token = training_flops_per_token(config) if runtime.peak_flops else None
+    parameters = count_parameters(model)
 
     started = time.perf_counter()
     saved_step = start_step if resume is not None else None
@@ -87,7 +87,7 @@ def train(
         })
 
     log.note(
-        f"training {count_parameters(model):,} parameters on {runtime.describe()} for {max_steps:,} steps "
+        f"training {parameters:,} parameters on {runtime.describe()} for {max_steps:,} steps "
         f"of {tokens_per_step:,} tokens" + (f", resuming at step {start_step:,}" if start_step else "")
     )
     log.note(f"unigram entropy of the training ids: {data.train_stats.unigram_entropy():.3f} nats (the loss to beat)")
@@ -167,7 +167,7 @@ def train(
         "run_dir": str(run_dir),
         "steps": max_steps,
         "tokens": max_steps * tokens_per_step,
-        "parameters": count_parameters(model),
+        "parameters": parameters,
         "device": runtime.describe(),
         "elapsed_s": round(elapsed_before + time.perf_counter() - started, 1),
         "train_loss": loss_value,
