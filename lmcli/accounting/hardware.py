@@ -23,12 +23,13 @@ def training_time(
 ) -> dict[str, int | float]:
     """FLOPs and wall-clock seconds of ``steps`` AdamW steps at the given model FLOPs utilization."""
     forward = forward_flops(cfg, seq_len)["total"] * batch_size
-    step_flops = 3 * forward + adamw_flops(cfg)
+    adamw = adamw_flops(cfg)
+    step_flops = 3 * forward + adamw
     peak = PEAK_FLOPS[hardware][dtype]
     return {
         "forward_flops_per_step": forward,
         "backward_flops_per_step": 2 * forward,
-        "adamw_flops_per_step": adamw_flops(cfg),
+        "adamw_flops_per_step": adamw,
         "flops_per_step": step_flops,
         "total_flops": step_flops * steps,
         "peak_flops_per_second": peak,
