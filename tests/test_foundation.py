@@ -50,6 +50,15 @@ def test_demo_corpus_reused_when_fresh_and_regenerated_when_stale(tmp_path):
     assert ensure_demo_corpus(tmp_path)["train"].read_text(encoding="utf-8") != "stale"
 
 
+@pytest.mark.parametrize("stamp", ["{not json", ""])
+def test_demo_corpus_regenerated_when_its_stamp_is_corrupt(tmp_path, stamp):
+    paths = ensure_demo_corpus(tmp_path)
+    expected = paths["train"].read_bytes()
+    (tmp_path / STAMP_FILE).write_text(stamp)
+    paths["train"].write_text("stale")
+    assert ensure_demo_corpus(tmp_path)["train"].read_bytes() == expected
+
+
 def test_story_generator_uses_its_seed():
     import random
 

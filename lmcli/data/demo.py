@@ -306,14 +306,21 @@ def write_split(path: Path, rng: random.Random, count: int) -> None:
             f.write(f"\n{SEPARATOR}\n" if i < count - 1 else "\n")
 
 
+def is_fresh(stamp_path: Path, stamp: dict) -> bool:
+    """Whether the corpus beside ``stamp_path`` was made by this generator (an unreadable stamp: no)."""
+    try:
+        return json.loads(stamp_path.read_text()) == stamp
+    except (OSError, ValueError):
+        return False
+
+
 def ensure_demo_corpus(data_dir: str | Path) -> dict[str, Path]:
     """Write demo-train.txt and demo-valid.txt into ``data_dir`` unless they are already up to date."""
     data_dir = Path(data_dir)
     paths = {split: data_dir / f"demo-{split}.txt" for split in STORIES}
     stamp = {"generator_version": GENERATOR_VERSION, "seed": SEED, "stories": STORIES}
     stamp_path = data_dir / STAMP_FILE
-    fresh = stamp_path.is_file() and json.loads(stamp_path.read_text()) == stamp
-    if fresh and all(p.is_file() for p in paths.values()):
+    if is_fresh(stamp_path, stamp) and all(p.is_file() for p in paths.values()):
         return paths
     rng = random.Random(SEED)
     for split, count in STORIES.items():
