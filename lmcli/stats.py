@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from lmcli.errors import LmcliError
+from lmcli.tokenizer.chunks import check_text_file
 from lmcli.tokenizer.encode_file import encode_file
 from lmcli.tokenizer.tokenizer import DEFAULT_SPECIAL_TOKEN, Tokenizer
 
@@ -60,8 +61,7 @@ def sample_documents(path: Path, separator: str, n: int, seed: int, quiet: bool 
     """``n`` documents drawn at random (without replacement; all of them when there are fewer)."""
     from lmcli.console import byte_progress
 
-    if not path.is_file():
-        raise LmcliError(f"input file {path} does not exist")
+    check_text_file(path)
     if n < 1:
         raise LmcliError(f"--docs must be at least 1 (got {n})")
     with byte_progress(quiet) as progress:

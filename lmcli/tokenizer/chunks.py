@@ -119,3 +119,15 @@ def special_bytes_pattern(special_tokens: Iterable[str]) -> re.Pattern[bytes] | 
 def _special_bytes(special_tokens: Iterable[str]) -> list[bytes]:
     """The distinct non-empty special tokens as UTF-8 bytes, longest first."""
     return sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
+
+
+def check_text_file(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, after checking it names a readable regular file (one-line errors)."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise LmcliError(f"input file {path} does not exist")
+    if path.is_dir():
+        raise LmcliError(f"input {path} is a directory, not a text file")
+    if not os.access(path, os.R_OK):
+        raise LmcliError(f"input file {path} is not readable (permission denied)")
+    return path

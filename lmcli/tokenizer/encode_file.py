@@ -26,7 +26,7 @@ import numpy as np
 
 from lmcli.atomic import atomic_path
 from lmcli.errors import LmcliError
-from lmcli.tokenizer.chunks import chunk_ranges, read_text
+from lmcli.tokenizer.chunks import check_text_file, chunk_ranges, read_text
 from lmcli.tokenizer.tokenizer import Tokenizer
 
 ENCODE_CHUNK_BYTES = 1 << 20  # small enough to balance two workers on a 20 MB file
@@ -116,9 +116,7 @@ def encode_file(
     chunk_bytes: int = ENCODE_CHUNK_BYTES,
 ) -> EncodeResult:
     """Encode a UTF-8 text file to a ``.npy`` of ids (``np.load(..., mmap_mode="r")`` friendly)."""
-    input_path, output_path = Path(input_path), Path(output_path)
-    if not input_path.is_file():
-        raise LmcliError(f"input file {input_path} does not exist")
+    input_path, output_path = check_text_file(input_path), Path(output_path)
     if workers < 1:
         raise LmcliError(f"--workers must be at least 1 (got {workers})")
     np_dtype = choose_dtype(tokenizer, dtype)
@@ -203,9 +201,7 @@ def encode_command(
     else:
         inputs = [input_path]
     # Check everything before the progress bar starts, so bad input fails with one clear line.
-    for p in inputs:
-        if not p.is_file():
-            raise LmcliError(f"input file {p} does not exist")
+    inputs = [check_text_file(p) for p in inputs]
     check_errors_mode(errors)
     choose_dtype(tokenizer, dtype)
     jobs = [(p, out or ws.encoded_path(p)) for p in inputs]

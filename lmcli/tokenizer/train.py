@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lmcli.errors import LmcliError
+from lmcli.tokenizer.chunks import check_text_file
 from lmcli.tokenizer.train_count import count_file_pretokens
 from lmcli.tokenizer.train_merges import MergeLoop
 
@@ -126,13 +127,7 @@ def check_special_tokens(special_tokens: list[str]) -> list[str]:
 
 def check_input(input_path: str | os.PathLike) -> Path:
     """The input file, which must exist, be a readable regular file and not be empty."""
-    path = Path(input_path).expanduser()
-    if not path.exists():
-        raise LmcliError(f"input file {path} does not exist")
-    if path.is_dir():
-        raise LmcliError(f"input {path} is a directory, not a text file")
-    if not os.access(path, os.R_OK):
-        raise LmcliError(f"input file {path} is not readable (permission denied)")
+    path = check_text_file(input_path)
     if path.stat().st_size == 0:
         raise LmcliError(f"input file {path} is empty: there is nothing to train on")
     return path
