@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -162,7 +163,7 @@ def test_presets_and_toml_config(tmp_path):
 @pytest.mark.parametrize(
     "text, message",
     [
-        ("[model\nd_model = 1", "not a valid TOML file"),
+        ("[model\nd_model = 1", "is not valid TOML"),
         ("[training]\nlr = 1e-3\n", "no \\[model\\] table"),
         ("model = 3\n", "no \\[model\\] table"),
         ("[model]\nlayers = 4\n", "unknown key model.layers"),
@@ -175,6 +176,27 @@ def test_bad_config_files(tmp_path, text, message):
     path.write_text(text)
     with pytest.raises(LmcliError, match=message):
         resolve_model(str(path))
+
+
+def test_config_extends_is_followed_like_training_does(tmp_path):
+    (tmp_path / "base.toml").write_text("[model]\nvocab_size = 500\nd_model = 64\nnum_heads = 4\n")
+    (tmp_path / "child.toml").write_text('extends = "base.toml"\n[model]\nnum_layers = 2\n')
+    (tmp_path / "no-model.toml").write_text('extends = "base.toml"\n[training]\nbatch_size = 8\n')
+    assert resolve_model(str(tmp_path / "child.toml")) == ModelConfig(vocab_size=500, d_model=64, num_heads=4, num_layers=2)
+    assert resolve_model(str(tmp_path / "no-model.toml")) == ModelConfig(vocab_size=500, d_model=64, num_heads=4)
+
+
+def test_bundled_ablation_configs_resolve():
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    assert resolve_model(str(configs / "tinystories-cpu.toml")) == resolve_model(str(configs / "tinystories.toml"))
+    assert resolve_model(str(configs / "tinystories-nope.toml")).position == "none"
+
+
+def test_cli_error_keeps_square_brackets(cli, tmp_path):
+    path = tmp_path / "no-model.toml"
+    path.write_text("[training]\nbatch_size = 8\n")
+    result = cli("accounting", "--model", str(path))
+    assert result.exit_code == 1 and "no [model] table" in result.stderr
 
 
 def test_unknown_model_and_missing_file(tmp_path):

@@ -6,7 +6,6 @@ untied LM head. ``tinystories`` is the ``ModelConfig`` default (the CS336 TinySt
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 from lmcli.errors import LmcliError
@@ -39,12 +38,15 @@ def resolve_model(spec: str) -> ModelConfig:
 
 
 def read_model_table(path: Path) -> ModelConfig:
+    """The ``[model]`` table of a training config, its ``extends`` chain applied as training does."""
+    from lmcli.training.config import read_toml  # imports torch: only for configs, not presets
+
     if not path.is_file():
         raise LmcliError(f"config file not found: {path}")
     try:
-        table = tomllib.loads(path.read_text(encoding="utf-8")).get("model")
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise LmcliError(f"{path}: not a valid TOML file ({e})") from None
+        table = read_toml(path).get("model")
+    except UnicodeDecodeError as e:
+        raise LmcliError(f"{path} is not valid TOML: {e}") from None
     if not isinstance(table, dict):
         raise LmcliError(f"{path}: no [model] table")
     try:
