@@ -21,6 +21,7 @@ from rich.table import Table
 
 from lmcli.console import console
 from lmcli.errors import LmcliError
+from lmcli.experiments.runs import finite_or_none
 from lmcli.workspace import Workspace
 
 
@@ -89,7 +90,7 @@ def evaluation_file(data: Path | None, checkpoint: dict[str, Any], workspace: Wo
 
 def print_result(result: dict[str, Any], as_json: bool) -> None:
     if as_json:
-        print(json.dumps({k: (None if v == float("inf") else v) for k, v in result.items()}))
+        print(json.dumps({k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in result.items()}))
         return
     table = Table(title="evaluation", show_header=False, title_justify="left")
     table.add_row("checkpoint", f"{result['checkpoint']} (step {result['step']:,})")
