@@ -12,9 +12,23 @@ from __future__ import annotations
 from lmcli.accounting.costs import adamw_flops, forward_flops
 from lmcli.model.config import ModelConfig
 
+# Dense (no sparsity) bf16 tensor-core peak in FLOP/s, by a substring of the device name.
+GPU_PEAK_BF16 = {
+    "H200": 989e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "A10G": 70e12,
+    "L4": 121e12,
+    "RTX 4090": 165e12,
+    "RTX 3090": 71e12,
+    "V100": 125e12,
+    "T4": 65e12,
+}
+
 PEAK_FLOPS = {
-    "a100": {"bf16": 312e12, "fp32": 19.5e12},
-    "h100": {"bf16": 989e12, "fp32": 67e12},
+    "a100": {"bf16": GPU_PEAK_BF16["A100"], "fp32": 19.5e12},
+    "h100": {"bf16": GPU_PEAK_BF16["H100"], "fp32": 67e12},
 }
 
 

@@ -18,21 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from lmcli.accounting.hardware import GPU_PEAK_BF16
 from lmcli.errors import LmcliError
-
-# Dense (no sparsity) bf16 tensor-core peak in FLOP/s, by a substring of the device name.
-GPU_PEAK_BF16 = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-    "V100": 125e12,
-    "T4": 65e12,
-}
 
 
 @dataclass(frozen=True)
