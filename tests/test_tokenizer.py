@@ -296,7 +296,8 @@ def one_at_a_time_bpe(byte_ids: list[int], merges: list[tuple[int, int, int]], w
         ids[i : i + 2] = [merges[rank][2]]
 
 
-def test_merge_words_equals_the_one_word_loop_on_random_merges():
+@pytest.mark.parametrize("dense_ids", [0, 270, 1024])  # binary search only, both, dense only
+def test_merge_words_equals_the_one_word_loop_on_random_merges(dense_ids):
     rng = random.Random(3)
     for _ in range(30):
         byte_ids = rng.sample(range(256), 256)  # bytes need not have ids 0..255
@@ -309,7 +310,7 @@ def test_merge_words_equals_the_one_word_loop_on_random_merges():
                 ids_of[a + b] = len(tokens)
                 tokens.append(a + b)
             merges.append((ids_of[a], ids_of[b], ids_of[a + b]))  # repeated pairs keep their first rank
-        table = MergeTable(byte_ids, merges, max(ids_of.values()))
+        table = MergeTable(byte_ids, merges, max(ids_of.values()), dense_ids)
         words = [bytes(rng.choice(b"abcd") for _ in range(rng.choice([1, 2, 5, 40]))) for _ in range(50)]
         ids, counts = merge_words(table, words)
         assert counts.sum() == len(ids)

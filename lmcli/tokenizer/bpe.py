@@ -23,25 +23,40 @@ from __future__ import annotations
 import numpy as np
 
 
+# Pairs of two ids below this are ranked by a direct lookup in a dense table (4 MB) rather than
+# by binary search: byte tokens and the first merges, which are most of the pairs to rank.
+DENSE_IDS = 1024
+
+
 class MergeTable:
     """The merges of a vocabulary as sorted arrays, for ranking many pairs at once."""
 
-    def __init__(self, byte_ids: list[int], merges: list[tuple[int, int, int]], max_id: int):
-        """``merges``: (left id, right id, merged id) in rank order; a repeated pair keeps its first rank."""
+    def __init__(self, byte_ids: list[int], merges, max_id: int, dense_ids: int = DENSE_IDS):
+        """``merges``: (left id, right id, merged id) rows in rank order; a repeated pair keeps its first rank."""
         self.byte_ids = np.array(byte_ids, dtype=np.int64)
         self.base = max_id + 1
-        table = np.array(merges, dtype=np.int64).reshape(-1, 3)
+        table = np.asarray(merges, dtype=np.int64).reshape(-1, 3)
         keys, first = np.unique(table[:, 0] * self.base + table[:, 1], return_index=True)
         self.keys = np.append(keys, -1)  # a sentinel, so a search past the end finds no match
         self.key_ranks = np.append(first, 0)
         self.merged = table[:, 2]
         self.no_merge = len(merges)  # the rank of a pair that never merges
+        left, right = np.divmod(keys, self.base)
+        self.dense_ids = dense_ids
+        small = (left < dense_ids) & (right < dense_ids)
+        self.dense_ranks = np.full(dense_ids * dense_ids, self.no_merge, dtype=np.int32)
+        self.dense_ranks[left[small] * dense_ids + right[small]] = first[small]
 
     def pair_ranks(self, left: np.ndarray, right: np.ndarray) -> np.ndarray:
         """Merge rank of each pair (left[i], right[i]); ``no_merge`` for a pair that never merges."""
-        pair_keys = left * self.base + right
+        ranks = np.empty(len(left), dtype=np.int64)
+        small = (left < self.dense_ids) & (right < self.dense_ids)
+        ranks[small] = self.dense_ranks[left[small] * self.dense_ids + right[small]]
+        large = ~small
+        pair_keys = left[large] * self.base + right[large]
         at = np.searchsorted(self.keys[:-1], pair_keys)
-        return np.where(self.keys[at] == pair_keys, self.key_ranks[at], self.no_merge)
+        ranks[large] = np.where(self.keys[at] == pair_keys, self.key_ranks[at], self.no_merge)
+        return ranks
 
 
 def merge_words(table: MergeTable, words: list[bytes]) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,7 @@ with and how, so later commands (encode, train, generate) can default to them.
 
 from __future__ import annotations
 
+import codecs
 import functools
 import hashlib
 import json
@@ -39,8 +40,10 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 @functools.cache
-def unicode_to_bytes() -> dict[str, int]:
-    return {c: b for b, c in bytes_to_unicode().items()}
+def _byte_encoding_map():
+    """A charmap codec table from GPT-2's 256 printable characters back to their bytes."""
+    table = bytes_to_unicode()
+    return codecs.charmap_build("".join(table[b] for b in range(256)))
 
 
 def token_to_str(token: bytes) -> str:
@@ -52,8 +55,8 @@ def token_to_str(token: bytes) -> str:
 def str_to_token(text: str) -> bytes:
     """Inverse of ``token_to_str``; strings outside the byte alphabet are literal (special) tokens."""
     try:
-        return bytes(map(unicode_to_bytes().__getitem__, text))
-    except KeyError:
+        return codecs.charmap_encode(text, "strict", _byte_encoding_map())[0]
+    except UnicodeEncodeError:
         return text.encode("utf-8")
 
 
@@ -87,16 +90,17 @@ def load_vocab(vocab_path: str | Path) -> dict[int, bytes]:
 
 
 def load_merges(merges_path: str | Path) -> list[tuple[bytes, bytes]]:
+    lines = Path(merges_path).read_text(encoding="utf-8").split("\n")
+    if lines[0].startswith("#version"):
+        lines[0] = ""
     merges = []
-    with open(merges_path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.rstrip("\n")
-            if not line or (lineno == 1 and line.startswith("#version")):
-                continue
-            parts = line.split(" ")
-            if len(parts) != 2:
-                raise LmcliError(f"{merges_path}:{lineno}: expected two tokens separated by a space, got {line!r}")
-            merges.append((str_to_token(parts[0]), str_to_token(parts[1])))
+    for lineno, line in enumerate(lines, 1):
+        if not line:
+            continue
+        parts = line.split(" ")
+        if len(parts) != 2:
+            raise LmcliError(f"{merges_path}:{lineno}: expected two tokens separated by a space, got {line!r}")
+        merges.append((str_to_token(parts[0]), str_to_token(parts[1])))
     return merges
 
 
@@ -105,13 +109,13 @@ def load_tokenizer_files(vocab_path: str | Path, merges_path: str | Path) -> tup
     vocab = load_vocab(vocab_path)
     merges = load_merges(merges_path)
     known = set(vocab.values())
-    for n, (a, b) in enumerate(merges, 1):
-        for part in (a, b, a + b):
-            if part not in known:
-                raise LmcliError(
-                    f"{merges_path}: merge {n} ({token_to_str(a)} {token_to_str(b)}) uses "
-                    f"{token_to_str(part)!r}, which is not in {vocab_path}: the files do not belong together"
-                )
+    lefts, rights = (list(parts) for parts in zip(*merges)) if merges else ([], [])
+    if not known.issuperset(lefts) or not known.issuperset(rights) or not known.issuperset(map(bytes.__add__, lefts, rights)):
+        n, a, b, part = next((n, a, b, part) for n, (a, b) in enumerate(merges, 1) for part in (a, b, a + b) if part not in known)
+        raise LmcliError(
+            f"{merges_path}: merge {n} ({token_to_str(a)} {token_to_str(b)}) uses "
+            f"{token_to_str(part)!r}, which is not in {vocab_path}: the files do not belong together"
+        )
     return vocab, merges
 
 

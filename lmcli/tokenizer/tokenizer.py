@@ -29,6 +29,7 @@ Decoding concatenates the tokens' bytes and decodes UTF-8, replacing malformed s
 
 from __future__ import annotations
 
+import itertools
 import re
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -48,6 +49,7 @@ DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 _WS = r"[^\S\x1c-\x1f]"
 _NON_WS = r"[\S\x1c-\x1f]"
 _UNIT = re.compile(rf"{_WS}*{_NON_WS}+|{_WS}+")
+_ASCII_UNIT = re.compile(r"\s*\S+|\s+", re.ASCII)  # the same on ASCII text, where \s is [\t\n\v\f\r ]
 
 # Where a stream can be flushed: between printable ASCII and ASCII whitespace, a pre-token
 # boundary whatever text follows (the same rule lmcli.tokenizer.chunks cuts files with).
@@ -72,7 +74,9 @@ class Tokenizer:
         self.special_tokens = list(dict.fromkeys(special_tokens or []))
         if "" in self.special_tokens:
             raise LmcliError("a special token cannot be the empty string")
-        token_ids = {token: i for i, token in sorted(self.vocab.items(), reverse=True)}  # lowest id wins
+        token_ids = {token: i for i, token in self.vocab.items()}
+        if len(token_ids) < len(self.vocab):  # a token listed twice: the lowest id wins
+            token_ids = {token: i for i, token in sorted(self.vocab.items(), reverse=True)}
         for special in self.special_tokens:
             token = special.encode("utf-8")
             if token not in token_ids:
@@ -88,12 +92,7 @@ class Tokenizer:
         missing = [b for b in range(256) if bytes([b]) not in token_ids]
         if missing:
             raise LmcliError(f"the vocabulary lacks {len(missing)} of the 256 single bytes (e.g. 0x{missing[0]:02x})")
-        merges_by_id = []
-        for a, b in self.merges:
-            if a + b not in token_ids or a not in token_ids or b not in token_ids:
-                raise LmcliError(f"merge ({token_to_str(a)} {token_to_str(b)}) uses a token missing from the vocabulary")
-            merges_by_id.append((token_ids[a], token_ids[b], token_ids[a + b]))
-        self._merge_table = MergeTable([token_ids[bytes([b])] for b in range(256)], merges_by_id, self.max_id)
+        self._merge_table = MergeTable([token_ids[bytes([b])] for b in range(256)], _merge_ids(self.merges, token_ids), self.max_id)
         # Ids of what has been encoded before, as packed uint32 bytes (see _complete_cache).
         self._unit_cache: dict[str, bytes] = {}
         self._pretoken_cache: dict[str, bytes] = {}
@@ -182,7 +181,7 @@ class Tokenizer:
         else:
             parts = self._special_split.split(text)  # text, special, text, ..., special, text
             segments, specials = parts[::2], [self._special_packed[s] for s in parts[1::2]]
-        unit_lists = list(map(_UNIT.findall, segments))
+        unit_lists = [(_ASCII_UNIT if s.isascii() else _UNIT).findall(s) for s in segments]
         ids_of = self._unit_table(unit_lists).__getitem__
         # Each list is popped as it is joined, so its strings are freed before the next join.
         packed = [b"".join(map(ids_of, unit_lists.pop())) for _ in segments][::-1]
@@ -198,7 +197,7 @@ class Tokenizer:
         edges = {units[i] for units in unit_lists if units for i in (0, -1)}
         return _complete_cache(self._unit_cache, UNIT_CACHE_SIZE, unit_lists, lambda new: self._encode_units(new, edges))
 
-    def _encode_units(self, units: set[str], edges: set[str]) -> dict[str, bytes]:
+    def _encode_units(self, units: set[str], edges: set[str]) -> Iterable[tuple[str, bytes]]:
         """Ids of new units, with one regex call per group of units rather than one per unit.
 
         Units that start with whitespace and end without concatenate without changing their
@@ -212,22 +211,21 @@ class Tokenizer:
         groups = [[u for u in middle if u.isascii()], [u for u in middle if not u.isascii()]]
         piece_lists = list(map(pretokens, ["".join(group) for group in groups] + singles))
         ids_of = self._pretoken_table(piece_lists).__getitem__
-        table = {u: b"".join(map(ids_of, pieces)) for u, pieces in zip(singles, piece_lists[2:])}
-        for group, pieces in zip(groups, piece_lists):
-            table.update(zip(group, _split_units(group, pieces, list(map(ids_of, pieces)))))
-        return table
+        single_ids = [b"".join(map(ids_of, pieces)) for pieces in piece_lists[2:]]
+        group_ids = [_split_units(group, pieces, list(map(ids_of, pieces))) for group, pieces in zip(groups, piece_lists)]
+        return itertools.chain(zip(singles, single_ids), *map(zip, groups, group_ids))
 
     def _pretoken_table(self, piece_lists: list[list[str]]) -> dict[str, bytes]:
         """A dict with the ids of every pre-token in ``piece_lists`` (the pre-token cache, completed)."""
         return _complete_cache(self._pretoken_cache, PRETOKEN_CACHE_SIZE, piece_lists, self._encode_pretokens)
 
-    def _encode_pretokens(self, new: set[str]) -> dict[str, bytes]:
+    def _encode_pretokens(self, new: set[str]) -> Iterable[tuple[str, bytes]]:
         """BPE of new pre-tokens, all at once (``lmcli.tokenizer.bpe``)."""
         words = list(new)
         ids, counts = merge_words(self._merge_table, [w.encode("utf-8") for w in words])
         packed = ids.astype(np.uint32).tobytes()
         ends = (np.cumsum(counts) * 4).tolist()
-        return dict(zip(words, map(packed.__getitem__, map(slice, [0, *ends[:-1]], ends))))
+        return zip(words, map(packed.__getitem__, map(slice, [0, *ends[:-1]], ends)))
 
     # -- decoding -------------------------------------------------------------------------
 
@@ -241,7 +239,21 @@ class Tokenizer:
         return data.decode("utf-8", errors="replace")
 
 
-def _complete_cache(cache: dict, maxsize: int, key_lists: list[list[str]], encode: Callable[[set[str]], dict]) -> dict:
+def _merge_ids(merges: list[tuple[bytes, bytes]], token_ids: dict[bytes, int]) -> np.ndarray:
+    """(left id, right id, merged id) of each merge, as an (n, 3) array; every token must exist."""
+    lefts, rights = (list(parts) for parts in zip(*merges)) if merges else ([], [])
+    try:
+        columns = [np.fromiter(map(token_ids.__getitem__, tokens), np.int64, len(merges))
+                   for tokens in (lefts, rights, map(bytes.__add__, lefts, rights))]
+    except KeyError:
+        a, b = next((a, b) for a, b in merges if not {a, b, a + b} <= token_ids.keys())
+        raise LmcliError(f"merge ({token_to_str(a)} {token_to_str(b)}) uses a token missing from the vocabulary") from None
+    return np.stack(columns, axis=1)
+
+
+def _complete_cache(
+    cache: dict, maxsize: int, key_lists: list[list[str]], encode: Callable[[set[str]], Iterable[tuple[str, bytes]]]
+) -> dict:
     """``cache`` with every key of ``key_lists`` in it, the missing ones encoded together.
 
     The cache starts over when it would outgrow ``maxsize`` (memory stays bounded on any corpus,
@@ -254,10 +266,9 @@ def _complete_cache(cache: dict, maxsize: int, key_lists: list[list[str]], encod
     if len(cache) + len(new) > maxsize:
         cache.clear()
         new = distinct
-    table = encode(new)
-    if len(table) > maxsize:
-        return table
-    cache.update(table)
+        if len(new) > maxsize:
+            return dict(encode(new))
+    cache.update(encode(new))  # (key, ids) pairs straight into the cache
     return cache
 
 
