@@ -1,0 +1,190 @@
+"""A cache of the token ids of every pre-token seen so far, looked up for many pre-tokens at once.
+
+Natural text repeats a few hundred thousand pre-tokens, so BPE runs once per distinct
+pre-token and later occurrences reuse its ids. The cache holds the ids of all entries
+back to back in one array (``ids[offsets[i] : offsets[i] + counts[i]]`` for entry ``i``), so
+turning a text's entry numbers into its token ids is one numpy gather.
+
+Finding the entry number of each pre-token must not cost a Python operation per pre-token
+either. A pre-token of at most 15 UTF-8 bytes (99% of them in English text) is packed into
+two 64-bit integers, its bytes and its length, which identify it exactly; those keys live in an
+open-addressing hash table made of numpy arrays, probed for all pre-tokens at once (a round
+of array operations per probe step, about two rounds at the table's load of at most 1/2).
+Longer pre-tokens go through a Python dict keyed by their bytes.
+
+Entries ``0 .. len(fixed) - 1`` are fixed ones (the special tokens), which no key leads to.
+``clear`` drops everything else, to bound memory on corpora with millions of distinct pre-tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAX_PACKED_BYTES = 15
+_BATCH = 1 << 18
+_ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+# _LOW_BYTES[k]: a mask of the low k bytes of a 64-bit word.
+_LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
+_MIX_LO, _MIX_HI = np.uint64(0x9E37_79B9_7F4A_7C15), np.uint64(0xC2B2_AE3D_27D4_EB4F)
+
+
+def packed_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact 128-bit keys (two uint64) of the byte strings ``data[starts : starts + lengths]`` (lengths <= 15).
+
+    ``data`` must be followed by at least 16 bytes of padding in its buffer (see ``padded_bytes``).
+    """
+    words = np.ndarray(shape=(len(data) + 8,), dtype=np.uint64, buffer=data.base, strides=(1,))  # unaligned loads
+    lo = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
+    hi = words[starts + 8] & _LOW_BYTES[np.clip(lengths - 8, 0, 7)]
+    hi |= lengths.astype(np.uint64) << np.uint64(56)
+    return lo, hi
+
+
+def padded_bytes(data: bytes) -> np.ndarray:
+    """``data`` as a uint8 array whose buffer has 16 more zero bytes, for ``packed_keys``."""
+    buffer = np.zeros(len(data) + 16, dtype=np.uint8)
+    buffer[: len(data)] = np.frombuffer(data, dtype=np.uint8)
+    return buffer[: len(data)]
+
+
+class PretokenIds:
+    """Entry numbers of pre-tokens (by packed key or by bytes) and the token ids of each entry."""
+
+    def __init__(self, fixed: list[list[int]]):
+        self._fixed = fixed
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every pre-token (the fixed entries stay)."""
+        self._slot_bits = 16
+        size = 1 << self._slot_bits
+        self._slot_entry = np.full(size, -1, dtype=np.int64)
+        self._slot_lo = np.zeros(size, dtype=np.uint64)
+        self._slot_hi = np.zeros(size, dtype=np.uint64)
+        self._packed = 0  # entries in the hash table
+        self._by_bytes: dict[bytes, int] = {}
+        self.ids = np.zeros(1 << 16, dtype=np.uint32)
+        self.offsets = np.zeros(1 << 12, dtype=np.int64)
+        self.counts = np.zeros(1 << 12, dtype=np.int64)
+        self.entries = self._used_ids = 0
+        for ids in self._fixed:
+            self.append(np.array(ids, dtype=np.uint32), np.array([len(ids)]))
+
+    # -- finding entries ------------------------------------------------------------------
+
+    def find_or_add_packed(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The entry of each key, adding the missing ones: (entries, positions of the added keys).
+
+        A key seen for the first time gets the next entry number (its ids must then be
+        appended, in the order of the returned positions); repeats of it get the same number.
+        Keys go in batches, so that a later batch finds the repeats of an earlier one's new
+        keys rather than sorting them all out in one claim.
+        """
+        entries, positions, next_entry = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], self.entries
+        for i in range(0, len(lo), _BATCH):
+            batch_entries, added = self._find_or_add_batch(lo[i : i + _BATCH], hi[i : i + _BATCH], next_entry)
+            next_entry += len(added)
+            entries.append(batch_entries)
+            positions.append(added + i)
+        return np.concatenate(entries), np.concatenate(positions)
+
+    def _find_or_add_batch(self, lo: np.ndarray, hi: np.ndarray, next_entry: int) -> tuple[np.ndarray, np.ndarray]:
+        self._reserve_slots(len(lo))
+        mask = (1 << self._slot_bits) - 1
+        entries = np.empty(len(lo), dtype=np.int64)
+        slot = self._home_slots(lo, hi)
+        pending = np.arange(len(lo))
+        added = []
+        while len(pending):
+            s = slot[pending]
+            held = self._slot_entry[s]
+            same = (held >= 0) & (self._slot_lo[s] == lo[pending]) & (self._slot_hi[s] == hi[pending])
+            entries[pending[same]] = held[same]
+            # One new key per free slot; the others retry that slot (it may now hold their key).
+            free = np.flatnonzero(held < 0)
+            claimed, first = np.unique(s[free], return_index=True)
+            winners = pending[free[first]]
+            new = next_entry + np.arange(len(winners))
+            next_entry += len(winners)
+            self._slot_entry[claimed], self._slot_lo[claimed], self._slot_hi[claimed] = new, lo[winners], hi[winners]
+            entries[winners] = new
+            added.append(winners)
+            moving = pending[~same & (held >= 0)]  # a different key holds the slot: try the next one
+            slot[moving] = (slot[moving] + 1) & mask
+            retry = ~same
+            retry[free[first]] = False
+            pending = pending[retry]
+        positions = np.concatenate(added) if added else np.zeros(0, dtype=np.int64)
+        self._packed += len(positions)
+        return entries, positions
+
+    def find_or_add_bytes(self, pieces: list[bytes], first_new: int) -> tuple[list[int], list[bytes]]:
+        """The entry of each long pre-token, numbering new ones from ``first_new``: (entries, new pieces)."""
+        new = [p for p in dict.fromkeys(pieces) if p not in self._by_bytes]
+        self._by_bytes.update(zip(new, range(first_new, first_new + len(new))))
+        return [self._by_bytes[p] for p in pieces], new
+
+    # -- ids of entries -------------------------------------------------------------------
+
+    def append(self, ids: np.ndarray, counts: np.ndarray) -> None:
+        """Add entries whose ids are ``ids``, ``counts[k]`` of them for the k-th new entry."""
+        self.ids = _grown(self.ids, self._used_ids + len(ids))
+        self.offsets = _grown(self.offsets, self.entries + len(counts))
+        self.counts = _grown(self.counts, self.entries + len(counts))
+        self.ids[self._used_ids : self._used_ids + len(ids)] = ids
+        self.offsets[self.entries : self.entries + len(counts)] = self._used_ids + np.cumsum(counts) - counts
+        self.counts[self.entries : self.entries + len(counts)] = counts
+        self._used_ids += len(ids)
+        self.entries += len(counts)
+
+    def gather(self, entries: np.ndarray) -> np.ndarray:
+        """The token ids of a sequence of entries, concatenated (uint32)."""
+        counts = self.counts[entries]
+        ends = np.cumsum(counts)
+        total = int(ends[-1]) if len(ends) else 0
+        return self.ids[np.repeat(self.offsets[entries] - (ends - counts), counts) + np.arange(total)]
+
+    # -- the hash table -------------------------------------------------------------------
+
+    def _home_slots(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        mixed = (lo * _MIX_LO) ^ (hi * _MIX_HI)
+        return (mixed >> np.uint64(64 - self._slot_bits)).astype(np.int64)
+
+    def _reserve_slots(self, incoming: int) -> None:
+        """Grow the table (re-inserting its keys) so it stays at most half full with ``incoming`` more keys."""
+        if 2 * (self._packed + incoming) <= 1 << self._slot_bits:
+            return
+        used = self._slot_entry >= 0
+        keys = self._slot_lo[used], self._slot_hi[used], self._slot_entry[used]
+        while 2 * (self._packed + incoming) > 1 << self._slot_bits:
+            self._slot_bits += 1
+        size = 1 << self._slot_bits
+        self._slot_entry = np.full(size, -1, dtype=np.int64)
+        self._slot_lo = np.zeros(size, dtype=np.uint64)
+        self._slot_hi = np.zeros(size, dtype=np.uint64)
+        self._place(*keys)
+
+    def _place(self, lo: np.ndarray, hi: np.ndarray, entries: np.ndarray) -> None:
+        """Put distinct keys that are not in the table yet into free slots."""
+        mask = (1 << self._slot_bits) - 1
+        slot = self._home_slots(lo, hi)
+        pending = np.arange(len(lo))
+        while len(pending):
+            s = slot[pending]
+            free = self._slot_entry[s] < 0
+            claimed, first = np.unique(s[free], return_index=True)
+            winners = pending[free][first]
+            self._slot_entry[claimed], self._slot_lo[claimed], self._slot_hi[claimed] = entries[winners], lo[winners], hi[winners]
+            done = np.zeros(len(lo), dtype=bool)
+            done[winners] = True
+            pending = pending[~done[pending]]
+            slot[pending] = (slot[pending] + 1) & mask
+
+
+def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+    """``array``, or a copy at least twice as long when it is shorter than ``needed``."""
+    if needed <= len(array):
+        return array
+    bigger = np.zeros(max(needed, 2 * len(array)), dtype=array.dtype)
+    bigger[: len(array)] = array
+    return bigger
