@@ -315,3 +315,12 @@ def test_merge_words_on_gpt2_matches_tiktoken_on_long_runs(gpt2, tiktoken_gpt2):
     texts = ["=" * 700, " " * 301 + "x", "a" * 257, "-=" * 100, "😀" * 40]
     for text in texts:
         assert gpt2.encode(text) == reference(tiktoken_gpt2, text)
+
+
+def test_long_text_is_encoded_in_pieces_exactly(gpt2, fixtures_dir, monkeypatch, tiktoken_gpt2):
+    monkeypatch.setattr(tokenizer_module, "_PIECE_CHARS", 64)
+    for name in ["tinystories_sample.txt", "special_token_double_newlines_non_whitespace.txt", "german.txt"]:
+        text = (fixtures_dir / name).read_text(encoding="utf-8")
+        assert gpt2.encode(text) == reference(tiktoken_gpt2, text), name
+    no_cut = "x" * 1000 + " " + "\u00e9" * 300  # no safe cut in the first pieces: encoded in one go
+    assert gpt2.encode(no_cut) == reference(tiktoken_gpt2, no_cut)

@@ -40,6 +40,7 @@ DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 # boundary whatever text follows (the same rule lmcli.tokenizer.chunks cuts files with).
 _STREAM_CUT = re.compile(r"[\x21-\x7e](?=[\t\n\v\f\r ])")
 _STREAM_FLUSH_CHARS = 1 << 16
+_PIECE_CHARS = 1 << 20  # encode_array's piece size (its arrays take ~50 bytes per character)
 
 # The cache starts over past this many pre-tokens (about 100 MB): memory stays bounded on any corpus.
 CACHE_ENTRIES = 1 << 20
@@ -117,7 +118,20 @@ class Tokenizer:
         return self.encode_array(text).tolist()
 
     def encode_array(self, text: str) -> np.ndarray:
-        """Token ids of ``text`` as a uint32 array (the fast path for whole files)."""
+        """Token ids of ``text`` as a uint32 array (the fast path for whole files).
+
+        A long text is encoded a piece of about ``_PIECE_CHARS`` at a time, cut where a cut
+        cannot change the result, so the working arrays stay small whatever its length.
+        """
+        pieces, start = [], 0
+        while len(text) - start > _PIECE_CHARS:
+            cut = self._last_stream_cut(text[start : start + _PIECE_CHARS]) or len(text) - start
+            pieces.append(self._encode_piece(text[start : start + cut]))
+            start += cut
+        pieces.append(self._encode_piece(text[start:] if start else text))
+        return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _encode_piece(self, text: str) -> np.ndarray:
         if self._cache.entries > CACHE_ENTRIES:
             self._cache.clear()
         parts = self._special_split.split(text) if self._special_split else [text]  # text, special, text, ...
