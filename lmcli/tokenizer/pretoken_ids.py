@@ -21,7 +21,6 @@ from __future__ import annotations
 import numpy as np
 
 MAX_PACKED_BYTES = 15
-_BATCH = 1 << 18
 _ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 # _LOW_BYTES[k]: a mask of the low k bytes of a 64-bit word.
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
@@ -57,10 +56,7 @@ class PretokenIds:
     def clear(self) -> None:
         """Forget every pre-token (the fixed entries stay)."""
         self._slot_bits = 16
-        size = 1 << self._slot_bits
-        self._slot_entry = np.full(size, -1, dtype=np.int64)
-        self._slot_lo = np.zeros(size, dtype=np.uint64)
-        self._slot_hi = np.zeros(size, dtype=np.uint64)
+        self._empty_table()
         self._packed = 0  # entries in the hash table
         self._by_bytes: dict[bytes, int] = {}
         self.ids = np.zeros(1 << 16, dtype=np.uint32)
@@ -77,46 +73,15 @@ class PretokenIds:
 
         A key seen for the first time gets the next entry number (its ids must then be
         appended, in the order of the returned positions); repeats of it get the same number.
-        Keys go in batches, so that a later batch finds the repeats of an earlier one's new
-        keys rather than sorting them all out in one claim.
         """
-        entries, positions, next_entry = [np.zeros(0, dtype=np.int64)], [np.zeros(0, dtype=np.int64)], self.entries
-        for i in range(0, len(lo), _BATCH):
-            batch_entries, added = self._find_or_add_batch(lo[i : i + _BATCH], hi[i : i + _BATCH], next_entry)
-            next_entry += len(added)
-            entries.append(batch_entries)
-            positions.append(added + i)
-        return np.concatenate(entries), np.concatenate(positions)
-
-    def _find_or_add_batch(self, lo: np.ndarray, hi: np.ndarray, next_entry: int) -> tuple[np.ndarray, np.ndarray]:
-        self._reserve_slots(len(lo))
-        mask = (1 << self._slot_bits) - 1
-        entries = np.empty(len(lo), dtype=np.int64)
-        slot = self._home_slots(lo, hi)
-        pending = np.arange(len(lo))
-        added = []
-        while len(pending):
-            s = slot[pending]
-            held = self._slot_entry[s]
-            same = (held >= 0) & (self._slot_lo[s] == lo[pending]) & (self._slot_hi[s] == hi[pending])
-            entries[pending[same]] = held[same]
-            # One new key per free slot; the others retry that slot (it may now hold their key).
-            free = np.flatnonzero(held < 0)
-            claimed, first = np.unique(s[free], return_index=True)
-            winners = pending[free[first]]
-            new = next_entry + np.arange(len(winners))
-            next_entry += len(winners)
-            self._slot_entry[claimed], self._slot_lo[claimed], self._slot_hi[claimed] = new, lo[winners], hi[winners]
-            entries[winners] = new
-            added.append(winners)
-            moving = pending[~same & (held >= 0)]  # a different key holds the slot: try the next one
-            slot[moving] = (slot[moving] + 1) & mask
-            retry = ~same
-            retry[free[first]] = False
-            pending = pending[retry]
-        positions = np.concatenate(added) if added else np.zeros(0, dtype=np.int64)
-        self._packed += len(positions)
-        return entries, positions
+        entries = self._lookup(lo, hi)
+        missing = np.flatnonzero(entries < 0)
+        if len(missing) == 0:
+            return entries, missing
+        self._reserve_slots(len(missing))
+        entries[missing], added = self._insert(lo[missing], hi[missing], self.entries)
+        self._packed += len(added)
+        return entries, missing[added]
 
     def find_or_add_bytes(self, pieces: list[bytes], first_new: int) -> tuple[list[int], list[bytes]]:
         """The entry of each long pre-token, numbering new ones from ``first_new``: (entries, new pieces)."""
@@ -150,35 +115,67 @@ class PretokenIds:
         mixed = (lo * _MIX_LO) ^ (hi * _MIX_HI)
         return (mixed >> np.uint64(64 - self._slot_bits)).astype(np.int64)
 
+    def _lookup(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """The entry of each key, -1 where it is not in the table (linear probing, all keys at once)."""
+        mask = (1 << self._slot_bits) - 1
+        entries = np.full(len(lo), -1, dtype=np.int64)
+        slot = self._home_slots(lo, hi)
+        pending = np.arange(len(lo))
+        while len(pending):
+            s = slot[pending]
+            held = self._slot_entry[s]
+            same = (held >= 0) & (self._slot_lo[s] == lo[pending]) & (self._slot_hi[s] == hi[pending])
+            entries[pending[same]] = held[same]
+            pending = pending[(held >= 0) & ~same]  # a different key holds the slot: try the next one
+            slot[pending] = (slot[pending] + 1) & mask
+        return entries
+
+    def _insert(self, lo: np.ndarray, hi: np.ndarray, first_entry: int, entries: np.ndarray | None = None):
+        """Put keys that are not in the table into free slots: (the entry of each key, positions of
+        the keys that took a slot). Each distinct key takes one slot, numbered from ``first_entry``
+        in the order of the returned positions, unless ``entries`` gives each key's number."""
+        mask = (1 << self._slot_bits) - 1
+        result = np.empty(len(lo), dtype=np.int64)
+        slot = self._home_slots(lo, hi)
+        pending = np.arange(len(lo))
+        placed = [np.zeros(0, dtype=np.int64)]
+        while len(pending):
+            s = slot[pending]
+            held = self._slot_entry[s]
+            same = (held >= 0) & (self._slot_lo[s] == lo[pending]) & (self._slot_hi[s] == hi[pending])
+            result[pending[same]] = held[same]  # a repeat of a key placed in an earlier round
+            # One key per free slot; the others retry that slot (it may now hold their key).
+            free = np.flatnonzero(held < 0)
+            claimed, first = np.unique(s[free], return_index=True)
+            winners = pending[free[first]]
+            numbers = first_entry + np.arange(len(winners)) if entries is None else entries[winners]
+            first_entry += len(winners)
+            self._slot_entry[claimed], self._slot_lo[claimed], self._slot_hi[claimed] = numbers, lo[winners], hi[winners]
+            result[winners] = numbers
+            placed.append(winners)
+            moving = pending[(held >= 0) & ~same]
+            slot[moving] = (slot[moving] + 1) & mask
+            retry = ~same
+            retry[free[first]] = False
+            pending = pending[retry]
+        return result, np.concatenate(placed)
+
     def _reserve_slots(self, incoming: int) -> None:
         """Grow the table (re-inserting its keys) so it stays at most half full with ``incoming`` more keys."""
         if 2 * (self._packed + incoming) <= 1 << self._slot_bits:
             return
         used = self._slot_entry >= 0
-        keys = self._slot_lo[used], self._slot_hi[used], self._slot_entry[used]
+        lo, hi, entries = self._slot_lo[used], self._slot_hi[used], self._slot_entry[used].astype(np.int64)
         while 2 * (self._packed + incoming) > 1 << self._slot_bits:
             self._slot_bits += 1
+        self._empty_table()
+        self._insert(lo, hi, 0, entries=entries)
+
+    def _empty_table(self) -> None:
         size = 1 << self._slot_bits
-        self._slot_entry = np.full(size, -1, dtype=np.int64)
+        self._slot_entry = np.full(size, -1, dtype=np.int32)
         self._slot_lo = np.zeros(size, dtype=np.uint64)
         self._slot_hi = np.zeros(size, dtype=np.uint64)
-        self._place(*keys)
-
-    def _place(self, lo: np.ndarray, hi: np.ndarray, entries: np.ndarray) -> None:
-        """Put distinct keys that are not in the table yet into free slots."""
-        mask = (1 << self._slot_bits) - 1
-        slot = self._home_slots(lo, hi)
-        pending = np.arange(len(lo))
-        while len(pending):
-            s = slot[pending]
-            free = self._slot_entry[s] < 0
-            claimed, first = np.unique(s[free], return_index=True)
-            winners = pending[free][first]
-            self._slot_entry[claimed], self._slot_lo[claimed], self._slot_hi[claimed] = entries[winners], lo[winners], hi[winners]
-            done = np.zeros(len(lo), dtype=bool)
-            done[winners] = True
-            pending = pending[~done[pending]]
-            slot[pending] = (slot[pending] + 1) & mask
 
 
 def _grown(array: np.ndarray, needed: int) -> np.ndarray:

@@ -40,7 +40,7 @@ DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 # boundary whatever text follows (the same rule lmcli.tokenizer.chunks cuts files with).
 _STREAM_CUT = re.compile(r"[\x21-\x7e](?=[\t\n\v\f\r ])")
 _STREAM_FLUSH_CHARS = 1 << 16
-_PIECE_CHARS = 1 << 20  # encode_array's piece size (its arrays take ~50 bytes per character)
+_PIECE_CHARS = 1 << 21  # encode_array's piece size (its arrays take ~50 bytes per character)
 
 # The cache starts over past this many pre-tokens (about 100 MB): memory stays bounded on any corpus.
 CACHE_ENTRIES = 1 << 20
