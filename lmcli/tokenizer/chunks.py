@@ -26,15 +26,19 @@ import itertools
 import os
 import re
 from collections.abc import Iterable
+from typing import AnyStr
 from pathlib import Path
 
 from lmcli.errors import LmcliError
+from lmcli.tokenizer.pretokenize import special_token_pattern
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
 
-# A printable ASCII character followed by ASCII whitespace: the cut goes between them.
-_SAFE_CUT = re.compile(rb"[\x21-\x7e](?=[\t\n\v\f\r ])")
+# A printable ASCII character followed by ASCII whitespace: the cut goes between them. (Also
+# where lmcli.tokenizer.Tokenizer.encode_iterable flushes a stream and encode_array cuts a text.)
+SAFE_CUT = r"[\x21-\x7e](?=[\t\n\v\f\r ])"
+_SAFE_CUT = re.compile(SAFE_CUT.encode())
 
 
 def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[int, int]]:
@@ -75,16 +79,12 @@ def _cut_in_window(window: bytes, lo: int, special: re.Pattern | None, specials:
     """The first special token start at or after ``lo`` in the window, else the first safe cut."""
     starts = (m.start() for m in special.finditer(window, lo)) if special else ()
     safe = (m.end() for m in _SAFE_CUT.finditer(window, max(lo - 1, 0)))
-    return next((c for c in itertools.chain(starts, safe) if not _inside_special(window, c, specials)), None)
+    return next((c for c in itertools.chain(starts, safe) if not inside_special(window, c, specials)), None)
 
 
-def _inside_special(window: bytes, cut: int, specials: list[bytes]) -> bool:
-    """Whether some special token occurrence contains both window[cut - 1] and window[cut]."""
-    for s in specials:
-        i = window.find(s, max(0, cut - len(s) + 1))
-        if 0 <= i < cut:
-            return True
-    return False
+def inside_special(text: AnyStr, cut: int, specials: Iterable[AnyStr]) -> bool:
+    """Whether an occurrence of a special token contains both text[cut - 1] and text[cut]."""
+    return any(text.find(s, max(0, cut - len(s) + 1), cut - 1 + len(s)) != -1 for s in specials)
 
 
 def read_range(path: str | os.PathLike, start: int, end: int) -> bytes:
@@ -111,9 +111,9 @@ def read_text(path: str | os.PathLike, start: int, end: int, errors: str = "stri
 
 
 def special_bytes_pattern(special_tokens: Iterable[str]) -> re.Pattern[bytes] | None:
-    """A bytes pattern matching any special token's UTF-8 encoding, longest first."""
-    specials = _special_bytes(special_tokens)
-    return re.compile(b"|".join(map(re.escape, specials))) if specials else None
+    """``special_token_pattern`` for UTF-8 bytes: any special token, longest first."""
+    pattern = special_token_pattern(special_tokens)
+    return re.compile(pattern.pattern.encode("utf-8")) if pattern else None
 
 
 def _special_bytes(special_tokens: Iterable[str]) -> list[bytes]:

@@ -38,7 +38,7 @@ GPT2_ASCII_PATTERN = re.compile(
 
 def special_token_pattern(special_tokens: Iterable[str]) -> re.Pattern | None:
     """A pattern matching any special token, longest first (so one that contains another wins)."""
-    tokens = sorted(set(special_tokens), key=len, reverse=True)
+    tokens = sorted({t for t in special_tokens if t}, key=len, reverse=True)
     return re.compile("|".join(map(re.escape, tokens))) if tokens else None
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.bpe import MergeTable, merge_words
+from lmcli.tokenizer.chunks import SAFE_CUT, inside_special
 from lmcli.tokenizer.files import load_tokenizer_files, read_meta, token_to_str, tokenizer_paths
 from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, packed_keys, padded_bytes
 from lmcli.tokenizer.pretokenize import special_token_pattern
@@ -36,9 +37,9 @@ from lmcli.tokenizer.pretokenize_arrays import BARRIER, character_classes, preto
 
 DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 
-# Where a stream can be flushed: between printable ASCII and ASCII whitespace, a pre-token
-# boundary whatever text follows (the same rule lmcli.tokenizer.chunks cuts files with).
-_STREAM_CUT = re.compile(r"[\x21-\x7e](?=[\t\n\v\f\r ])")
+# Where a stream can be flushed or a long text cut: between printable ASCII and ASCII whitespace,
+# a pre-token boundary whatever text follows (the rule lmcli.tokenizer.chunks cuts files with).
+_STREAM_CUT = re.compile(SAFE_CUT)
 _STREAM_FLUSH_CHARS = 1 << 16
 _PIECE_CHARS = 1 << 21  # encode_array's piece size (its arrays take ~50 bytes per character)
 
@@ -184,17 +185,9 @@ class Tokenizer:
         end = len(text) - self._longest_special  # a special token could still complete past here
         lo = max(0, end - _STREAM_FLUSH_CHARS)
         for m in reversed(list(_STREAM_CUT.finditer(text, lo, max(end, 0)))):
-            if not self._inside_special(text, m.end()):
+            if not inside_special(text, m.end(), self.special_tokens):
                 return m.end()
         return 0
-
-    def _inside_special(self, text: str, cut: int) -> bool:
-        """Whether an occurrence of a special token contains both text[cut - 1] and text[cut]."""
-        for s in self.special_tokens:
-            i = text.find(s, max(0, cut - len(s) + 1), cut - 1 + len(s))
-            if i != -1:
-                return True
-        return False
 
     # -- decoding -------------------------------------------------------------------------
 
