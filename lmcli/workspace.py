@@ -6,7 +6,8 @@ Layout (all under the workspace root, default ``./workspace``, or ``--workspace`
     data/demo-train.txt, data/demo-valid.txt   the embedded demo corpus (made on first use)
     data/<name>.npy                             token ids written by ``lmcli encode``
     tokenizer/vocab.json, tokenizer/merges.txt  written by ``lmcli train-bpe``
-    runs/<name>/                                one directory per ``lmcli train`` run
+    runs/<name>/                                one directory per ``lmcli train`` run: config.toml,
+                                                metrics.jsonl, train.log, latest.pt, best.pt
 
 Relative paths inside configs are resolved against the workspace root, so a config names
 ``data/train.npy`` rather than a path that depends on where the command was typed.
@@ -20,6 +21,10 @@ from pathlib import Path
 
 DEFAULT_WORKSPACE = Path("workspace")
 WORKSPACE_ENV = "LMCLI_WORKSPACE"
+# What a run directory holds (written by lmcli.training, read by lmcli.experiments without torch).
+RUN_CONFIG_FILE = "config.toml"
+RUN_METRICS_FILE = "metrics.jsonl"
+RUN_LOG_FILE = "train.log"
 
 
 @dataclass(frozen=True)

@@ -33,13 +33,11 @@ from rich.table import Table
 
 from lmcli.console import console, format_duration, format_value
 from lmcli.errors import LmcliError
+from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
+from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
+from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
 from lmcli.workspace import Workspace
 
-# The names lmcli.training.run / .metrics write; not imported from there because lmcli.training
-# imports torch, and `lmcli runs` / `lmcli plot` should start in a blink.
-CONFIG_FILE = "config.toml"
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
 TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted"}
 
 

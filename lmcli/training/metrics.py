@@ -27,9 +27,8 @@ from rich.table import Table
 from lmcli.atomic import atomic_open
 from lmcli.console import err_console, format_duration, format_value
 from lmcli.errors import LmcliError
-
-METRICS_FILE = "metrics.jsonl"
-LOG_FILE = "train.log"
+from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
+from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
 
 
 def perplexity(loss: float) -> float:

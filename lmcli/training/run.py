@@ -33,9 +33,9 @@ from lmcli.training.data import load_training_data
 from lmcli.training.device import setup_runtime
 from lmcli.training.loop import train
 from lmcli.training.metrics import RunLog, require_wandb
+from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import Workspace
 
-CONFIG_FILE = "config.toml"
 WANDB_PROJECT = "lmcli"
 
 
