@@ -78,7 +78,7 @@ def sample_documents(path: Path, separator: str, n: int, seed: int, quiet: bool 
     return docs
 
 
-def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], workers: int) -> dict:
+def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], workers: int, sample_dir: Path) -> dict:
     """Compression, throughput (1 process and ``workers``) and vocabulary use of one tokenizer on docs."""
     nbytes = sum(len(d.encode("utf-8")) for d in docs)
     started = time.perf_counter()
@@ -86,7 +86,7 @@ def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], workers: i
     single_s = time.perf_counter() - started
     tokens = sum(map(len, ids))
     used = len(np.unique(np.concatenate(ids))) if tokens else 0
-    parallel_rate = _parallel_rate(tokenizer, docs, workers)
+    parallel_rate = _parallel_rate(tokenizer, docs, workers, sample_dir)
     single_rate = nbytes / max(single_s, 1e-9)
     longest = sorted(tokenizer.vocab.values(), key=len, reverse=True)[:LONGEST_SHOWN]
     return {
@@ -106,15 +106,18 @@ def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], workers: i
     }
 
 
-def _parallel_rate(tokenizer: Tokenizer, docs: list[str], workers: int) -> float:
-    """Bytes/s of ``lmcli encode`` on the sample (joined by the separator) with ``workers`` processes."""
+def _parallel_rate(tokenizer: Tokenizer, docs: list[str], workers: int, sample_dir: Path) -> float:
+    """Bytes/s of ``lmcli encode`` on the sample (joined by the separator) with ``workers`` processes.
+
+    The sample file is written once per separator in ``sample_dir``, so tokenizers that share
+    their special token (the usual case) share the file.
+    """
     separator = tokenizer.special_tokens[0] if tokenizer.special_tokens else ""
-    with tempfile.TemporaryDirectory(prefix="lmcli-stats-") as tmp:
-        text_path = Path(tmp) / "sample.txt"
+    text_path = sample_dir / f"sample-{separator.encode('utf-8').hex()}.txt"
+    if not text_path.is_file():
         text_path.write_text(separator.join(docs), encoding="utf-8")
-        size = text_path.stat().st_size
-        chunk = max(1 << 16, size // (4 * workers))  # a few chunks per worker, so all of them work
-        result = encode_file(tokenizer, text_path, Path(tmp) / "sample.npy", workers=workers, chunk_bytes=chunk)
+    chunk = max(1 << 16, text_path.stat().st_size // (4 * workers))  # a few chunks per worker, so all of them work
+    result = encode_file(tokenizer, text_path, sample_dir / "sample.npy", workers=workers, chunk_bytes=chunk)
     return result.bytes / max(result.seconds, 1e-9)
 
 
@@ -176,8 +179,9 @@ def stats_command(
         "documents": len(sample),
         "bytes": sum(len(d.encode("utf-8")) for d in sample),
         "seed": seed,
-        "tokenizers": [tokenizer_stats(t, n, sample, workers) for t, n in zip(tokenizers, names)],
     }
+    with tempfile.TemporaryDirectory(prefix="lmcli-stats-") as tmp:
+        report["tokenizers"] = [tokenizer_stats(t, n, sample, workers, Path(tmp)) for t, n in zip(tokenizers, names)]
     if as_json:
         print(json.dumps(report))
     else:
