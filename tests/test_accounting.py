@@ -168,7 +168,7 @@ def test_presets_and_toml_config(tmp_path):
         ("model = 3\n", "no \\[model\\] table"),
         ("[model]\nlayers = 4\n", "unknown key model.layers"),
         ("[model]\nd_model = 100\nnum_heads = 16\n", "must divide"),
-        ("[model]\nd_model = '512'\n", "model.d_model must be int"),
+        ("[model]\nd_model = '512'\n", "model.d_model must be an integer"),
     ],
 )
 def test_bad_config_files(tmp_path, text, message):

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from lmcli.config_values import checked_value
 from lmcli.errors import LmcliError
 
 if TYPE_CHECKING:
@@ -58,8 +59,7 @@ class ModelConfig:
                 raise LmcliError(f"RoPE rotates pairs: the head dimension d_model/num_heads = {self.head_dim} must be even")
 
     def build(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TransformerLM:
-        """Validate, then construct the model (weights freshly initialized)."""
-        self.validate()
+        """Construct the model (weights freshly initialized); TransformerLM validates the config."""
         from lmcli.model.transformer import TransformerLM
 
         return TransformerLM(**dataclasses.asdict(self), device=device, dtype=dtype)
@@ -72,17 +72,7 @@ class ModelConfig:
         for key, value in d.items():
             if key not in fields:
                 raise LmcliError(f"unknown key model.{key} (known: {', '.join(fields)})")
-            values[key] = _coerce(key, value, type(fields[key].default))
+            values[key] = checked_value(f"model.{key}", value, type(fields[key].default))
         config = cls(**values)
         config.validate()
         return config
-
-
-def _coerce(key: str, value: Any, kind: type) -> Any:
-    # bool is an int subclass in Python: `d_model = true` must not pass as 1.
-    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not ok:
-        raise LmcliError(f"model.{key} must be {kind.__name__}, got {type(value).__name__} {value!r}")
-    return value

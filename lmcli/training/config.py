@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from lmcli.config_values import checked_value
 from lmcli.errors import LmcliError
 from lmcli.model import ModelConfig
 
@@ -229,32 +230,8 @@ def _table_from_dict(cls: type, table: str, values: dict[str, Any]):
     for key, value in values.items():
         if key not in known:
             raise LmcliError(f"unknown key {table}.{key} (known: {', '.join(sorted(known))})")
-        checked[key] = _checked(f"{table}.{key}", value, hints[key])
+        checked[key] = checked_value(f"{table}.{key}", value, hints[key])
     return cls(**checked)
-
-
-def _checked(key: str, value: Any, kind: Any) -> Any:
-    """``value`` converted to type ``kind`` (ints widen to floats, lists to tuples), or an error naming ``key``."""
-    origin, args = typing.get_origin(kind), typing.get_args(kind)
-    if origin is Literal:
-        if value not in args:
-            raise LmcliError(f"{key} must be one of {', '.join(map(repr, args))}; got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
-            size = "a list" if args[-1] is Ellipsis else f"a list of {len(args)}"
-            raise LmcliError(f"{key} must be {size}, got {value!r}")
-        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
-        return tuple(_checked(key, v, t) for v, t in zip(value, item_types))
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise LmcliError(f"{key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
-    return value
-
-
-def _type_name(kind: Any) -> str:
-    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

@@ -1,0 +1,38 @@
+"""Checking the values of a TOML table against the types of a config's fields.
+
+TOML has integers, floats, strings, booleans and arrays; a config field says which it wants.
+An integer is accepted where a float is wanted (``lr = 1`` means 1.0) and an array where a
+tuple is, but a boolean is never a number (Python's ``True == 1`` must not let
+``d_model = true`` through). Errors name the key as the user wrote it (``model.d_model``).
+"""
+
+from __future__ import annotations
+
+import typing
+from typing import Any, Literal
+
+from lmcli.errors import LmcliError
+
+
+def checked_value(key: str, value: Any, kind: Any) -> Any:
+    """``value`` converted to type ``kind`` (ints widen to floats, lists to tuples), or an error naming ``key``."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        if value not in args:
+            raise LmcliError(f"{key} must be one of {', '.join(map(repr, args))}; got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or (args[-1] is not Ellipsis and len(value) != len(args)):
+            size = "a list" if args[-1] is Ellipsis else f"a list of {len(args)}"
+            raise LmcliError(f"{key} must be {size}, got {value!r}")
+        item_types = [args[0]] * len(value) if args[-1] is Ellipsis else args
+        return tuple(checked_value(key, v, t) for v, t in zip(value, item_types))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise LmcliError(f"{key} must be {_type_name(kind)}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _type_name(kind: Any) -> str:
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))
