@@ -80,8 +80,10 @@ def test_fixture_files_match_tiktoken(gpt2, tiktoken_gpt2, fixtures_dir, name):
     assert gpt2.decode(ids) == text
 
 
+@pytest.mark.parametrize("small_text", [0, tokenizer_module._SMALL_TEXT])
 @pytest.mark.parametrize("text", STRINGS)
-def test_strings_match_tiktoken(gpt2, tiktoken_gpt2, text):
+def test_strings_match_tiktoken(gpt2, tiktoken_gpt2, text, monkeypatch, small_text):
+    monkeypatch.setattr(tokenizer_module, "_SMALL_TEXT", small_text)
     ids = gpt2.encode(text)
     assert ids == reference(tiktoken_gpt2, text)
     assert gpt2.decode(ids) == text
@@ -119,7 +121,9 @@ def random_text(rng: random.Random, n: int) -> str:
     return "".join(out)
 
 
-def test_random_unicode_roundtrips_and_matches_tiktoken(gpt2, tiktoken_gpt2):
+@pytest.mark.parametrize("small_text", [0, tokenizer_module._SMALL_TEXT])  # the array path for all, or only long texts
+def test_random_unicode_roundtrips_and_matches_tiktoken(gpt2, tiktoken_gpt2, monkeypatch, small_text):
+    monkeypatch.setattr(tokenizer_module, "_SMALL_TEXT", small_text)
     rng = random.Random(0)
     for _ in range(300):
         text = random_text(rng, rng.randrange(0, 60))
@@ -236,15 +240,18 @@ def test_encode_iterable_is_lazy_and_memory_stays_flat(gpt2):
     assert peak < 8_000_000  # one 64k-character flush and its arrays; the whole stream would take ~100 MB
 
 
-def test_bounded_cache_starts_over_and_stays_exact(fixtures_dir, monkeypatch, tiktoken_gpt2):
+@pytest.mark.parametrize("path", ["arrays", "small"])
+def test_bounded_caches_start_over_and_stay_exact(fixtures_dir, monkeypatch, tiktoken_gpt2, path):
     monkeypatch.setattr(tokenizer_module, "CACHE_ENTRIES", 20)
+    monkeypatch.setattr(tokenizer_module, "_SMALL_TEXT", 0 if path == "arrays" else 10**6)
     tok = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
     text = (fixtures_dir / "tinystories_sample.txt").read_text(encoding="utf-8")
     sizes = []
     for paragraph in text.split("\n\n"):
         assert tok.encode(paragraph) == reference(tiktoken_gpt2, paragraph)
-        sizes.append(tok._cache.entries)
-        assert tok._cache.entries <= 20 + len(paragraph)  # one text's new pre-tokens past the limit at most
+        size = tok._cache.entries if path == "arrays" else len(tok._small_cache)
+        sizes.append(size)
+        assert size <= 20 + len(paragraph)  # one text's new pre-tokens past the limit at most
     assert min(sizes[1:]) < max(sizes)  # it did start over
 
 

@@ -32,7 +32,7 @@ from lmcli.tokenizer.bpe import MergeTable, merge_words
 from lmcli.tokenizer.chunks import SAFE_CUT, inside_special
 from lmcli.tokenizer.files import load_tokenizer_files, read_meta, token_to_str, tokenizer_paths
 from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, packed_keys, padded_bytes
-from lmcli.tokenizer.pretokenize import special_token_pattern
+from lmcli.tokenizer.pretokenize import pretokens, special_token_pattern
 from lmcli.tokenizer.pretokenize_arrays import BARRIER, character_classes, pretoken_starts
 
 DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
@@ -41,6 +41,7 @@ DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 # a pre-token boundary whatever text follows (the rule lmcli.tokenizer.chunks cuts files with).
 _STREAM_CUT = re.compile(SAFE_CUT)
 _STREAM_FLUSH_CHARS = 1 << 16
+_SMALL_TEXT = 3072  # characters; shorter texts take _encode_small (measured break-even: ~3,000)
 _PIECE_CHARS = 1 << 21  # encode_array's piece size (its arrays take ~50 bytes per character)
 
 # The cache starts over past this many pre-tokens (about 100 MB): memory stays bounded on any corpus.
@@ -83,6 +84,9 @@ class Tokenizer:
         # The special tokens are the cache's fixed entries 0, 1, ...
         self._special_entries = {s: i for i, s in enumerate(self.special_tokens)}
         self._cache = PretokenIds([[self.special_ids[s]] for s in self.special_tokens])
+        # Short texts go through a dict instead (see _encode_small): pre-token -> packed uint32 ids.
+        self._small_cache: dict[str, bytes] = {}
+        self._special_packed = {s: np.uint32(i).tobytes() for s, i in self.special_ids.items()}
 
     def __reduce__(self):
         # Worker processes rebuild the tables instead of receiving (possibly large) caches.
@@ -124,6 +128,8 @@ class Tokenizer:
         A long text is encoded a piece of about ``_PIECE_CHARS`` at a time, cut where a cut
         cannot change the result, so the working arrays stay small whatever its length.
         """
+        if len(text) < _SMALL_TEXT:
+            return self._encode_small(text)
         pieces, start = [], 0
         while len(text) - start > _PIECE_CHARS:
             cut = self._last_stream_cut(text[start : start + _PIECE_CHARS]) or len(text) - start
@@ -131,6 +137,28 @@ class Tokenizer:
             start += cut
         pieces.append(self._encode_piece(text[start:] if start else text))
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
+
+    def _encode_small(self, text: str) -> np.ndarray:
+        """A short text: GPT-2's regex and a dict from pre-token to packed ids, as the array
+        path's fixed cost (a few dozen numpy calls) would outweigh its per-pre-token speed."""
+        cache = self._small_cache
+        parts = self._special_split.split(text) if self._special_split else [text]  # text, special, text, ...
+        piece_lists = [pretokens(segment) for segment in parts[::2]]
+        distinct = set().union(*piece_lists)
+        new = distinct.difference(cache)
+        if new:
+            if len(cache) + len(new) > CACHE_ENTRIES:  # start over (keeping this text's pre-tokens)
+                cache.clear()
+                new = distinct
+            words = list(new)
+            ids, counts = merge_words(self._merge_table, [w.encode("utf-8") for w in words])
+            packed, ends = ids.astype(np.uint32).tobytes(), (np.cumsum(counts) * 4).tolist()
+            cache.update(zip(words, map(packed.__getitem__, map(slice, [0, *ends[:-1]], ends))))
+        out = list(map(cache.__getitem__, piece_lists[0]))
+        for special, pieces in zip(parts[1::2], piece_lists[1:]):
+            out.append(self._special_packed[special])
+            out.extend(map(cache.__getitem__, pieces))
+        return np.frombuffer(b"".join(out), dtype=np.uint32)
 
     def _encode_piece(self, text: str) -> np.ndarray:
         if self._cache.entries > CACHE_ENTRIES:
