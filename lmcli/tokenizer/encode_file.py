@@ -29,7 +29,7 @@ from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import check_text_file, chunk_ranges, read_text
 from lmcli.tokenizer.tokenizer import Tokenizer
 
-ENCODE_CHUNK_BYTES = 1 << 19  # small enough to balance two workers on a 20 MB file
+ENCODE_CHUNK_BYTES = 1 << 20  # small enough to balance two workers on a 20 MB file
 DTYPES = {"uint16": np.uint16, "uint32": np.uint32}
 
 
