@@ -14,7 +14,7 @@ Step 2 and the lookups run on whole arrays, not one Python operation per pre-tok
 ``lmcli.tokenizer.pretoken_ids`` maps each pre-token to a cache entry holding its ids. Step 3
 (BPE) runs only for pre-tokens never seen before, all of a text's new ones together
 (``lmcli.tokenizer.bpe``); the ids of the text are then one gather from the cache. On the
-20 MB bench corpus one process takes about 0.8 s cold, against 1.1 s for tiktoken's Rust.
+20 MB bench corpus one process takes about 0.9 s cold, against 1.3 s for tiktoken on one thread.
 
 A short text (a prompt, one document) skips the arrays, whose set-up costs a fixed ~0.1 ms:
 it goes through GPT-2's regex and a dict from pre-token to packed ids (``_encode_small``).
