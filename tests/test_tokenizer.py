@@ -243,6 +243,7 @@ def test_encode_iterable_is_lazy_and_memory_stays_flat(gpt2):
 @pytest.mark.parametrize("path", ["arrays", "small"])
 def test_bounded_caches_start_over_and_stay_exact(fixtures_dir, monkeypatch, tiktoken_gpt2, path):
     monkeypatch.setattr(tokenizer_module, "CACHE_ENTRIES", 20)
+    monkeypatch.setattr(tokenizer_module, "SMALL_CACHE_ENTRIES", 20)
     monkeypatch.setattr(tokenizer_module, "_SMALL_TEXT", 0 if path == "arrays" else 10**6)
     tok = Tokenizer.from_files(fixtures_dir / "gpt2_vocab.json", fixtures_dir / "gpt2_merges.txt", [EOT])
     text = (fixtures_dir / "tinystories_sample.txt").read_text(encoding="utf-8")

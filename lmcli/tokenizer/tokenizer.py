@@ -49,8 +49,9 @@ _STREAM_FLUSH_CHARS = 1 << 16
 _SMALL_TEXT = 3072  # characters; shorter texts take _encode_small (measured break-even: ~3,000)
 _PIECE_CHARS = 1 << 21  # encode_array's piece size (its arrays take ~50 bytes per character)
 
-# The cache starts over past this many pre-tokens (about 100 MB): memory stays bounded on any corpus.
+# The caches start over past this many pre-tokens (about 100 MB and 40 MB): memory stays bounded on any corpus.
 CACHE_ENTRIES = 1 << 20
+SMALL_CACHE_ENTRIES = 1 << 18
 _BARRIER_CHAR = "\x00"  # stands for a special token while pre-tokenizing (its class is set to BARRIER)
 
 
@@ -152,7 +153,7 @@ class Tokenizer:
         distinct = set().union(*piece_lists)
         new = distinct.difference(cache)
         if new:
-            if len(cache) + len(new) > CACHE_ENTRIES:  # start over (keeping this text's pre-tokens)
+            if len(cache) + len(new) > SMALL_CACHE_ENTRIES:  # start over (keeping this text's pre-tokens)
                 cache.clear()
                 new = distinct
             words = list(new)
