@@ -73,7 +73,9 @@ def reference(enc, text: str) -> list[int]:
 
 
 @pytest.mark.parametrize("name", FIXTURE_FILES)
-def test_fixture_files_match_tiktoken(gpt2, tiktoken_gpt2, fixtures_dir, name):
+@pytest.mark.parametrize("small_text", [0, 10**9])  # every text through the array path, then through the dict path
+def test_fixture_files_match_tiktoken(gpt2, tiktoken_gpt2, fixtures_dir, name, monkeypatch, small_text):
+    monkeypatch.setattr(tokenizer_module, "_SMALL_TEXT", small_text)
     text = (fixtures_dir / name).read_text(encoding="utf-8")
     ids = gpt2.encode(text)
     assert ids == reference(tiktoken_gpt2, text)

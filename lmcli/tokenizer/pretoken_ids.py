@@ -32,7 +32,8 @@ def packed_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
 
     ``data`` must be followed by at least 16 bytes of padding in its buffer (see ``padded_bytes``).
     """
-    words = np.ndarray(shape=(len(data) + 8,), dtype=np.uint64, buffer=data.base, strides=(1,))  # unaligned loads
+    # Unaligned little-endian loads of 8 bytes at every offset, so masking keeps the first bytes on any machine.
+    words = np.ndarray(shape=(len(data) + 8,), dtype=np.dtype("<u8"), buffer=data.base, strides=(1,))
     lo = words[starts] & _LOW_BYTES[np.minimum(lengths, 8)]
     hi = words[starts + 8] & _LOW_BYTES[np.clip(lengths - 8, 0, 7)]
     hi |= lengths.astype(np.uint64) << np.uint64(56)
