@@ -15,17 +15,16 @@ from lmcli.errors import LmcliError
 from lmcli.tokenizer import train_bpe
 from lmcli.tokenizer.chunks import chunk_ranges, read_text
 from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
-from lmcli.tokenizer.pretokenize import (
-    GPT2_ASCII_PATTERN,
-    GPT2_PATTERN,
-    bounded_pieces,
-    count_pretokens,
-    special_token_pattern,
-)
+from lmcli.tokenizer.pretokenize import GPT2_ASCII_PATTERN, GPT2_PATTERN, bounded_pieces, special_token_pattern
 from lmcli.tokenizer import train_count
 from lmcli.tokenizer.train import TrainStats
 
 EOT = "<|endoftext|>"
+
+
+def count_pretokens(text: str, special) -> Counter[str]:
+    """The reference count: GPT-2's regex on the text between special tokens."""
+    return Counter(p for piece in (special.split(text) if special else [text]) for p in GPT2_PATTERN.findall(piece))
 
 
 def naive_train_bpe(text: str, vocab_size: int, special_tokens: list[str]) -> list[tuple[bytes, bytes]]:
@@ -109,11 +108,18 @@ def test_ascii_pattern_equals_gpt2_pattern():
         assert GPT2_ASCII_PATTERN.findall(text) == GPT2_PATTERN.findall(text), text
 
 
-def test_count_pretokens_handles_non_ascii_and_special_tokens():
-    text = "Grüße, naïve café!  It's 2024<|endoftext|>  über\u00a0alles\n\n"
-    counts = count_pretokens(text, special_token_pattern([EOT]))
-    expected = Counter(GPT2_PATTERN.findall(text.split(EOT)[0]) + GPT2_PATTERN.findall(text.split(EOT)[1]))
-    assert counts == expected and EOT not in "".join(counts)
+def test_array_counts_equal_regex_counts(monkeypatch):
+    monkeypatch.setattr(train_count, "BATCH_CHARS", 50)  # batches of documents and cuts inside long ones
+    rng = random.Random(4)
+    words = ["Grüße", ",", " naïve", " café", "!", "  ", "It's", " 2024", "\u00a0alles", "\n\n", "\n", " \t", "x" * 20,
+             " ünïcödé-wörds-longer-than-15-bytes", "'ll", "😀", EOT, EOT]
+    for _ in range(30):
+        text = "".join(rng.choice(words) for _ in range(rng.randrange(0, 200)))
+        counts = train_count.PretokenCounts()
+        for batch in train_count._batches(text.split(EOT)):
+            counts.add(batch)
+        expected = count_pretokens(text, special_token_pattern([EOT]))
+        assert counts.counter() == Counter({p.encode("utf-8"): n for p, n in expected.items()})
 
 
 # --- special tokens --------------------------------------------------------------------------

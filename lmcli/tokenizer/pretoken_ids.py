@@ -10,7 +10,8 @@ either. A pre-token of at most 15 UTF-8 bytes (99% of them in English text) is p
 two 64-bit integers, its bytes and its length, which identify it exactly; those keys live in an
 open-addressing hash table made of numpy arrays, probed for all pre-tokens at once (a round
 of array operations per probe step, about two rounds at the table's load of at most 1/2).
-Longer pre-tokens go through a Python dict keyed by their bytes.
+Longer pre-tokens go through a Python dict keyed by their bytes. (``PackedKeyTable`` is that
+hash table on its own; BPE training counts pre-tokens with it.)
 
 Entries ``0 .. len(fixed) - 1`` are fixed ones (the special tokens), which no key leads to.
 ``clear`` drops everything else, to bound memory on corpora with millions of distinct pre-tokens.
@@ -21,7 +22,6 @@ from __future__ import annotations
 import numpy as np
 
 MAX_PACKED_BYTES = 15
-_ALL_ONES = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 # _LOW_BYTES[k]: a mask of the low k bytes of a 64-bit word.
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
 _MIX_LO, _MIX_HI = np.uint64(0x9E37_79B9_7F4A_7C15), np.uint64(0xC2B2_AE3D_27D4_EB4F)
@@ -56,9 +56,7 @@ class PretokenIds:
 
     def clear(self) -> None:
         """Forget every pre-token (the fixed entries stay)."""
-        self._slot_bits = 16
-        self._empty_table()
-        self._packed = 0  # entries in the hash table
+        self._table = PackedKeyTable()
         self._by_bytes: dict[bytes, int] = {}
         self.ids = np.zeros(1 << 16, dtype=np.uint32)
         self.offsets = np.zeros(1 << 12, dtype=np.int64)
@@ -75,14 +73,7 @@ class PretokenIds:
         A key seen for the first time gets the next entry number (its ids must then be
         appended, in the order of the returned positions); repeats of it get the same number.
         """
-        entries = self._lookup(lo, hi)
-        missing = np.flatnonzero(entries < 0)
-        if len(missing) == 0:
-            return entries, missing
-        self._reserve_slots(len(missing))
-        entries[missing], added = self._insert(lo[missing], hi[missing], self.entries)
-        self._packed += len(added)
-        return entries, missing[added]
+        return self._table.find_or_add(lo, hi, self.entries)
 
     def find_or_add_bytes(self, pieces: list[bytes], first_new: int) -> tuple[list[int], list[bytes]]:
         """The entry of each long pre-token, numbering new ones from ``first_new``: (entries, new pieces)."""
@@ -94,9 +85,9 @@ class PretokenIds:
 
     def append(self, ids: np.ndarray, counts: np.ndarray) -> None:
         """Add entries whose ids are ``ids``, ``counts[k]`` of them for the k-th new entry."""
-        self.ids = _grown(self.ids, self._used_ids + len(ids))
-        self.offsets = _grown(self.offsets, self.entries + len(counts))
-        self.counts = _grown(self.counts, self.entries + len(counts))
+        self.ids = grown(self.ids, self._used_ids + len(ids))
+        self.offsets = grown(self.offsets, self.entries + len(counts))
+        self.counts = grown(self.counts, self.entries + len(counts))
         self.ids[self._used_ids : self._used_ids + len(ids)] = ids
         self.offsets[self.entries : self.entries + len(counts)] = self._used_ids + np.cumsum(counts) - counts
         self.counts[self.entries : self.entries + len(counts)] = counts
@@ -110,7 +101,26 @@ class PretokenIds:
         total = int(ends[-1]) if len(ends) else 0
         return self.ids[np.repeat(self.offsets[entries] - (ends - counts), counts) + np.arange(total)]
 
-    # -- the hash table -------------------------------------------------------------------
+class PackedKeyTable:
+    """An open-addressing hash table (linear probing, at most half full) from packed keys to
+    entry numbers, made of numpy arrays and probed for all keys at once."""
+
+    def __init__(self):
+        self._slot_bits = 16
+        self._empty_table()
+        self.size = 0  # keys in the table
+
+    def find_or_add(self, lo: np.ndarray, hi: np.ndarray, first_entry: int) -> tuple[np.ndarray, np.ndarray]:
+        """The entry of each key, adding the missing ones numbered from ``first_entry``:
+        (entries, positions of the added keys, in the order of their numbers)."""
+        entries = self._lookup(lo, hi)
+        missing = np.flatnonzero(entries < 0)
+        if len(missing) == 0:
+            return entries, missing
+        self._reserve_slots(len(missing))
+        entries[missing], added = self._insert(lo[missing], hi[missing], first_entry)
+        self.size += len(added)
+        return entries, missing[added]
 
     def _home_slots(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         mixed = (lo * _MIX_LO) ^ (hi * _MIX_HI)
@@ -163,11 +173,11 @@ class PretokenIds:
 
     def _reserve_slots(self, incoming: int) -> None:
         """Grow the table (re-inserting its keys) so it stays at most half full with ``incoming`` more keys."""
-        if 2 * (self._packed + incoming) <= 1 << self._slot_bits:
+        if 2 * (self.size + incoming) <= 1 << self._slot_bits:
             return
         used = self._slot_entry >= 0
         lo, hi, entries = self._slot_lo[used], self._slot_hi[used], self._slot_entry[used].astype(np.int64)
-        while 2 * (self._packed + incoming) > 1 << self._slot_bits:
+        while 2 * (self.size + incoming) > 1 << self._slot_bits:
             self._slot_bits += 1
         self._empty_table()
         self._insert(lo, hi, 0, entries=entries)
@@ -179,7 +189,8 @@ class PretokenIds:
         self._slot_hi = np.zeros(size, dtype=np.uint64)
 
 
-def _grown(array: np.ndarray, needed: int) -> np.ndarray:
+
+def grown(array: np.ndarray, needed: int) -> np.ndarray:
     """``array``, or a copy at least twice as long when it is shorter than ``needed``."""
     if needed <= len(array):
         return array

@@ -6,19 +6,18 @@ other symbols, and whitespace (a run of whitespace gives up its last character w
 follows, so the word keeps its leading space). Special tokens such as ``<|endoftext|>`` are cut
 out first: the regex runs separately on the text between them, so nothing merges across them.
 
-Training only needs how often each pre-token occurs, so ``count_pretokens`` returns a Counter.
-Text is regex-split a bounded slice at a time (cut just before a newline that follows a
-non-space character, which is always a pre-token boundary), so the list of pre-tokens in memory
-stays small even for a single huge document. A slice that is pure ASCII (most of any English
-corpus) goes through an equivalent pattern for the standard library's ``re`` engine, about
-1.8x faster than ``regex`` on it: ``\\p{L}`` / ``\\p{N}`` / ``\\s`` restricted to ASCII are
-exactly ``[A-Za-z]`` / ``[0-9]`` / ``[\\t\\n\\v\\f\\r ]``.
+``pretokens`` applies the regex (used for short texts; long ones go through the equivalent
+array rules of ``lmcli.tokenizer.pretokenize_arrays``). A text that is pure ASCII goes through
+an equivalent pattern for the standard library's ``re`` engine, about 1.8x faster than
+``regex`` on it: ``\\p{L}`` / ``\\p{N}`` / ``\\s`` restricted to ASCII are exactly
+``[A-Za-z]`` / ``[0-9]`` / ``[\\t\\n\\v\\f\\r ]``. ``bounded_pieces`` cuts a huge document
+where a cut cannot change its pre-tokens (just before a newline that follows a non-space
+character), so it can be processed a bounded slice at a time.
 """
 
 from __future__ import annotations
 
 import re
-from collections import Counter
 from collections.abc import Iterable, Iterator
 
 import regex
@@ -26,7 +25,6 @@ import regex
 GPT2_SPLIT = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT2_PATTERN = regex.compile(GPT2_SPLIT)
 
-MAX_PIECE_CHARS = 1 << 13  # small enough that one odd character leaves its neighbours on the ASCII path
 
 # The same split for ASCII-only text. The letter alternative comes first because it matches
 # most often; it cannot start where the contraction alternative (an apostrophe) does.
@@ -42,15 +40,7 @@ def special_token_pattern(special_tokens: Iterable[str]) -> re.Pattern | None:
     return re.compile("|".join(map(re.escape, tokens))) if tokens else None
 
 
-def split_on_special_tokens(text: str, special: re.Pattern | None) -> Iterator[str]:
-    """The pieces of text between special tokens (the tokens themselves are dropped)."""
-    if special is None:
-        yield text
-    else:
-        yield from special.split(text)
-
-
-def bounded_pieces(text: str, max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]:
+def bounded_pieces(text: str, max_chars: int) -> Iterator[str]:
     """Text cut into pieces of about ``max_chars`` at pre-token boundaries (a newline after \\S)."""
     start = 0
     while len(text) - start > max_chars:
@@ -68,13 +58,3 @@ def bounded_pieces(text: str, max_chars: int = MAX_PIECE_CHARS) -> Iterator[str]
 def pretokens(text: str) -> list[str]:
     """GPT-2 pre-tokens of text that holds no special token."""
     return (GPT2_ASCII_PATTERN if text.isascii() else GPT2_PATTERN).findall(text)
-
-
-def count_pretokens(text: str, special: re.Pattern | None, counts: Counter[str] | None = None) -> Counter[str]:
-    """How often each pre-token occurs in text, never spanning a special token (added to
-    ``counts`` when given, so one Counter can gather many texts)."""
-    counts = Counter() if counts is None else counts
-    for piece in split_on_special_tokens(text, special):
-        for part in bounded_pieces(piece):
-            counts.update(pretokens(part))
-    return counts

@@ -14,8 +14,10 @@ position in a few passes instead of one regex step per pre-token:
 3. A barrier (where a special token was cut out) is a pre-token of its own that nothing
    crosses: the text on each side is pre-tokenized as if it ended or began there.
 
-Character classes come from the ``regex`` module itself (one lookup per distinct non-ASCII
-character), so they are exactly the ``\\p{L}``, ``\\p{N}`` and ``\\s`` of GPT-2's pattern.
+``pretokenize_segments`` applies this to the text between a text's special tokens and returns
+each pre-token's byte range in the UTF-8 text. Character classes come from the ``regex``
+module itself (one lookup per distinct non-ASCII character), so they are exactly the
+``\\p{L}``, ``\\p{N}`` and ``\\s`` of GPT-2's pattern.
 The tests compare ``pretoken_starts`` with the regex on random and real text.
 """
 
@@ -26,7 +28,10 @@ import functools
 import numpy as np
 import regex
 
+from lmcli.tokenizer.pretoken_ids import padded_bytes
+
 WHITESPACE, LETTER, NUMBER, OTHER, BARRIER = range(5)
+_BARRIER_CHAR = "\x00"  # stands for a special token in pretokenize_segments (its class is set to BARRIER)
 SPACE, APOSTROPHE = ord(" "), ord("'")
 
 
@@ -103,3 +108,26 @@ def _join_contractions(codes: np.ndarray, classes: np.ndarray, starts: np.ndarra
     starts[(at + 2)[length == 3]] = False
     end = at + length
     starts[end[end < len(codes)]] = True
+
+
+def pretokenize_segments(segments: list[str]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pre-tokens of the segments of a text (the text between its special tokens).
+
+    The segments are joined with a barrier character in place of each special token. Returns
+    the joined UTF-8 bytes (also as a padded array for ``packed_keys``), each pre-token's byte
+    range (starts, ends) and whether it is a barrier, i.e. a special token.
+    """
+    joined = _BARRIER_CHAR.join(segments)
+    raw = joined.encode("utf-8")
+    data = padded_bytes(raw)
+    ascii_only = len(raw) == len(joined)
+    codes = data if ascii_only else np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
+    classes = character_classes(codes)
+    classes[np.cumsum([len(s) + 1 for s in segments[:-1]], dtype=np.int64) - 1] = BARRIER
+    starts = pretoken_starts(codes, classes)
+    is_special = classes[starts] == BARRIER
+    if not ascii_only:  # code point positions -> byte positions: add the extra bytes of the wide characters before
+        wide = np.flatnonzero(codes >= 0x80)
+        extra = np.cumsum(1 + (codes[wide] >= 0x800) + (codes[wide] >= 0x10000))
+        starts = starts + np.concatenate([[0], extra])[np.searchsorted(wide, starts)]
+    return raw, data, starts, np.append(starts[1:], len(raw)), is_special

@@ -36,9 +36,9 @@ from lmcli.errors import LmcliError
 from lmcli.tokenizer.bpe import MergeTable, merge_words
 from lmcli.tokenizer.chunks import SAFE_CUT, inside_special
 from lmcli.tokenizer.files import load_tokenizer_files, read_meta, token_to_str, tokenizer_paths
-from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, packed_keys, padded_bytes
+from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, packed_keys
 from lmcli.tokenizer.pretokenize import pretokens, special_token_pattern
-from lmcli.tokenizer.pretokenize_arrays import BARRIER, character_classes, pretoken_starts
+from lmcli.tokenizer.pretokenize_arrays import pretokenize_segments
 
 DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 
@@ -52,7 +52,6 @@ _PIECE_CHARS = 1 << 21  # encode_array's piece size (its arrays take ~50 bytes p
 # The caches start over past this many pre-tokens (about 100 MB and 40 MB): memory stays bounded on any corpus.
 CACHE_ENTRIES = 1 << 20
 SMALL_CACHE_ENTRIES = 1 << 18
-_BARRIER_CHAR = "\x00"  # stands for a special token while pre-tokenizing (its class is set to BARRIER)
 
 
 class Tokenizer:
@@ -170,7 +169,7 @@ class Tokenizer:
         if self._cache.entries > CACHE_ENTRIES:
             self._cache.clear()
         parts = self._special_split.split(text) if self._special_split else [text]  # text, special, text, ...
-        raw, data, starts, ends, is_special = _pretokenize(parts[::2])
+        raw, data, starts, ends, is_special = pretokenize_segments(parts[::2])
         entries = np.empty(len(starts), dtype=np.int64)
         entries[is_special] = list(map(self._special_entries.__getitem__, parts[1::2]))
         entries[~is_special] = self._cache_entries(raw, data, starts[~is_special], ends[~is_special])
@@ -233,29 +232,6 @@ class Tokenizer:
         except KeyError as e:
             raise LmcliError(f"token id {e.args[0]} is not in the vocabulary (ids 0..{self.max_id})") from None
         return data.decode("utf-8", errors="replace")
-
-
-def _pretokenize(segments: list[str]) -> tuple[bytes, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pre-tokens of the segments of a text (the text between its special tokens).
-
-    The segments are joined with a barrier character in place of each special token. Returns
-    the joined UTF-8 bytes (also as a padded array for ``packed_keys``), each pre-token's byte
-    range (starts, ends) and whether it is a barrier, i.e. a special token.
-    """
-    joined = _BARRIER_CHAR.join(segments)
-    raw = joined.encode("utf-8")
-    data = padded_bytes(raw)
-    ascii_only = len(raw) == len(joined)
-    codes = data if ascii_only else np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
-    classes = character_classes(codes)
-    classes[np.cumsum([len(s) + 1 for s in segments[:-1]], dtype=np.int64) - 1] = BARRIER
-    starts = pretoken_starts(codes, classes)
-    is_special = classes[starts] == BARRIER
-    if not ascii_only:  # code point positions -> byte positions: add the extra bytes of the wide characters before
-        wide = np.flatnonzero(codes >= 0x80)
-        extra = np.cumsum(1 + (codes[wide] >= 0x800) + (codes[wide] >= 0x10000))
-        starts = starts + np.concatenate([[0], extra])[np.searchsorted(wide, starts)]
-    return raw, data, starts, np.append(starts[1:], len(raw)), is_special
 
 
 def _slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:

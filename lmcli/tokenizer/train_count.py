@@ -2,7 +2,9 @@
 
 BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
 chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
-range and cut at special tokens, and each document is decoded, pre-tokenized and counted.
+range, decoded and cut at special tokens, and its documents are pre-tokenized and counted
+with array operations a megabyte at a time (``PretokenCounts``: the encoder's array
+pre-tokenizer and packed-key hash table, and ``np.bincount`` for the occurrences).
 With K workers, K - 1 worker processes and the main process all take the next chunk from a
 shared counter as soon as they are free (so the load balances itself) and add its pre-tokens
 to their own Counter. A worker sends its Counter to the
@@ -22,13 +24,18 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
+
 from lmcli.errors import LmcliError
 from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, decode_utf8, read_range, special_bytes_pattern
-from lmcli.tokenizer.pretokenize import count_pretokens
+from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, grown, packed_keys
+from lmcli.tokenizer.pretokenize import bounded_pieces
+from lmcli.tokenizer.pretokenize_arrays import pretokenize_segments
 
 Ranges = list[tuple[int, int]]
 FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
+BATCH_CHARS = 1 << 16  # text pre-tokenized at once (its arrays take ~50 bytes per character)
 
 
 def count_file_pretokens(
@@ -51,7 +58,7 @@ def count_file_pretokens(
         counts = _count_ranges(path, ranges, special_tokens, errors, on_bytes)
     else:
         counts = _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
-    return Counter({token.encode("utf-8"): n for token, n in counts.items()})
+    return counts
 
 
 
@@ -60,34 +67,83 @@ def default_chunk_bytes(size: int, workers: int) -> int:
     return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (8 * workers) + 1))
 
 
-def _count_ranges(
-    path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None, counts=None
-) -> Counter[str]:
-    """Pre-token counts of the given byte ranges of the file, gathered in one Counter (``counts``
-    if given). With ``on_full``, a Counter that reaches FLUSH_ENTRIES is handed over and a new one
-    started, so a worker never holds more than that."""
+class PretokenCounts:
+    """How often each pre-token (as UTF-8 bytes) occurs in the texts added so far."""
+
+    def __init__(self):
+        self._table = PackedKeyTable()  # pre-tokens of up to 15 bytes -> entry number
+        self._tokens: list[bytes] = []  # the pre-token of each entry
+        self._counts = np.zeros(1 << 12, dtype=np.int64)
+        self._long: Counter[bytes] = Counter()  # longer pre-tokens
+
+    def __len__(self) -> int:
+        return len(self._tokens) + len(self._long)
+
+    def add(self, texts: list[str]) -> None:
+        """Count the pre-tokens of texts that hold no special token (each pre-tokenized on its own)."""
+        raw, data, starts, ends, barrier = pretokenize_segments(texts)
+        starts, ends = starts[~barrier], ends[~barrier]
+        lengths = ends - starts
+        short = lengths <= MAX_PACKED_BYTES
+        short_starts, short_ends = starts[short], ends[short]
+        entries, added = self._table.find_or_add(*packed_keys(data, short_starts, lengths[short]), len(self._tokens))
+        self._tokens += _slices(raw, short_starts[added], short_ends[added])
+        self._counts = grown(self._counts, len(self._tokens))
+        self._counts[: len(self._tokens)] += np.bincount(entries, minlength=len(self._tokens))
+        self._long.update(_slices(raw, starts[~short], ends[~short]))
+
+    def counter(self) -> Counter[bytes]:
+        counts = Counter(dict(zip(self._tokens, self._counts[: len(self._tokens)].tolist())))
+        counts.update(self._long)
+        return counts
+
+
+def _slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+    return list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+
+
+def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None) -> Counter[bytes]:
+    """Pre-token counts of the given byte ranges of the file. With ``on_full``, counts that reach
+    FLUSH_ENTRIES distinct pre-tokens are handed over and counting starts afresh, so a worker
+    never holds more than that."""
     special = special_bytes_pattern(special_tokens)
-    counts = Counter() if counts is None else counts
+    counts = PretokenCounts()
     for start, end in ranges:
-        _count_range(path, start, read_range(path, start, end), special, errors, counts)
+        for batch in _batches(_documents(path, start, read_range(path, start, end), special, errors)):
+            counts.add(batch)
         on_bytes(end - start)
         if on_full and len(counts) >= FLUSH_ENTRIES:
-            on_full(counts)
-            counts = Counter()
-    return counts
+            on_full(counts.counter())
+            counts = PretokenCounts()
+    return counts.counter()
 
 
-def _count_range(path, start: int, data: bytes, special, errors, counts: Counter[str]) -> None:
-    """Count the pre-tokens of the bytes read at ``start``, decoding one document at a time: a
-    chunk holding a single emoji would otherwise become a 4-bytes-per-character string."""
+def _documents(path, start: int, data: bytes, special, errors: str) -> Iterator[str]:
+    """The documents in the bytes read at ``start``, decoded one at a time: a chunk holding a
+    single emoji would otherwise become a 4-bytes-per-character string."""
     pos = 0
     for m in special.finditer(data) if special else ():
-        count_pretokens(decode_utf8(data[pos : m.start()], path, start + pos, errors), None, counts)
+        yield decode_utf8(data[pos : m.start()], path, start + pos, errors)
         pos = m.end()
-    count_pretokens(decode_utf8(data[pos:], path, start + pos, errors), None, counts)
+    yield decode_utf8(data[pos:], path, start + pos, errors)
 
 
-def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[str]:
+def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
+    """Consecutive documents in batches of about BATCH_CHARS; a longer document is cut where a
+    cut cannot change its pre-tokens (``bounded_pieces``)."""
+    batch, size = [], 0
+    for document in documents:
+        for piece in bounded_pieces(document, BATCH_CHARS) if len(document) > BATCH_CHARS else [document]:
+            if size + len(piece) > BATCH_CHARS and batch:
+                yield batch
+                batch, size = [], 0
+            batch.append(piece)
+            size += len(piece)
+    if batch:
+        yield batch
+
+
+def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[bytes]:
     """Count in this process and ``processes - 1`` workers sharing one queue of ranges."""
     context = _context()
     next_range = context.Value("q", 0)
@@ -99,7 +155,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     for w in workers:
         w.start()
     try:
-        total: Counter[str] = Counter()
+        total: Counter[bytes] = Counter()
         done = 0
 
         def handle(message) -> None:
@@ -122,7 +178,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                 except queue.Empty:
                     return
 
-        _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then, counts=total)
+        total.update(_count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then))
         while done < len(workers):
             try:
                 handle(messages.get(timeout=0.5))
