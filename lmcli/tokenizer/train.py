@@ -3,8 +3,9 @@
 Byte-level BPE starts from the 256 byte values as tokens and repeatedly adds the merge of the
 most frequent adjacent pair of tokens, until the vocabulary reaches the requested size:
 
-1. count pre-tokens: split the corpus on special tokens, pre-tokenize each piece with GPT-2's
-   regex and count the distinct pre-tokens (``train_count``: chunked, in parallel);
+1. count pre-tokens: split the corpus on special tokens, pre-tokenize each piece as GPT-2's
+   regex does (with array operations) and count the distinct pre-tokens (``train_count``:
+   chunked, in parallel);
 2. count the adjacent pairs of bytes in the distinct pre-tokens, weighted by their counts;
 3. merge the most frequent pair, update the counts, repeat (2 and 3: ``train_merges``).
 
