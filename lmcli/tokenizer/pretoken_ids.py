@@ -40,6 +40,11 @@ def packed_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
     return lo, hi
 
 
+def byte_slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
+    """``data[starts[k]:ends[k]]`` for each k."""
+    return list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
+
+
 def padded_bytes(data: bytes) -> np.ndarray:
     """``data`` as a uint8 array whose buffer has 16 more zero bytes, for ``packed_keys``."""
     buffer = np.zeros(len(data) + 16, dtype=np.uint8)

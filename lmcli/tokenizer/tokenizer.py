@@ -36,7 +36,7 @@ from lmcli.errors import LmcliError
 from lmcli.tokenizer.bpe import MergeTable, merge_words
 from lmcli.tokenizer.chunks import SAFE_CUT, inside_special
 from lmcli.tokenizer.files import load_tokenizer_files, read_meta, token_to_str, tokenizer_paths
-from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, packed_keys
+from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, byte_slices, packed_keys
 from lmcli.tokenizer.pretokenize import pretokens, special_token_pattern
 from lmcli.tokenizer.pretokenize_arrays import pretokenize_segments
 
@@ -182,9 +182,9 @@ class Tokenizer:
         short = lengths <= MAX_PACKED_BYTES
         short_starts, short_ends = starts[short], ends[short]
         entries[short], added = self._cache.find_or_add_packed(*packed_keys(data, short_starts, lengths[short]))
-        new_words = _slices(raw, short_starts[added], short_ends[added])
+        new_words = byte_slices(raw, short_starts[added], short_ends[added])
         entries[~short], new_long = self._cache.find_or_add_bytes(
-            _slices(raw, starts[~short], ends[~short]), self._cache.entries + len(new_words)
+            byte_slices(raw, starts[~short], ends[~short]), self._cache.entries + len(new_words)
         )
         new_words += new_long
         if new_words:
@@ -232,11 +232,6 @@ class Tokenizer:
         except KeyError as e:
             raise LmcliError(f"token id {e.args[0]} is not in the vocabulary (ids 0..{self.max_id})") from None
         return data.decode("utf-8", errors="replace")
-
-
-def _slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
-    """``data[starts[k]:ends[k]]`` for each k."""
-    return list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
 
 
 def _merge_ids(merges: list[tuple[bytes, bytes]], token_ids: dict[bytes, int]) -> np.ndarray:

@@ -29,7 +29,7 @@ import numpy as np
 from lmcli.errors import LmcliError
 from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, chunk_ranges, decode_utf8, read_range, special_bytes_pattern
-from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, grown, packed_keys
+from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys
 from lmcli.tokenizer.pretokenize import bounded_pieces
 from lmcli.tokenizer.pretokenize_arrays import pretokenize_segments
 
@@ -87,19 +87,15 @@ class PretokenCounts:
         short = lengths <= MAX_PACKED_BYTES
         short_starts, short_ends = starts[short], ends[short]
         entries, added = self._table.find_or_add(*packed_keys(data, short_starts, lengths[short]), len(self._tokens))
-        self._tokens += _slices(raw, short_starts[added], short_ends[added])
+        self._tokens += byte_slices(raw, short_starts[added], short_ends[added])
         self._counts = grown(self._counts, len(self._tokens))
         self._counts[: len(self._tokens)] += np.bincount(entries, minlength=len(self._tokens))
-        self._long.update(_slices(raw, starts[~short], ends[~short]))
+        self._long.update(byte_slices(raw, starts[~short], ends[~short]))
 
     def counter(self) -> Counter[bytes]:
         counts = Counter(dict(zip(self._tokens, self._counts[: len(self._tokens)].tolist())))
         counts.update(self._long)
         return counts
-
-
-def _slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
-    return list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
 
 
 def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None) -> Counter[bytes]:
