@@ -55,11 +55,8 @@ def count_file_pretokens(
     ranges = chunk_ranges(path, special_tokens, chunk_bytes or default_chunk_bytes(size, workers))
     on_bytes = on_bytes or (lambda n: None)
     if workers == 1 or len(ranges) == 1:
-        counts = _count_ranges(path, ranges, special_tokens, errors, on_bytes)
-    else:
-        counts = _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
-    return counts
-
+        return _count_ranges(path, ranges, special_tokens, errors, on_bytes)
+    return _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
 
 
 def default_chunk_bytes(size: int, workers: int) -> int:
