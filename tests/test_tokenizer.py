@@ -329,8 +329,17 @@ def test_merge_words_on_gpt2_matches_tiktoken_on_long_runs(gpt2, tiktoken_gpt2):
 
 def test_long_text_is_encoded_in_pieces_exactly(gpt2, fixtures_dir, monkeypatch, tiktoken_gpt2):
     monkeypatch.setattr(tokenizer_module, "_PIECE_CHARS", 64)
-    for name in ["tinystories_sample.txt", "special_token_double_newlines_non_whitespace.txt", "german.txt"]:
-        text = (fixtures_dir / name).read_text(encoding="utf-8")
-        assert gpt2.encode(text) == reference(tiktoken_gpt2, text), name
+    monkeypatch.setattr(tokenizer_module, "_SMALL_TEXT", 0)
+    pieces = []
+    encode_piece = gpt2._encode_piece
+    monkeypatch.setattr(gpt2, "_encode_piece", lambda text: pieces.append(text) or encode_piece(text))
+    texts = [(fixtures_dir / name).read_text(encoding="utf-8") for name in ["tinystories_sample.txt", "german.txt"]]
+    rng = random.Random(5)
+    texts += [random_text(rng, 600) for _ in range(20)]
+    texts.append("\n".join(["日本語の文章です。", "次の行。\u3000全角スペース", "ｘ\x1c\nｙ"] * 40))  # no ASCII at all to cut after
+    for text in texts:
+        pieces.clear()
+        assert gpt2.encode(text) == reference(tiktoken_gpt2, text)
+        assert "".join(pieces) == text and len(pieces) > len(text) // 300, len(pieces)
     no_cut = "x" * 1000 + " " + "\u00e9" * 300  # no safe cut in the first pieces: encoded in one go
     assert gpt2.encode(no_cut) == reference(tiktoken_gpt2, no_cut)

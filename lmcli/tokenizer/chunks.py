@@ -35,10 +35,9 @@ from lmcli.tokenizer.pretokenize import special_token_pattern
 DEFAULT_CHUNK_BYTES = 4 << 20
 SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
 
-# A printable ASCII character followed by ASCII whitespace: the cut goes between them. (Also
-# where lmcli.tokenizer.Tokenizer.encode_iterable flushes a stream and encode_array cuts a text.)
-SAFE_CUT = r"[\x21-\x7e](?=[\t\n\v\f\r ])"
-_SAFE_CUT = re.compile(SAFE_CUT.encode())
+# A printable ASCII character followed by ASCII whitespace: the cut goes between them. (The
+# ASCII part of the rule lmcli.tokenizer.Tokenizer cuts decoded text by.)
+_SAFE_CUT = re.compile(rb"[\x21-\x7e](?=[\t\n\v\f\r ])")
 
 
 def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[int, int]]:

@@ -34,7 +34,7 @@ import numpy as np
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.bpe import MergeTable, merge_words
-from lmcli.tokenizer.chunks import SAFE_CUT, inside_special
+from lmcli.tokenizer.chunks import inside_special
 from lmcli.tokenizer.files import load_tokenizer_files, read_meta, token_to_str, tokenizer_paths
 from lmcli.tokenizer.pretoken_ids import MAX_PACKED_BYTES, PretokenIds, byte_slices, packed_keys
 from lmcli.tokenizer.pretokenize import pretokens, special_token_pattern
@@ -42,9 +42,10 @@ from lmcli.tokenizer.pretokenize_arrays import pretokenize_segments
 
 DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 
-# Where a stream can be flushed or a long text cut: between printable ASCII and ASCII whitespace,
-# a pre-token boundary whatever text follows (the rule lmcli.tokenizer.chunks cuts files with).
-_STREAM_CUT = re.compile(SAFE_CUT)
+# Where a stream can be flushed or a long text cut: after a non-whitespace character that
+# whitespace (GPT-2's \s: not \x1c-\x1f) follows, a pre-token boundary whatever text follows.
+# lmcli.tokenizer.chunks cuts undecoded files by the ASCII part of this rule (chunks.SAFE_CUT).
+_STREAM_CUT = re.compile(r"\S(?=[^\S\x1c-\x1f])")
 _STREAM_FLUSH_CHARS = 1 << 16
 _SMALL_TEXT = 3072  # characters; shorter texts take _encode_small (measured break-even: ~3,000)
 _PIECE_CHARS = 1 << 21  # encode_array's piece size (its arrays take ~50 bytes per character)
