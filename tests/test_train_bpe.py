@@ -148,7 +148,8 @@ def test_longest_special_token_wins_when_they_overlap(tmp_path):
 @pytest.mark.parametrize("special", [[EOT], [], ["<| sep |>"]])
 def test_chunk_ranges_cut_only_at_pretoken_boundaries(tmp_path, special):
     rng = random.Random(1)
-    words = ["hello", " world", "  ", "\n\n", "x.y", "über", "\t", "it's", " 42", *(special or ["?"])]
+    words = ["hello", " world", "  ", "\n\n", "x.y", "über", "\t", "it's", " 42", *(special or ["?"]),
+             "日本語。", "全角\u3000", "\u00a0", "\u2028", "’", "\x85", "😀"]
     path = write(tmp_path, "".join(rng.choice(words) for _ in range(5000)))
     ranges = chunk_ranges(path, special, chunk_bytes=97)
     assert len(ranges) > 50 and ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
@@ -157,6 +158,21 @@ def test_chunk_ranges_cut_only_at_pretoken_boundaries(tmp_path, special):
     whole = count_pretokens(path.read_text(encoding="utf-8"), pattern)
     chunked = sum((count_pretokens(read_text(path, s, e), pattern) for s, e in ranges), Counter())
     assert chunked == whole
+
+
+def test_text_without_ascii_is_cut_after_its_non_space_characters(tmp_path):
+    lines = ["日本語の文章です。", "全角スペースで終わる\u3000", "ｘ", "ノーブレーク\u00a0"] * 200
+    path = write(tmp_path, "\n".join(lines))
+    ranges = chunk_ranges(path, [], chunk_bytes=500)
+    assert len(ranges) > 20
+    data = path.read_bytes()
+    for _, end in ranges[:-1]:
+        before = data[:end].decode("utf-8")
+        assert not before[-1].isspace() and data[end:end + 1] == b"\n"
+    pattern = special_token_pattern([])
+    assert sum((count_pretokens(read_text(path, s, e), pattern) for s, e in ranges), Counter()) == count_pretokens(
+        path.read_text(encoding="utf-8"), pattern
+    )
 
 
 def test_bounded_pieces_cut_only_at_pretoken_boundaries():

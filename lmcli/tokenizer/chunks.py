@@ -7,9 +7,11 @@ parallel) gives exactly the result of processing the whole file:
 
 1. at the start of the first special token at or after the target offset (documents are
    separated by ``<|endoftext|>``, and nothing spans a special token), else
-2. between a printable ASCII character and an ASCII whitespace character: GPT-2 pre-tokens
+2. between a non-whitespace character and an ASCII whitespace character: GPT-2 pre-tokens
    never run from a non-space character into whitespace, so that is always a boundary
-   (unless a special token spans it, which is checked).
+   (unless a special token spans it, which is checked). The character before may be any
+   printable ASCII one or a whole non-ASCII one that is not whitespace (Japanese "。" before
+   a newline), so text without any ASCII gets cuts too.
 
 Both kinds of cut fall on UTF-8 character boundaries, so each chunk decodes on its own and a
 decoding error is reported at its byte offset in the file.
@@ -35,9 +37,9 @@ from lmcli.tokenizer.pretokenize import special_token_pattern
 DEFAULT_CHUNK_BYTES = 4 << 20
 SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
 
-# A printable ASCII character followed by ASCII whitespace: the cut goes between them. (The
-# ASCII part of the rule lmcli.tokenizer.Tokenizer cuts decoded text by.)
-_SAFE_CUT = re.compile(rb"[\x21-\x7e](?=[\t\n\v\f\r ])")
+# A printable ASCII byte or the last byte of a multi-byte character, followed by ASCII
+# whitespace: a cut candidate (the multi-byte character is checked by _ends_non_space).
+_SAFE_CUT = re.compile(rb"[\x21-\x7e\x80-\xbf](?=[\t\n\v\f\r ])")
 
 
 def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[int, int]]:
@@ -77,8 +79,20 @@ def _next_cut(f, target: int, size: int, special: re.Pattern[bytes] | None, spec
 def _cut_in_window(window: bytes, lo: int, special: re.Pattern | None, specials: list[bytes]) -> int | None:
     """The first special token start at or after ``lo`` in the window, else the first safe cut."""
     starts = (m.start() for m in special.finditer(window, lo)) if special else ()
-    safe = (m.end() for m in _SAFE_CUT.finditer(window, max(lo - 1, 0)))
+    safe = (m.end() for m in _SAFE_CUT.finditer(window, max(lo - 1, 0)) if _ends_non_space(window, m.end()))
     return next((c for c in itertools.chain(starts, safe) if not inside_special(window, c, specials)), None)
+
+
+def _ends_non_space(window: bytes, cut: int) -> bool:
+    """Whether the character that ends at byte ``cut`` is whole in the window and not whitespace
+    (``str.isspace`` covers every character GPT-2's ``\\s`` matches, and \\x1c-\\x1f besides)."""
+    if window[cut - 1] < 0x80:
+        return True
+    start = cut - 1
+    while start > 0 and cut - start < 4 and 0x80 <= window[start] < 0xC0:
+        start -= 1
+    char = window[start:cut].decode("utf-8", errors="ignore")
+    return len(char) == 1 and len(char.encode("utf-8")) == cut - start and not char.isspace()
 
 
 def inside_special(text: AnyStr, cut: int, specials: Iterable[AnyStr]) -> bool:
