@@ -44,7 +44,7 @@ DEFAULT_SPECIAL_TOKEN = "<|endoftext|>"
 
 # Where a stream can be flushed or a long text cut: after a non-whitespace character that
 # whitespace (GPT-2's \s: not \x1c-\x1f) follows, a pre-token boundary whatever text follows.
-# lmcli.tokenizer.chunks cuts undecoded files by the ASCII part of this rule (chunks.SAFE_CUT).
+# lmcli.tokenizer.chunks cuts undecoded files by this rule too (with ASCII whitespace after).
 _STREAM_CUT = re.compile(r"\S(?=[^\S\x1c-\x1f])")
 _STREAM_FLUSH_CHARS = 1 << 16
 _SMALL_TEXT = 3072  # characters; shorter texts take _encode_small (measured break-even: ~3,000)
