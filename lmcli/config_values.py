@@ -8,10 +8,24 @@ tuple is, but a boolean is never a number (Python's ``True == 1`` must not let
 
 from __future__ import annotations
 
+import dataclasses
 import typing
 from typing import Any, Literal
 
 from lmcli.errors import LmcliError
+
+
+def dataclass_from_table(cls: type, table: str, values: dict[str, Any]) -> Any:
+    """An instance of the dataclass ``cls`` from the TOML table ``[table]``: unknown keys and wrong
+    types are errors, missing keys take the defaults."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    checked = {}
+    for key, value in values.items():
+        if key not in known:
+            raise LmcliError(f"unknown key {table}.{key} (known: {', '.join(sorted(known))})")
+        checked[key] = checked_value(f"{table}.{key}", value, hints[key])
+    return cls(**checked)
 
 
 def checked_value(key: str, value: Any, kind: Any) -> Any:

@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lmcli.config_values import checked_value
+from lmcli.config_values import dataclass_from_table
 from lmcli.errors import LmcliError
 
 if TYPE_CHECKING:
@@ -67,12 +67,6 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
         """A config from a ``[model]`` table: unknown keys and wrong types are errors, missing keys take defaults."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        values = {}
-        for key, value in d.items():
-            if key not in fields:
-                raise LmcliError(f"unknown key model.{key} (known: {', '.join(fields)})")
-            values[key] = checked_value(f"model.{key}", value, type(fields[key].default))
-        config = cls(**values)
+        config = dataclass_from_table(cls, "model", d)
         config.validate()
         return config

@@ -18,12 +18,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmcli.config_values import checked_value
+from lmcli.config_values import dataclass_from_table
 from lmcli.errors import LmcliError
 from lmcli.model import ModelConfig
 
@@ -175,7 +174,7 @@ def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
         if not isinstance(values, dict):
             raise LmcliError(f"config key {name} must be a table [{name}], got {values!r}")
         cls = _TABLES[name]
-        sections[name] = ModelConfig.from_dict(values) if cls is ModelConfig else _table_from_dict(cls, name, values)
+        sections[name] = ModelConfig.from_dict(values) if cls is ModelConfig else dataclass_from_table(cls, name, values)
     config = TrainConfig(**sections)
     check_config(config)
     return config
@@ -221,17 +220,6 @@ def check_config(config: TrainConfig) -> None:
 
 
 _TABLES = {"model": ModelConfig, "data": DataConfig, "optimizer": OptimizerConfig, "training": TrainingConfig, "system": SystemConfig}
-
-
-def _table_from_dict(cls: type, table: str, values: dict[str, Any]):
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    checked = {}
-    for key, value in values.items():
-        if key not in known:
-            raise LmcliError(f"unknown key {table}.{key} (known: {', '.join(sorted(known))})")
-        checked[key] = checked_value(f"{table}.{key}", value, hints[key])
-    return cls(**checked)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:
