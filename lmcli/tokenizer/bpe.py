@@ -31,7 +31,7 @@ DENSE_IDS = 1024
 class MergeTable:
     """The merges of a vocabulary as sorted arrays, for ranking many pairs at once."""
 
-    def __init__(self, byte_ids: list[int], merges, max_id: int, dense_ids: int = DENSE_IDS):
+    def __init__(self, byte_ids: list[int], merges: np.ndarray | list[tuple[int, int, int]], max_id: int, dense_ids: int = DENSE_IDS):
         """``merges``: (left id, right id, merged id) rows in rank order; a repeated pair keeps its first rank."""
         self.byte_ids = np.array(byte_ids, dtype=np.int64)
         self.base = max_id + 1

@@ -28,8 +28,8 @@ import itertools
 import os
 import re
 from collections.abc import Iterable
-from typing import AnyStr
 from pathlib import Path
+from typing import AnyStr
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.pretokenize import special_token_pattern

@@ -144,11 +144,15 @@ class Tokenizer:
         pieces.append(self._encode_piece(text[start:] if start else text))
         return pieces[0] if len(pieces) == 1 else np.concatenate(pieces)
 
+    def _split_specials(self, text: str) -> list[str]:
+        """``[text, special, text, ..., special, text]``: the special tokens and the text between them."""
+        return self._special_split.split(text) if self._special_split else [text]
+
     def _encode_small(self, text: str) -> np.ndarray:
         """A short text: GPT-2's regex and a dict from pre-token to packed ids, as the array
         path's fixed cost (a few dozen numpy calls) would outweigh its per-pre-token speed."""
         cache = self._small_cache
-        parts = self._special_split.split(text) if self._special_split else [text]  # text, special, text, ...
+        parts = self._split_specials(text)
         piece_lists = [pretokens(segment) for segment in parts[::2]]
         distinct = set().union(*piece_lists)
         new = distinct.difference(cache)
@@ -169,7 +173,7 @@ class Tokenizer:
     def _encode_piece(self, text: str) -> np.ndarray:
         if self._cache.entries > CACHE_ENTRIES:
             self._cache.clear()
-        parts = self._special_split.split(text) if self._special_split else [text]  # text, special, text, ...
+        parts = self._split_specials(text)
         raw, data, starts, ends, is_special = pretokenize_segments(parts[::2])
         entries = np.empty(len(starts), dtype=np.int64)
         entries[is_special] = list(map(self._special_entries.__getitem__, parts[1::2]))
