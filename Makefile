@@ -51,9 +51,9 @@ $(DEMO_IDS): $(DEMO_TOKENIZER)
 	$(LMCLI) encode
 
 # Train and plot in one recipe: the figure exists only once a run has finished.
-$(DEMO_CURVES): $(DEMO_IDS) configs/demo.toml
+$(DEMO_CURVES): $(DEMO_IDS) lmcli/configs/demo.toml
 	rm -rf $(DEMO_RUN)
-	$(LMCLI) train --config configs/demo.toml --name demo
+	$(LMCLI) train --config demo --name demo
 	$(LMCLI) plot $(DEMO_RUN) -o $@
 
 bench: install

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from lmcli.model import TransformerLM
 from lmcli.training import AdamW, load_config
 from lmcli.training.device import pick_device
 from lmcli.training.optim import decay_groups
@@ -37,7 +38,7 @@ def make_optimizers(config_name: str, device: torch.device) -> dict[str, torch.o
     optimizers = {}
     for name, build in variants.items():
         torch.manual_seed(0)
-        model = config.model.build(device=device, dtype=torch.float32)
+        model = TransformerLM.from_config(config.model, device=device, dtype=torch.float32)
         for p in model.parameters():
             p.grad = torch.randn_like(p) * 1e-3
         try:

@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    model = ModelConfig().build().eval()
+    model = TransformerLM.from_config(ModelConfig()).eval()
     hf = llama_from_lmcli(model)
     prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt_tokens))
     diff = max_logit_difference(model, hf, prompt)

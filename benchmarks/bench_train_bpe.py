@@ -38,7 +38,7 @@ from pathlib import Path
 import psutil
 
 from lmcli.atomic import atomic_open
-from lmcli.tokenizer.train_memory import tree_rss
+from lmcli.peak_memory import tree_rss
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_XZ = REPO.parent / "shared" / "bench" / "docs-bench.txt.xz"

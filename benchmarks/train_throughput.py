@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmcli.accounting import forward_flops
-from lmcli.model import ModelConfig
+from lmcli.model import ModelConfig, TransformerLM
 from lmcli.training import AdamW, clip_grad_norm, cross_entropy, load_config
 from lmcli.training.device import known_peak_flops, pick_device
 
@@ -143,7 +143,7 @@ def build_trainers(cfg: ModelConfig, device: torch.device, dtype: str, compile_:
     if (cfg.norm, cfg.position, cfg.ffn, cfg.tie_embeddings) != ("pre", "rope", "swiglu", False):
         sys.exit("the PyTorch comparator builds the base architecture only (pre-norm, RoPE, SwiGLU, untied head)")
     torch.manual_seed(0)
-    ours = cfg.build(device=device, dtype=torch.float32)
+    ours = TransformerLM.from_config(cfg, device=device, dtype=torch.float32)
     theirs = TorchLM(cfg).to(device)
     theirs.load_state_dict(ours.state_dict())  # the same weights; strict, so every name must match
 

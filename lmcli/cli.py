@@ -1,19 +1,20 @@
 """The ``lmcli`` command line. This file only parses options and delegates: every subcommand
-calls one function of an internal module, which does the work and raises ``LmcliError`` for
-bad input. ``command`` turns those errors into a one-line message and a non-zero exit."""
+calls ``run`` of its module in ``lmcli.commands``, which does the work and raises ``LmcliError``
+for bad input. ``command`` turns those errors into a one-line message and a non-zero exit."""
 
 from __future__ import annotations
 
 import functools
+import importlib
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
 from lmcli import __version__
-from lmcli.console import err_console
 from lmcli.errors import LmcliError
+from lmcli.tokenizer.special_tokens import END_OF_TEXT
+from lmcli.ui.console import print_error
 
 app = typer.Typer(
     name="lmcli",
@@ -38,8 +39,14 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as o
 
 
 def fail(message: str, code: int = 1) -> None:
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
+
+
+def run(name: str):
+    """The ``run`` function of ``lmcli.commands.<name>``."""
+    # Imported when the command runs: the commands import torch and numpy, which `lmcli --help` should not wait for.
+    return importlib.import_module(f"lmcli.commands.{name}").run
 
 
 def command(*args, group: typer.Typer = app, **kwargs):
@@ -93,27 +100,21 @@ def data_download(
     Interrupted downloads resume from their .part file on the next run; complete files are skipped.
     owt-sample is unpacked from .gz to .txt and the .gz is deleted.
     """
-    from lmcli.data.download import download_command
-
-    download_command(dataset, out_dir, workspace, json_)
+    run("data_download")(dataset, out_dir, workspace, json_)
 
 
 @command("demo", group=data_app)
 def data_demo(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
     """Write the embedded demo corpus (synthetic TinyStories-style stories, train and valid splits) into
     the workspace's data/ and show where it is. Other commands create it on first use anyway."""
-    from lmcli.data.demo import demo_command
-
-    demo_command(workspace, json_)
+    run("data_demo")(workspace, json_)
 
 
 @command("doctor")
 def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
     """Report Python, lmcli and torch versions, devices (CUDA, MPS, CPU), memory, the workspace's contents
     and optional packages: paste it into a bug report."""
-    from lmcli.doctor import doctor_command
-
-    doctor_command(workspace, json_)
+    run("doctor")(workspace, json_)
 
 
 @command("train-bpe")
@@ -138,9 +139,7 @@ def train_bpe(
 
     Example: lmcli train-bpe data/TinyStoriesV2-GPT4-train.txt --vocab 10000 --out tok-ts
     """
-    from lmcli.tokenizer.train_command import train_bpe_command
-
-    train_bpe_command(input_path, vocab, special_tokens or ["<|endoftext|>"], out, workers, errors, force, profile, workspace, json_)
+    run("train_bpe")(input_path, vocab, special_tokens or [END_OF_TEXT], out, workers, errors, force, profile, workspace, json_)
 
 
 @command("encode")
@@ -163,9 +162,7 @@ def encode(
 
     Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy
     """
-    from lmcli.tokenizer.encode_file import encode_command
-
-    encode_command(input_path, tokenizer, special_tokens, out, workers, dtype, errors, workspace, json_)
+    run("encode")(input_path, tokenizer, special_tokens, out, workers, dtype, errors, workspace, json_)
 
 
 @command("decode")
@@ -180,9 +177,7 @@ def decode(
 
     Example: lmcli decode workspace/data/valid.npy --start 1000 --count 200
     """
-    from lmcli.tokenizer.decode_file import decode_command
-
-    decode_command(ids_path, tokenizer, start, count, workspace)
+    run("decode")(ids_path, tokenizer, start, count, workspace)
 
 
 @command("stats")
@@ -201,14 +196,12 @@ def stats(
 
     Example: lmcli stats data/owt_valid.txt --tokenizer tok-ts --tokenizer tok-owt --docs 10
     """
-    from lmcli.stats import stats_command
-
-    stats_command(input_path, tokenizers, docs, seed, workers, workspace, json_)
+    run("stats")(input_path, tokenizers, docs, seed, workers, workspace, json_)
 
 
 @command("train")
 def train(
-    config: Annotated[Optional[str], typer.Option("--config", "-c", help="TOML config: a path, or the name of a bundled config in configs/ (demo, tinystories, tinystories-cpu, owt, ablations).", show_default=False)] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="TOML config: a path, or the name of a config bundled with lmcli (demo, tinystories, tinystories-cpu, owt, ablations).", show_default=False)] = None,
     overrides: Annotated[Optional[list[str]], typer.Option("--set", help="Override one config value, e.g. --set optimizer.lr=3e-4 --set training.max_steps=200 (repeatable; value read as TOML).", show_default=False)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue the run in this directory (a path, or a name under the workspace's runs/) from its latest.pt.", show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option("--name", help="Run directory name under runs/ \\[default: config name + timestamp].", show_default=False)] = None,
@@ -224,9 +217,7 @@ def train(
 
     Example: lmcli train --config demo --set training.max_steps=500
     """
-    from lmcli.training.run import run_training
-
-    run_training(config, overrides or [], resume, name, device, workspace, wandb=wandb, quiet=quiet, as_json=json_)
+    run("train")(config, overrides or [], resume, name, device, wandb, quiet, workspace, json_)
 
 
 @command("plot")
@@ -242,18 +233,14 @@ def plot(
 
     Example: lmcli plot lr-1e-3 lr-3e-3 --metric val_loss --x time -o curves.png
     """
-    from lmcli.experiments.plot import plot_command
-
-    plot_command(runs or [], metric, x, out, terminal, workspace)
+    run("plot")(runs or [], metric, x, out, terminal, workspace)
 
 
 @command("runs")
 def runs(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
     """The runs of the workspace: steps, best and final validation loss, tokens/s, wall time and status
     (running, finished, diverged, interrupted or failed, read from each run directory)."""
-    from lmcli.experiments.runs import runs_command
-
-    runs_command(workspace, json_)
+    run("runs")(workspace, json_)
 
 
 @command("generate")
@@ -275,9 +262,7 @@ def generate(
 
     Example: lmcli generate --prompt "Once upon a time" --temperature 0.7 --seed 1
     """
-    from lmcli.generation.command import generate_command
-
-    generate_command(prompt, checkpoint, tokenizer, max_tokens, temperature, top_p, seed, num_samples, device, workspace, json_)
+    run("generate")(prompt, checkpoint, tokenizer, max_tokens, temperature, top_p, seed, num_samples, device, workspace, json_)
 
 
 @command("accounting")
@@ -300,9 +285,7 @@ def accounting(
 
     Example: lmcli accounting --model gpt2-xl    |    lmcli accounting --compare gpt2-small,gpt2-medium,gpt2-large,gpt2-xl
     """
-    from lmcli.accounting.report import run_accounting
-
-    run_accounting(model, compare, context_length, batch_size, memory, dtype, hardware, mfu, steps, json_)
+    run("accounting")(model, compare, context_length, batch_size, memory, dtype, hardware, mfu, steps, json_)
 
 
 @command("eval")
@@ -319,9 +302,7 @@ def eval_(
 
     Example: lmcli eval --checkpoint workspace/runs/demo/best.pt --data data/valid.npy
     """
-    from lmcli.experiments.evaluate import eval_command
-
-    eval_command(checkpoint, data, batch_size, max_tokens, device, workspace, json_)
+    run("eval")(checkpoint, data, batch_size, max_tokens, device, workspace, json_)
 
 
 @command("sweep")
@@ -340,6 +321,4 @@ def sweep(
 
     Example: lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3,1e-2 --set training.max_steps=200 --name lr
     """
-    from lmcli.experiments.sweep import sweep_command
-
-    sweep_command(config, settings, name, device, workspace, quiet=quiet, as_json=json_)
+    run("sweep")(config, settings, name, device, workspace, quiet, json_)

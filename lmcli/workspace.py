@@ -3,14 +3,15 @@
 Layout (all under the workspace root, default ``./workspace``, or ``--workspace`` /
 ``LMCLI_WORKSPACE``)::
 
-    data/demo-train.txt, data/demo-valid.txt   the embedded demo corpus (made on first use)
+    data/demo-train.txt, data/demo-valid.txt   the embedded demo corpus (``lmcli.data.demo``)
     data/<name>.npy                             token ids written by ``lmcli encode``
     tokenizer/vocab.json, tokenizer/merges.txt  written by ``lmcli train-bpe``
     runs/<name>/                                one directory per ``lmcli train`` run: config.toml,
                                                 metrics.jsonl, train.log, latest.pt, best.pt
 
 Relative paths inside configs are resolved against the workspace root, so a config names
-``data/train.npy`` rather than a path that depends on where the command was typed.
+``data/train.npy`` rather than a path that depends on where the command was typed. This module
+only names paths; it creates nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ WORKSPACE_ENV = "LMCLI_WORKSPACE"
 RUN_CONFIG_FILE = "config.toml"
 RUN_METRICS_FILE = "metrics.jsonl"
 RUN_LOG_FILE = "train.log"
+DEMO_SPLITS = ("train", "valid")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Workspace:
     root: Path
 
     @classmethod
-    def resolve(cls, path: str | os.PathLike | None = None) -> "Workspace":
+    def resolve(cls, path: str | os.PathLike | None = None) -> Workspace:
         """The workspace named by ``path``, else ``$LMCLI_WORKSPACE``, else ``./workspace``."""
         chosen = path or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
         return cls(Path(chosen).expanduser())
@@ -54,15 +56,13 @@ class Workspace:
         p = Path(relative).expanduser()
         return p if p.is_absolute() else self.root / p
 
-    def demo_split(self, split: str = "train") -> Path:
-        """Path of the demo corpus split ("train" or "valid"), generating the corpus on first use."""
-        from lmcli.data.demo import ensure_demo_corpus
-
-        return ensure_demo_corpus(self.data_dir)[split]
+    def demo_path(self, split: str) -> Path:
+        """Where the demo corpus split ("train" or "valid") lives (``lmcli.data.demo`` writes it)."""
+        return self.data_dir / f"demo-{split}.txt"
 
     def encoded_path(self, text_path: Path) -> Path:
         """Default ``.npy`` for an encoded text file: demo splits map to train.npy / valid.npy."""
-        for split in ("train", "valid"):
-            if text_path.name == f"demo-{split}.txt":
+        for split in DEMO_SPLITS:
+            if text_path.name == self.demo_path(split).name:
                 return self.data_dir / f"{split}.npy"
         return self.data_dir / f"{text_path.stem}.npy"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[1]  # pytest puts it on sys.path: tests import benchmarks/ scripts
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from lmcli.errors import LmcliError
 from lmcli.model.config import ModelConfig
+from lmcli.toml_config import read_toml
 
 
 def gpt2(num_layers: int, d_model: int, num_heads: int) -> ModelConfig:
@@ -39,14 +40,9 @@ def resolve_model(spec: str) -> ModelConfig:
 
 def read_model_table(path: Path) -> ModelConfig:
     """The ``[model]`` table of a training config, its ``extends`` chain applied as training does."""
-    from lmcli.training.config import read_toml  # imports torch: only for configs, not presets
-
     if not path.is_file():
         raise LmcliError(f"config file not found: {path}")
-    try:
-        table = read_toml(path).get("model")
-    except UnicodeDecodeError as e:
-        raise LmcliError(f"{path} is not valid TOML: {e}") from None
+    table = read_toml(path).get("model")
     if not isinstance(table, dict):
         raise LmcliError(f"{path}: no [model] table")
     try:

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lmcli.atomic import atomic_open
-from lmcli.console import console
+from lmcli.tokenizer.special_tokens import END_OF_TEXT
+from lmcli.workspace import DEMO_SPLITS, Workspace
 
 GENERATOR_VERSION = 2
 SEED = 1337
 STORIES = {"train": 6000, "valid": 300}
-SEPARATOR = "<|endoftext|>"
+SEPARATOR = END_OF_TEXT
 STAMP_FILE = "demo-corpus.json"
 
 GIRLS = [
@@ -314,32 +315,21 @@ def is_fresh(stamp_path: Path, stamp: dict) -> bool:
         return False
 
 
-def ensure_demo_corpus(data_dir: str | Path) -> dict[str, Path]:
-    """Write demo-train.txt and demo-valid.txt into ``data_dir`` unless they are already up to date."""
-    data_dir = Path(data_dir)
-    paths = {split: data_dir / f"demo-{split}.txt" for split in STORIES}
+def ensure_demo_corpus(workspace: Workspace) -> dict[str, Path]:
+    """Write the workspace's demo-train.txt and demo-valid.txt unless they are already up to date."""
+    paths = {split: workspace.demo_path(split) for split in DEMO_SPLITS}
     stamp = {"generator_version": GENERATOR_VERSION, "seed": SEED, "stories": STORIES}
-    stamp_path = data_dir / STAMP_FILE
+    stamp_path = workspace.data_dir / STAMP_FILE
     if is_fresh(stamp_path, stamp) and all(p.is_file() for p in paths.values()):
         return paths
     rng = random.Random(SEED)
-    for split, count in STORIES.items():
-        write_split(paths[split], rng, count)
+    for split in DEMO_SPLITS:
+        write_split(paths[split], rng, STORIES[split])
     with atomic_open(stamp_path) as f:
         json.dump(stamp, f)
     return paths
 
 
-def demo_command(workspace: str | Path | None, as_json: bool) -> None:
-    """``lmcli data demo``: make sure the corpus exists, then list its splits."""
-    from lmcli.workspace import Workspace
-
-    paths = ensure_demo_corpus(Workspace.resolve(workspace).data_dir)
-    splits = {
-        split: {"path": str(path), "bytes": path.stat().st_size, "stories": STORIES[split]} for split, path in paths.items()
-    }
-    if as_json:
-        print(json.dumps({"seed": SEED, "generator_version": GENERATOR_VERSION, "splits": splits}))
-        return
-    for split, info in splits.items():
-        console.print(f"{split:5}  {info['stories']:>5,} stories  {info['bytes'] / 1e6:5.2f} MB  {info['path']}", highlight=False)
+def demo_split(workspace: Workspace, split: str) -> Path:
+    """The path of one demo split, writing the corpus first if needed (the default input of several commands)."""
+    return ensure_demo_corpus(workspace)[split]

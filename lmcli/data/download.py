@@ -28,15 +28,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from rich.filesize import decimal
-from rich.progress import Progress, TaskID
-from rich.table import Table
-
 from lmcli import __version__
 from lmcli.atomic import atomic_open
-from lmcli.console import byte_progress, console
 from lmcli.errors import LmcliError
-from lmcli.workspace import Workspace
+from lmcli.progress import SILENT, Progress, ProgressTask
 
 ENDPOINT_ENV = "LMCLI_HF_ENDPOINT"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -100,7 +95,7 @@ def body_span(response: http.client.HTTPResponse, offset: int, url: str) -> tupl
     return offset, offset + int(length) if length else None
 
 
-def copy_body(response: http.client.HTTPResponse, out, progress: Progress, task: TaskID) -> str | None:
+def copy_body(response: http.client.HTTPResponse, out, task: ProgressTask) -> str | None:
     """Append the response body to ``out``; returns why the transfer broke off, None at a clean end."""
     while True:
         try:
@@ -110,7 +105,7 @@ def copy_body(response: http.client.HTTPResponse, out, progress: Progress, task:
         if not chunk:
             return None
         out.write(chunk)
-        progress.advance(task, len(chunk))
+        task.advance(len(chunk))
 
 
 def check_size(part: Path, total: int | None, broke_off: str | None) -> None:
@@ -131,7 +126,7 @@ def check_size(part: Path, total: int | None, broke_off: str | None) -> None:
 def check_free_space(directory: Path, needed: int) -> None:
     free = shutil.disk_usage(directory).free
     if needed > free:
-        raise LmcliError(f"not enough disk space in {directory}: need {decimal(needed)}, {decimal(free)} free")
+        raise LmcliError(f"not enough disk space in {directory}: need {needed / 1e6:,.1f} MB, {free / 1e6:,.1f} MB free")
 
 
 def finish_complete_part(part: Path, target: Path, error: urllib.error.HTTPError, url: str) -> str:
@@ -155,9 +150,9 @@ def download_file(url: str, target: Path, endpoint: str, progress: Progress) -> 
         start, total = body_span(response, offset, url)
         if total is not None:
             check_free_space(target.parent, total - start)
-        task = progress.add_task(target.name, total=total, completed=start)
+        task = progress.task(target.name, total=total, completed=start, unit="bytes")
         with open(part, "ab" if start else "wb") as out:
-            broke_off = copy_body(response, out, progress, task)
+            broke_off = copy_body(response, out, task)
     check_size(part, total, broke_off)
     os.replace(part, target)
     return "resumed" if start else "downloaded"
@@ -165,12 +160,12 @@ def download_file(url: str, target: Path, endpoint: str, progress: Progress) -> 
 
 def gunzip(archive: Path, target: Path, progress: Progress) -> None:
     """Stream ``archive`` through gzip into ``target`` (atomically), then delete the archive."""
-    task = progress.add_task(f"unpack {archive.name}", total=archive.stat().st_size)
+    task = progress.task(f"unpack {archive.name}", total=archive.stat().st_size, unit="bytes")
     try:
         with open(archive, "rb") as raw, gzip.GzipFile(fileobj=raw) as unpacked, atomic_open(target, "wb") as out:
             while chunk := unpacked.read(CHUNK_BYTES):
                 out.write(chunk)
-                progress.update(task, completed=raw.tell())
+                task.update(completed=raw.tell())
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise LmcliError(f"{archive} is not a valid gzip file ({e}); delete it and run the command again") from None
     except OSError as e:  # e.g. the disk filled up: the archive stays, a later run unpacks it
@@ -192,7 +187,7 @@ def fetch_dataset_file(endpoint: str, repo: str, filename: str, out_dir: Path, p
     return {"file": target.name, "path": str(target), "bytes": target.stat().st_size, "status": status}
 
 
-def download_dataset(name: str, out_dir: str | os.PathLike, quiet: bool = False) -> dict:
+def download_dataset(name: str, out_dir: str | os.PathLike, progress: Progress = SILENT) -> dict:
     """Download (or resume, or skip) every file of dataset ``name`` into ``out_dir``; returns a summary."""
     if name not in DATASETS:
         raise LmcliError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
@@ -200,24 +195,5 @@ def download_dataset(name: str, out_dir: str | os.PathLike, quiet: bool = False)
     if out_dir.exists() and not out_dir.is_dir():
         raise LmcliError(f"{out_dir} is not a directory")
     out_dir.mkdir(parents=True, exist_ok=True)
-    with byte_progress(quiet) as progress:
-        files = [fetch_dataset_file(endpoint, dataset.repo, f, out_dir, progress) for f in dataset.files]
+    files = [fetch_dataset_file(endpoint, dataset.repo, f, out_dir, progress) for f in dataset.files]
     return {"dataset": name, "source": f"{endpoint}/datasets/{dataset.repo}", "dir": str(out_dir), "files": files}
-
-
-def print_summary(summary: dict) -> None:
-    table = Table(title=f"{summary['dataset']} from {summary['source']}", title_justify="left")
-    for column in ("file", "size", "status", "path"):
-        table.add_column(column, justify="right" if column == "size" else "left")
-    for row in summary["files"]:
-        table.add_row(row["file"], decimal(row["bytes"]), row["status"], row["path"])
-    console.print(table)
-
-
-def download_command(name: str, out_dir: Path | None, workspace: Path | None, as_json: bool) -> None:
-    """``lmcli data download``: default ``out_dir`` is the workspace's data directory."""
-    summary = download_dataset(name, out_dir or Workspace.resolve(workspace).data_dir)
-    if as_json:
-        print(json.dumps(summary))
-    else:
-        print_summary(summary)

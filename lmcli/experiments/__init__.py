@@ -1,2 +1,2 @@
-"""Experiments over training runs: the runs table (runs), learning curves (plot, terminal_plot),
+"""Experiments over training runs: what run directories say (runs), learning curves (plot),
 hyperparameter grids (sweep) and held-out evaluation of a checkpoint (evaluate)."""

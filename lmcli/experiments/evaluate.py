@@ -1,63 +1,59 @@
-"""``lmcli eval``: the loss and perplexity of a checkpoint over a whole token file.
+"""Held-out evaluation: the loss and perplexity of a checkpoint over a whole token file.
 
 The file is cut into consecutive, non-overlapping windows of the model's context length
 (every token is predicted once, each with the context that precedes it inside its window) and
 the mean cross-entropy of all predicted tokens is reported, with perplexity = exp(loss). This
-is the training loop's own final evaluation (``lmcli.training.loop.final_validation``), so a
+is the training loop's own final evaluation (``lmcli.training.evaluator.validation_loss``), so a
 number from ``lmcli eval`` and a run's ``final_eval`` row are the same measurement.
 
-Windows are batched (``--batch-size``) and can be capped (``--max-tokens``) for a quick
-estimate; the model runs on any device, under bf16 autocast on CUDA as in training.
+Windows are batched (``batch_size``) and can be capped (``max_tokens``) for a quick estimate;
+the model runs on any device, under bf16 autocast on CUDA as in training.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from lmcli.console import console
+from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
-from lmcli.experiments.runs import finite_or_none
+from lmcli.progress import SILENT, Progress
+from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
+from lmcli.training.data import scan_tokens
+from lmcli.training.device import setup_runtime
+from lmcli.training.evaluator import validation_loss
+from lmcli.training.metrics import perplexity
 from lmcli.workspace import Workspace
 
 
-def eval_command(
-    checkpoint: str | None, data: Path | None, batch_size: int, max_tokens: int, device: str, workspace: Path | None,
-    as_json: bool,
+def evaluate_checkpoint(
+    checkpoint: str | None, data: Path | None, batch_size: int, max_tokens: int, device: str, workspace: Workspace,
+    progress: Progress = SILENT,
 ) -> dict[str, Any]:
-    """Evaluate ``checkpoint`` (a file, run directory or run name; default the latest run's) on ``data`` (default: the validation file of its run); print and return the result."""
-    from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
-    from lmcli.training.data import open_tokens, scan_tokens
-    from lmcli.training.device import setup_runtime
-    from lmcli.training.loop import final_validation
-    from lmcli.training.metrics import perplexity
-
+    """Evaluate ``checkpoint`` (a file, run directory or run name; default the latest run's) on ``data``
+    (default: the validation file of its run)."""
     if batch_size <= 0:
         raise LmcliError(f"--batch-size must be positive, got {batch_size}")
     if max_tokens < 0:
         raise LmcliError(f"--max-tokens must not be negative, got {max_tokens}")
-    workspace = Workspace.resolve(workspace)
-    checkpoint = find_checkpoint(checkpoint, workspace)
+    checkpoint_path = find_checkpoint(checkpoint, workspace)
     runtime = setup_runtime(device, compile="off", autocast="auto", peak_flops=0)
-    model, model_config, saved = load_model_from_checkpoint(checkpoint, runtime.device)
+    model, model_config, saved = load_model_from_checkpoint(checkpoint_path, runtime.device)
     data_path = evaluation_file(data, saved, workspace)
     context = model_config.context_length
-    tokens = open_tokens(data_path, "evaluation data", context + 1)
+    tokens = open_token_ids(data_path, "evaluation data", context + 1)
     if max_tokens:
         tokens = tokens[: max_tokens + 1]
     scan_tokens(tokens, data_path, model_config.vocab_size)  # an id outside the vocabulary: a clear error, not a crash
     evaluated = (len(tokens) - 1) // context * context
 
     started = time.perf_counter()
-    loss = final_validation(model, tokens, batch_size, context, 0, runtime, quiet=False,
-                            description=f"evaluating {data_path.name}")
+    loss = validation_loss(model, tokens, batch_size, context, 0, runtime, progress, f"evaluating {data_path.name}",
+                           kernels=model_config.kernels)
     seconds = time.perf_counter() - started
-    result = {
-        "checkpoint": str(checkpoint),
+    return {
+        "checkpoint": str(checkpoint_path),
         "step": saved.get("iteration"),
         "data": str(data_path),
         "tokens": evaluated,
@@ -68,8 +64,6 @@ def eval_command(
         "seconds": round(seconds, 3),
         "tokens_per_s": round(evaluated / seconds, 1),
     }
-    print_result(result, as_json)
-    return result
 
 
 def evaluation_file(data: Path | None, checkpoint: dict[str, Any], workspace: Workspace) -> Path:
@@ -86,17 +80,3 @@ def evaluation_file(data: Path | None, checkpoint: dict[str, Any], workspace: Wo
         if candidate.exists():
             return candidate
     return data  # missing everywhere: reading it reports the path as the user gave it
-
-
-def print_result(result: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in result.items()}))
-        return
-    table = Table(title="evaluation", show_header=False, title_justify="left")
-    table.add_row("checkpoint", f"{result['checkpoint']} (step {result['step']:,})")
-    table.add_row("data", result["data"])
-    table.add_row("tokens", f"{result['tokens']:,} in windows of {result['context_length']}")
-    table.add_row("loss", f"{result['loss']:.4f}")
-    table.add_row("perplexity", f"{result['perplexity']:.2f}")
-    table.add_row("time", f"{result['seconds']:.1f} s on {result['device']} ({result['tokens_per_s']:,.0f} tokens/s)")
-    console.print(table)

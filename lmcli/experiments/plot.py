@@ -10,7 +10,7 @@ resolved ``config.toml`` files are flattened to ``table.key`` and compared), so 
 ablation labels itself. A diverged run's curve ends with a cross.
 
 The figure is drawn with matplotlib's Agg backend (no display needed) and written atomically;
-``--terminal`` draws the same curves with braille characters instead (``terminal_plot``).
+``lmcli plot --terminal`` draws the same curves with braille characters (``lmcli.ui.braille``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from lmcli.atomic import atomic_path
-from lmcli.console import console, err_console
 from lmcli.errors import LmcliError
 from lmcli.experiments.runs import Run, read_run, resolve_run, workspace_runs
 from lmcli.workspace import Workspace
@@ -88,22 +87,23 @@ def legend_labels(runs: list[Run]) -> list[str]:
     return labels
 
 
-def build_curves(runs: list[Run], metric: str, x_axis: str) -> list[Curve]:
-    """The curves of the runs that have points for ``metric``; an error when none has any."""
+def build_curves(runs: list[Run], metric: str, x_axis: str) -> tuple[list[Curve], list[str]]:
+    """The curves of the runs that have points for ``metric``, and the names of those that have
+    none yet (left out); an error when no run has any."""
     if metric not in METRICS:
         raise LmcliError(f"unknown metric {metric!r} (choose {', '.join(METRICS)})")
     if x_axis not in X_AXES:
         raise LmcliError(f"unknown x axis {x_axis!r} (choose {', '.join(X_AXES)})")
-    curves = []
+    curves, left_out = [], []
     for run, label in zip(runs, legend_labels(runs)):
         xs, ys = curve_points(run, metric, x_axis)
         if xs:
             curves.append(Curve(label, xs, ys, run.status == "diverged"))
         else:
-            err_console.print(f"note: {run.name} has no {metric} points yet; left out", highlight=False)
+            left_out.append(run.name)
     if not curves:
         raise LmcliError(f"none of the runs has {metric} points yet ({', '.join(r.name for r in runs)})")
-    return curves
+    return curves, left_out
 
 
 def time_unit(curves: list[Curve]) -> tuple[float, str]:
@@ -132,6 +132,7 @@ def loss_ceiling(curves: list[Curve]) -> float | None:
 
 def save_figure(curves: list[Curve], metric: str, x_axis: str, out: Path, title: str | None = None) -> Path:
     """Draw the curves with matplotlib (Agg) and write the image atomically; returns ``out``."""
+    # matplotlib takes ~0.5 s to import: only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -162,32 +163,9 @@ def save_figure(curves: list[Curve], metric: str, x_axis: str, out: Path, title:
     return out
 
 
-def terminal_figure(curves: list[Curve], metric: str, x_axis: str):
-    from lmcli.experiments.terminal_plot import braille_plot
-
-    curves, x_label, y_label = axis_labels(curves, metric, x_axis)
-    width = max(40, min(100, console.width - 14))
-    return braille_plot([(c.label + (" [diverged]" if c.diverged else ""), c.xs, c.ys) for c in curves],
-                        width=width, x_label=x_label, y_label=y_label)
-
-
 def gather_runs(specs: list[str], workspace: Workspace) -> list[Run]:
     """Runs named by directory or name; with none named, every run of the workspace."""
     paths = [resolve_run(s, workspace) for s in specs] if specs else workspace_runs(workspace)
     if not paths:
         raise LmcliError(f"no runs to plot in {workspace.runs_dir} (name run directories, or train one first)")
     return [read_run(p) for p in paths]
-
-
-def plot_command(
-    specs: list[str], metric: str, x_axis: str, out: Path | None, terminal: bool, workspace: Path | None
-) -> Path | None:
-    """``lmcli plot``: write the figure (unless only ``--terminal`` is asked) and/or draw it in the terminal."""
-    curves = build_curves(gather_runs(specs, Workspace.resolve(workspace)), metric, x_axis)
-    if terminal:
-        console.print(terminal_figure(curves, metric, x_axis))
-    if out is None and terminal:
-        return None
-    written = save_figure(curves, metric, x_axis, out or Path("curves.png"))
-    console.print(f"wrote {written} ({len(curves)} run{'s' * (len(curves) != 1)}, {metric} vs {x_axis})", highlight=False)
-    return written

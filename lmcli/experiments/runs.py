@@ -1,4 +1,4 @@
-"""What a run directory says about its run: config, metrics, status, and the ``lmcli runs`` table.
+"""What a run directory says about its run: config, metrics and status (what ``lmcli runs`` lists).
 
 ``lmcli train`` leaves in ``<workspace>/runs/<name>/`` a resolved ``config.toml``, a
 ``metrics.jsonl`` of rows (``train``: step, tokens, elapsed_s, lr, loss, grad_norm,
@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
-from lmcli.console import console, format_duration, format_value
 from lmcli.errors import LmcliError
+from lmcli.json_output import finite_or_none
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
 from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
@@ -109,11 +107,6 @@ class Run:
         }
 
 
-def finite_or_none(value: float | None) -> float | None:
-    # JSON has no NaN or Infinity: a missing or unusable number is null
-    return value if value is not None and math.isfinite(value) else None
-
-
 def is_run_dir(path: Path) -> bool:
     return path.is_dir() and ((path / CONFIG_FILE).is_file() or (path / METRICS_FILE).is_file())
 
@@ -187,33 +180,3 @@ def workspace_runs(workspace: Workspace) -> list[Path]:
 def _created(path: Path) -> float:
     marker = path / CONFIG_FILE if (path / CONFIG_FILE).is_file() else path / METRICS_FILE
     return marker.stat().st_mtime
-
-
-def runs_command(workspace_path: Path | None, as_json: bool) -> list[dict[str, Any]]:
-    """``lmcli runs``: print (table or JSON) and return the summaries of the workspace's runs."""
-    workspace = Workspace.resolve(workspace_path)
-    summaries = [read_run(p).summary() for p in workspace_runs(workspace)]
-    if as_json:
-        print(json.dumps({"workspace": str(workspace.root), "runs": summaries}))
-    elif not summaries:
-        console.print(f"no runs in {workspace.runs_dir} (start one with `lmcli train --config ...`)", highlight=False)
-    else:
-        console.print(runs_table(summaries))
-    return summaries
-
-
-STATUS_STYLE = {"running": "cyan", "finished": "green", "diverged": "red", "interrupted": "yellow", "failed": "red"}
-
-
-def runs_table(summaries: list[dict[str, Any]]) -> Table:
-    table = Table(title_justify="left")
-    for column in ("run", "status", "steps", "best val loss", "final val loss", "tokens/s", "wall time"):
-        table.add_column(column, justify="left" if column in ("run", "status") else "right")
-    for s in summaries:
-        steps = f"{s['steps']:,}" + (f"/{s['max_steps']:,}" if s["max_steps"] else "")
-        table.add_row(
-            s["name"], f"[{STATUS_STYLE[s['status']]}]{s['status']}", steps, format_value(s["best_val_loss"], ".4f"),
-            format_value(s["final_val_loss"], ".4f"), format_value(s["tokens_per_s"], ",.0f"), format_duration(s["elapsed_s"]),
-        )
-    return table
-

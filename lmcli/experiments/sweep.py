@@ -23,6 +23,7 @@ The sweep ends with a table of final and best validation losses, and writes into
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import re
@@ -31,13 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from lmcli.atomic import atomic_open
-from lmcli.console import console, err_console, format_duration, format_value
 from lmcli.errors import LmcliError
 from lmcli.experiments.plot import build_curves, save_figure, short_keys
 from lmcli.experiments.runs import Run, read_run
+from lmcli.progress import SILENT
+from lmcli.training.config import load_config, resolve_config_path
+from lmcli.training.observers import TrainObserver
+from lmcli.training.run import RunSpec, run_training
 from lmcli.workspace import Workspace
 
 SWEEPS_DIR = "sweeps"
@@ -124,8 +126,6 @@ def safe_name(text: str) -> str:
 
 def check_grid(sweep: Sweep, workspace: Workspace) -> None:
     """Load every grid point's config and check no directory would be overwritten, before any training."""
-    from lmcli.training.config import load_config
-
     for point in sweep.points:
         try:
             load_config(sweep.config, point.overrides(sweep.fixed))
@@ -137,31 +137,48 @@ def check_grid(sweep: Sweep, workspace: Workspace) -> None:
         raise LmcliError(f"sweep directory {sweep.dir} already exists (choose another --name)")
 
 
-def sweep_command(
-    config: str, settings: list[str], name: str | None, device: str | None, workspace_path: Path | None,
-    quiet: bool = False, as_json: bool = False,
-) -> dict[str, Any]:
-    """Run the grid, then print and return the results (table or JSON); writes sweep.json and the plots."""
-    from lmcli.training.config import resolve_config_path
-    from lmcli.training.run import run_training
-
-    workspace = Workspace.resolve(workspace_path)
+def plan_sweep(config: str, settings: list[str], name: str | None, workspace: Workspace) -> Sweep:
+    """The grid of ``--set`` settings over ``config``, every point checked before anything runs."""
     fixed, axes = parse_grid(settings)
     if not axes:
         raise LmcliError("nothing to sweep: give at least one --set section.key=v1,v2 with two or more values")
     name = name or f"sweep-{resolve_config_path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     sweep = Sweep(name, workspace.root / SWEEPS_DIR / name, config, fixed, axes, grid_points(name, axes))
     check_grid(sweep, workspace)
+    return sweep
 
+
+class SilentRun(TrainObserver):
+    """A run's observer and progress sink that shows nothing."""
+
+    task = SILENT.task
+
+
+class SweepObserver:
+    """What a sweep tells the world; the default shows nothing. ``run_display`` gives each run's
+    observer and progress sink (one object, as ``lmcli.ui.live.TrainDisplay`` is)."""
+
+    def run_display(self, index: int, total: int, point: GridPoint) -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext(SilentRun())
+
+    def run_done(self, index: int, total: int, result: dict[str, Any]) -> None:
+        pass
+
+    def interrupted(self, results_path: Path) -> None:
+        pass
+
+
+def run_sweep(sweep: Sweep, workspace: Workspace, device: str | None = None, observer: SweepObserver = SweepObserver()) -> dict[str, Any]:
+    """Train every grid point, one run after another; writes and returns the report (sweep.json and the plots)."""
     results: list[dict[str, Any]] = []
+    total = len(sweep.points)
     try:
         for i, point in enumerate(sweep.points, 1):
             run_dir = workspace.runs_dir / point.name
-            if not (quiet or as_json):
-                err_console.rule(f"run {i}/{len(sweep.points)}: {point.name}")
+            spec = RunSpec(config=sweep.config, overrides=tuple(point.overrides(sweep.fixed)), name=point.name, device=device)
             try:
-                run_training(config, point.overrides(fixed), None, point.name, device, workspace.root,
-                             quiet=quiet or as_json, show_summary=False)
+                with observer.run_display(i, total, point) as display:
+                    run_training(spec, workspace, [display], display)
                 error = None
             except LmcliError as e:
                 if not run_dir.exists():
@@ -170,25 +187,18 @@ def sweep_command(
             except KeyboardInterrupt:
                 if run_dir.exists():
                     results.append(run_result(run_dir, point, "interrupted"))
-                err_console.print(f"sweep interrupted: the results so far go to {sweep.dir / RESULTS_FILE}", highlight=False)
+                observer.interrupted(sweep.dir / RESULTS_FILE)
                 raise
             results.append(run_result(run_dir, point, error))
-            err_console.print(progress_line(i, len(sweep.points), results[-1]), highlight=False)
+            observer.run_done(i, total, results[-1])
     finally:
         if results:  # also after Ctrl-C: the runs done so far are worth their table and plot
             report = write_results(sweep, results, workspace)
-    print_report(report, as_json)
     return report
 
 
 def run_result(run_dir: Path, point: GridPoint, error: str | None) -> dict[str, Any]:
     return {**read_run(run_dir).summary(), "values": point.values, "error": error}
-
-
-def progress_line(i: int, total: int, result: dict[str, Any]) -> str:
-    values = ", ".join(f"{k}={v}" for k, v in result["values"].items())
-    loss = f", final val loss {result['final_val_loss']:.4f}" if result["final_val_loss"] is not None else ""
-    return f"sweep {i}/{total} ({values}): {result['status']} after {result['steps']:,} steps{loss}"
 
 
 def best_run(results: list[dict[str, Any]]) -> str | None:
@@ -222,28 +232,8 @@ def write_plots(runs: list[Run], sweep_dir: Path) -> list[str]:
     written = []
     for metric in PLOTS:
         try:
-            curves = build_curves(runs, metric, "step")
+            curves, _ = build_curves(runs, metric, "step")
         except LmcliError:  # no run got as far as the first point of this metric
             continue
         written.append(str(save_figure(curves, metric, "step", sweep_dir / f"{metric}.png", title=f"{sweep_dir.name}: {metric}")))
     return written
-
-
-def print_report(report: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps(report))
-        return
-    table = Table(title=f"sweep {report['sweep']}" + ("" if report["complete"] else " (incomplete)"), title_justify="left")
-    axes = list(report["grid"])
-    for column in (*axes, "status", "steps", "final val loss", "best val loss", "wall time", "run"):
-        table.add_column(column, justify="left" if column in ("status", "run") else "right")
-    for r in report["runs"]:
-        style = "bold green" if r["name"] == report["best"] else None
-        table.add_row(*(r["values"][a] for a in axes), r["status"], f"{r['steps']:,}", format_value(r["final_val_loss"], ".4f"),
-                      format_value(r["best_val_loss"], ".4f"), format_duration(r["elapsed_s"]), r["name"], style=style)
-    console.print(table)
-    if report["best"]:
-        console.print(f"best: {report['best']}", highlight=False)
-    for plot in report["plots"]:
-        console.print(f"wrote {plot}", highlight=False)
-    console.print(f"results: {Path(report['dir']) / RESULTS_FILE}", highlight=False)

@@ -1,2 +1,3 @@
-"""``lmcli generate`` around the generation API of ``lmcli.generate``: finding the checkpoint and its
-tokenizer (command), and turning streamed token ids into text (text_stream)."""
+"""Text generation: choosing each next token (sampling), the decoding loop with its KV cache
+(decoding), turning streamed ids into text (text_stream) and the completions it builds
+(completion). ``lmcli.generate`` re-exports the CS336 interface."""

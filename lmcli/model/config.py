@@ -3,25 +3,26 @@
 The defaults are the CS336 TinyStories model (17M non-embedding parameters). The string switches
 select the ablations the assignment runs: post-norm or no RMSNorm at all, no position embedding
 (NoPE), a plain SiLU feed-forward instead of SwiGLU, and tying the LM head to the token embedding.
+
+``kernels`` changes how the model computes, never what: ``"reference"`` runs attention, RoPE
+and the loss as the plain tensor code of ``lmcli.model.attention`` and ``lmcli.training.loss``
+(what to read, and what to compare against), ``"fast"`` (the default) runs the hand-written
+autograd functions of ``lmcli.model.kernels`` that equal it. Checkpoints of either load in both.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lmcli.config_values import dataclass_from_table
 from lmcli.errors import LmcliError
 
-if TYPE_CHECKING:
-    import torch
-
-    from lmcli.model.transformer import TransformerLM
-
 NORMS = ("pre", "post", "none")
 POSITIONS = ("rope", "none")
 FFNS = ("swiglu", "silu")
+KERNELS = ("fast", "reference")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class ModelConfig:
     position: str = "rope"  # "rope" | "none"      (NoPE ablation)
     ffn: str = "swiglu"  # "swiglu" | "silu"        (SiLU ablation: W2·SiLU(W1 x), no w3; set d_ff = 4·d_model)
     tie_embeddings: bool = False  # lm_head shares token_embeddings.weight
+    kernels: str = "fast"  # "fast" | "reference"  (how attention, RoPE and the loss are computed)
 
     @property
     def head_dim(self) -> int:
@@ -49,7 +51,7 @@ class ModelConfig:
                 raise LmcliError(f"model.{name} must be positive, got {getattr(self, name)}")
         if self.d_model % self.num_heads:
             raise LmcliError(f"model.num_heads ({self.num_heads}) must divide model.d_model ({self.d_model})")
-        for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS)):
+        for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS), ("kernels", KERNELS)):
             if getattr(self, name) not in allowed:
                 raise LmcliError(f"model.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
         if self.position == "rope":
@@ -58,11 +60,9 @@ class ModelConfig:
             if self.head_dim % 2:
                 raise LmcliError(f"RoPE rotates pairs: the head dimension d_model/num_heads = {self.head_dim} must be even")
 
-    def build(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TransformerLM:
-        """Construct the model (weights freshly initialized); TransformerLM validates the config."""
-        from lmcli.model.transformer import TransformerLM
-
-        return TransformerLM(**dataclasses.asdict(self), device=device, dtype=dtype)
+    def same_architecture(self, other: ModelConfig) -> bool:
+        """Whether both configs build the same model (weights of one load into the other)."""
+        return dataclasses.replace(self, kernels=other.kernels) == other
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

@@ -6,6 +6,8 @@
 - ``RMSNorm``: x / sqrt(mean(x²) + ε) · g, computed in float32 because squaring overflows or
   loses precision in bf16/fp16, and returned in the input dtype.
 - ``silu`` (x·σ(x)) and ``softmax`` (max-subtracted so exp never overflows, computed in float32).
+- ``rotate_pairs``: RoPE's rotation of each pair (x₂ₖ, x₂ₖ₊₁) by an angle whose cosine and
+  sine are given (``lmcli.model.attention`` computes the angles).
 - ``SwiGLU``: W2 (SiLU(W1 x) ⊙ W3 x), the gated feed-forward of LLaMA; ``SiLUFeedForward`` is the
   ungated W2 SiLU(W1 x) the CS336 ablation compares it with.
 """
@@ -68,6 +70,12 @@ def softmax(x: torch.Tensor, dim: int) -> torch.Tensor:
     x = torch.exp(x - x.amax(dim=dim, keepdim=True).detach())
     # Multiplying by the reciprocal of the (small) sums: a faster forward and backward than dividing.
     return (x * x.sum(dim=dim, keepdim=True).reciprocal()).to(in_dtype)
+
+
+def rotate_pairs(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate each pair (x₂ₖ, x₂ₖ₊₁) of the last dim by the angle whose cosine/sine are cos[k]/sin[k]."""
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2)
 
 
 class SwiGLU(nn.Module):

@@ -2,6 +2,10 @@
 
 token ids -> embedding -> num_layers × block -> final RMSNorm -> lm_head -> logits over the vocabulary.
 
+Everything is built from one ``ModelConfig`` (``TransformerLM.from_config``; the CS336 flat
+constructor fills one in). ``config.kernels`` picks how attention and RoPE compute: the plain
+code of ``lmcli.model.attention`` ("reference") or the equal kernels of ``lmcli.model.kernels``.
+
 A pre-norm block is  x = x + attn(ln1(x));  x = x + ffn(ln2(x)):  the residual stream itself is
 never normalized, which keeps gradients well-behaved in deep stacks. The CS336 ablations are
 switches of ``ModelConfig``:
@@ -18,6 +22,7 @@ switches of ``ModelConfig``:
 
 from __future__ import annotations
 
+import dataclasses
 from typing import TYPE_CHECKING
 
 import torch
@@ -35,15 +40,23 @@ if TYPE_CHECKING:
 class TransformerBlock(nn.Module):
     def __init__(
         self, d_model: int, num_heads: int, d_ff: int, max_seq_len: int, theta: float | None,
-        norm: str = "pre", ffn: str = "swiglu", device=None, dtype=None,
+        norm: str = "pre", ffn: str = "swiglu", device=None, dtype=None, kernels: str = "fast",
     ):
         super().__init__()
         self.norm = norm
         self.ln1 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
-        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype)
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels)
         self.ln2 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
         feed_forward = SwiGLU if ffn == "swiglu" else SiLUFeedForward
         self.ffn = feed_forward(d_model, d_ff, device=device, dtype=dtype)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, device=None, dtype=None) -> TransformerBlock:
+        theta = config.rope_theta if config.position == "rope" else None
+        return cls(
+            config.d_model, config.num_heads, config.d_ff, config.context_length, theta, config.norm, config.ffn,
+            device=device, dtype=dtype, kernels=config.kernels,
+        )
 
     def forward(
         self, x: torch.Tensor, token_positions: torch.Tensor | None = None, kv_cache: LayerCache | None = None
@@ -61,25 +74,28 @@ class TransformerBlock(nn.Module):
 class TransformerLM(nn.Module):
     def __init__(
         self, vocab_size: int, context_length: int, d_model: int, num_layers: int, num_heads: int, d_ff: int,
-        rope_theta: float, norm: str = "pre", position: str = "rope", ffn: str = "swiglu",
-        tie_embeddings: bool = False, device=None, dtype=None,
+        rope_theta: float, device=None, dtype=None, **switches,
     ):
+        """The CS336 constructor; ``switches`` are the other fields of ``ModelConfig`` (norm, position,
+        ffn, tie_embeddings, kernels). ``TransformerLM.from_config(config)`` is the same from a config."""
         super().__init__()
-        self.config = ModelConfig(
-            vocab_size, context_length, d_model, num_layers, num_heads, d_ff, rope_theta, norm, position, ffn,
-            tie_embeddings,
+        self.config = config = ModelConfig(
+            vocab_size=vocab_size, context_length=context_length, d_model=d_model, num_layers=num_layers,
+            num_heads=num_heads, d_ff=d_ff, rope_theta=rope_theta, **switches,
         )
-        self.config.validate()
-        theta = rope_theta if position == "rope" else None
+        config.validate()
+        self.kernels = config.kernels
         self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
-        self.layers = nn.ModuleList(
-            TransformerBlock(d_model, num_heads, d_ff, context_length, theta, norm, ffn, device=device, dtype=dtype)
-            for _ in range(num_layers)
-        )
-        self.ln_final = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
+        self.layers = nn.ModuleList(TransformerBlock.from_config(config, device, dtype) for _ in range(num_layers))
+        self.ln_final = None if config.norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
-        if tie_embeddings:
+        if config.tie_embeddings:
             self.token_embeddings.weight = self.lm_head.weight
+
+    @classmethod
+    def from_config(cls, config: ModelConfig, device=None, dtype=None) -> TransformerLM:
+        """The model ``config`` describes, with freshly initialized weights."""
+        return cls(**dataclasses.asdict(config), device=device, dtype=dtype)
 
     @property
     def context_length(self) -> int:

@@ -1,4 +1,4 @@
-"""Reading a large text file in bounded chunks whose edges are pre-token boundaries.
+"""Where text can be cut without changing its tokens: file chunks, stream flushes, bounded pieces.
 
 A multi-GB corpus cannot be read at once, and it cannot be cut anywhere either: a cut inside a
 word or a run of whitespace would change how the text pre-tokenizes. Each cut is therefore
@@ -19,7 +19,11 @@ decoding error is reported at its byte offset in the file.
 API: ``chunk_ranges(path, special_tokens, chunk_bytes)`` lists ``(start, end)`` byte ranges
 covering the file; ``read_text(path, start, end, errors)`` reads and decodes one of them
 (``read_range`` and ``decode_utf8`` do the two steps apart, e.g. to decode one document at a
-time); ``special_bytes_pattern`` finds special tokens in undecoded bytes.
+time).
+
+The same rule cuts decoded text: ``last_safe_cut`` finds where a stream of text can be flushed
+(after a non-whitespace character that GPT-2 whitespace follows, outside special tokens), and
+``bounded_pieces`` cuts one huge document before a newline that follows a non-space character.
 """
 
 from __future__ import annotations
@@ -27,12 +31,11 @@ from __future__ import annotations
 import itertools
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import AnyStr
 
 from lmcli.errors import LmcliError
-from lmcli.tokenizer.pretokenize import special_token_pattern
+from lmcli.tokenizer.special_tokens import inside_special, special_bytes_pattern
 
 DEFAULT_CHUNK_BYTES = 4 << 20
 SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
@@ -40,6 +43,10 @@ SCAN_BYTES = 1 << 16  # how far to look ahead for a cut at a time
 # A printable ASCII byte or the last byte of a multi-byte character, followed by ASCII
 # whitespace: a cut candidate (the multi-byte character is checked by _ends_non_space).
 _SAFE_CUT = re.compile(rb"[\x21-\x7e\x80-\xbf](?=[\t\n\v\f\r ])")
+# The rule for decoded text: a non-whitespace character that whitespace follows (GPT-2's \s,
+# which does not include \x1c-\x1f), a pre-token boundary whatever text follows.
+_TEXT_CUT = re.compile(r"\S(?=[^\S\x1c-\x1f])")
+TEXT_CUT_WINDOW = 1 << 16  # how far back from the end of a text last_safe_cut looks
 
 
 def chunk_ranges(path: str | os.PathLike, special_tokens: Iterable[str], chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> list[tuple[int, int]]:
@@ -95,11 +102,6 @@ def _ends_non_space(window: bytes, cut: int) -> bool:
     return len(char) == 1 and len(char.encode("utf-8")) == cut - start and not char.isspace()
 
 
-def inside_special(text: AnyStr, cut: int, specials: Iterable[AnyStr]) -> bool:
-    """Whether an occurrence of a special token contains both text[cut - 1] and text[cut]."""
-    return any(text.find(s, max(0, cut - len(s) + 1), cut - 1 + len(s)) != -1 for s in specials)
-
-
 def read_range(path: str | os.PathLike, start: int, end: int) -> bytes:
     """Bytes ``start:end`` of the file."""
     with open(path, "rb") as f:
@@ -123,12 +125,6 @@ def read_text(path: str | os.PathLike, start: int, end: int, errors: str = "stri
     return decode_utf8(read_range(path, start, end), path, start, errors)
 
 
-def special_bytes_pattern(special_tokens: Iterable[str]) -> re.Pattern[bytes] | None:
-    """``special_token_pattern`` for UTF-8 bytes: any special token, longest first."""
-    pattern = special_token_pattern(special_tokens)
-    return re.compile(pattern.pattern.encode("utf-8")) if pattern else None
-
-
 def _special_bytes(special_tokens: Iterable[str]) -> list[bytes]:
     """The distinct non-empty special tokens as UTF-8 bytes, longest first."""
     return sorted({t.encode("utf-8") for t in special_tokens if t}, key=len, reverse=True)
@@ -144,3 +140,30 @@ def check_text_file(path: str | os.PathLike) -> Path:
     if not os.access(path, os.R_OK):
         raise LmcliError(f"input file {path} is not readable (permission denied)")
     return path
+
+
+def last_safe_cut(text: str, special_tokens: list[str], window: int = TEXT_CUT_WINDOW) -> int:
+    """The last position in the final ``window`` characters of ``text`` where it can be split
+    whatever follows it (0 if there is none yet): never where a special token could still
+    complete or inside one."""
+    end = len(text) - max(map(len, special_tokens), default=0)
+    lo = max(0, end - window)
+    for m in reversed(list(_TEXT_CUT.finditer(text, lo, max(end, 0)))):
+        if not inside_special(text, m.end(), special_tokens):
+            return m.end()
+    return 0
+
+
+def bounded_pieces(text: str, max_chars: int) -> Iterator[str]:
+    """Text cut into pieces of about ``max_chars`` at pre-token boundaries (a newline after \\S)."""
+    start = 0
+    while len(text) - start > max_chars:
+        cut = text.find("\n", start + max_chars)
+        # str.isspace() is true for every character \s matches, so "not isspace" means \S.
+        while cut != -1 and text[cut - 1].isspace():
+            cut = text.find("\n", cut + 1)
+        if cut == -1:
+            break
+        yield text[start:cut]
+        start = cut
+    yield text[start:]

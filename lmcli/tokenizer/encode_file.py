@@ -26,6 +26,7 @@ import numpy as np
 
 from lmcli.atomic import atomic_path
 from lmcli.errors import LmcliError
+from lmcli.progress import SILENT, Progress
 from lmcli.tokenizer.chunks import check_text_file, chunk_ranges, read_text
 from lmcli.tokenizer.tokenizer import Tokenizer
 
@@ -154,65 +155,12 @@ def encode_files(
     workers: int,
     dtype: str = "auto",
     errors: str = "strict",
-    quiet: bool = False,
+    progress: Progress = SILENT,
 ) -> list[EncodeResult]:
-    """Encode each (input, output) pair with a byte progress bar on stderr."""
-    from lmcli.console import byte_progress
-
+    """Encode each (input, output) pair, one progress task per file."""
     results = []
-    with byte_progress(quiet) as progress:
-        for input_path, output_path in jobs:
-            size = input_path.stat().st_size if input_path.is_file() else 0
-            task = progress.add_task(f"encode {input_path.name}", total=size)
-            results.append(
-                encode_file(tokenizer, input_path, output_path, workers, dtype, errors,
-                            on_progress=lambda n, task=task: progress.advance(task, n))
-            )
+    for input_path, output_path in jobs:
+        size = input_path.stat().st_size if input_path.is_file() else 0
+        task = progress.task(f"encode {input_path.name}", total=size, unit="bytes")
+        results.append(encode_file(tokenizer, input_path, output_path, workers, dtype, errors, on_progress=task.advance))
     return results
-
-
-def encode_command(
-    input_path: Path | None,
-    tokenizer_dir: Path | None,
-    special_tokens: list[str] | None,
-    out: Path | None,
-    workers: int | None,
-    dtype: str,
-    errors: str,
-    workspace: Path | None,
-    as_json: bool,
-) -> None:
-    """``lmcli encode``: default paths from the workspace, encode, print a summary (or JSON)."""
-    import json
-
-    from lmcli.console import console
-    from lmcli.parallel import available_cores
-    from lmcli.tokenizer.train import check_errors_mode
-    from lmcli.workspace import Workspace
-
-    workers = workers or available_cores()
-    ws = Workspace.resolve(workspace)
-    tokenizer_dir = tokenizer_dir or ws.tokenizer_dir
-    tokenizer = Tokenizer.from_dir(tokenizer_dir, special_tokens or None)
-    if input_path is None:
-        if out is not None:
-            raise LmcliError("--out needs an INPUT file (without one, both demo splits are encoded into the workspace)")
-        inputs = [ws.demo_split("train"), ws.demo_split("valid")]
-    else:
-        inputs = [input_path]
-    # Check everything before the progress bar starts, so bad input fails with one clear line.
-    inputs = [check_text_file(p) for p in inputs]
-    check_errors_mode(errors)
-    choose_dtype(tokenizer, dtype)
-    jobs = [(p, out or ws.encoded_path(p)) for p in inputs]
-    results = encode_files(tokenizer, jobs, workers, dtype, errors, quiet=as_json)
-    if as_json:
-        print(json.dumps({"tokenizer": str(tokenizer_dir), "files": [r.as_dict() for r in results]}))
-        return
-    for r in results:
-        console.print(
-            f"[bold]{r.input}[/] -> [bold]{r.output}[/]: {r.tokens:,} tokens ({r.dtype}), "
-            f"{r.bytes_per_token:.2f} bytes/token, {r.mb_per_s:.1f} MB/s, {r.seconds:.2f} s "
-            f"({r.workers} worker{'s' if r.workers != 1 else ''})",
-            highlight=False,
-        )

@@ -4,10 +4,14 @@ Byte-level BPE starts from the 256 byte values as tokens and repeatedly adds the
 most frequent adjacent pair of tokens, until the vocabulary reaches the requested size:
 
 1. count pre-tokens: split the corpus on special tokens, pre-tokenize each piece as GPT-2's
-   regex does (with array operations) and count the distinct pre-tokens (``train_count``:
+   regex does (with array operations) and count the distinct pre-tokens (``fast_count``:
    chunked, in parallel);
 2. count the adjacent pairs of bytes in the distinct pre-tokens, weighted by their counts;
-3. merge the most frequent pair, update the counts, repeat (2 and 3: ``train_merges``).
+3. merge the most frequent pair, update the counts, repeat (2 and 3: ``fast_merges``).
+
+``lmcli.tokenizer.reference.train_bpe`` is the same algorithm written plainly (recounting every
+pair after every merge, on a text in memory); this one returns the same vocab and merges for a
+file of any size.
 
 The vocabulary lists the special tokens first, then the 256 bytes, then one token per merge in
 creation order; ``vocab_size`` counts all of them.
@@ -24,8 +28,10 @@ from pathlib import Path
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import check_text_file
-from lmcli.tokenizer.train_count import count_file_pretokens
-from lmcli.tokenizer.train_merges import MergeLoop
+from lmcli.tokenizer.fast_count import count_file_pretokens
+from lmcli.tokenizer.fast_merges import MergeLoop
+from lmcli.tokenizer.reference import build_vocab
+from lmcli.tokenizer.special_tokens import check_special_tokens
 
 ERROR_MODES = ("strict", "replace")
 
@@ -95,14 +101,6 @@ def train_bpe(
     return build_vocab(special_tokens, merges), merges
 
 
-def build_vocab(special_tokens: list[str], merges: list[tuple[bytes, bytes]]) -> dict[int, bytes]:
-    """Special tokens, then the 256 bytes, then one token per merge."""
-    tokens = [t.encode("utf-8") for t in special_tokens]
-    tokens += [bytes([b]) for b in range(256)]
-    tokens += [a + b for a, b in merges]
-    return dict(enumerate(tokens))
-
-
 def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> int:
     """The number of merges a vocabulary of ``vocab_size`` leaves room for (an error if negative)."""
     num_merges = vocab_size - 256 - len(special_tokens)
@@ -117,13 +115,6 @@ def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> int:
 def check_errors_mode(errors: str) -> None:
     if errors not in ERROR_MODES:
         raise LmcliError(f"unknown errors mode {errors!r}: use one of {', '.join(ERROR_MODES)}")
-
-
-def check_special_tokens(special_tokens: list[str]) -> list[str]:
-    """The special tokens without duplicates (first occurrence kept); empty ones are an error."""
-    if any(not t for t in special_tokens):
-        raise LmcliError("a special token cannot be empty")
-    return list(dict.fromkeys(special_tokens))
 
 
 def check_input(input_path: str | os.PathLike) -> Path:

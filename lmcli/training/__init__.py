@@ -3,26 +3,32 @@
 The pieces, one file each: ``cross_entropy`` (loss), ``AdamW`` (optim), ``cosine_lr``
 (schedule), ``clip_grad_norm`` (clip), ``get_batch`` (data), ``save_checkpoint`` /
 ``load_checkpoint`` / ``load_model_from_checkpoint`` (checkpoint); the config (config), the
-device settings (device), the loop (loop), its records (metrics) and ``lmcli train`` (run).
+device settings (device); and, split by role as torchtitan does, the run's state (state),
+when to save (checkpointer), when and what to evaluate (evaluator), what it records
+(metrics, observers), the loop itself (loop) and a whole run directory (run).
 """
 
-from lmcli.training.checkpoint import load_checkpoint, load_model_from_checkpoint, save_checkpoint
-from lmcli.training.clip import clip_grad_norm
-from lmcli.training.config import TrainConfig, load_config
-from lmcli.training.data import get_batch
-from lmcli.training.loss import cross_entropy
-from lmcli.training.optim import AdamW
-from lmcli.training.schedule import cosine_lr
+from __future__ import annotations
 
-__all__ = [
-    "AdamW",
-    "TrainConfig",
-    "clip_grad_norm",
-    "cosine_lr",
-    "cross_entropy",
-    "get_batch",
-    "load_checkpoint",
-    "load_config",
-    "load_model_from_checkpoint",
-    "save_checkpoint",
-]
+import importlib
+
+_EXPORTS = {
+    "AdamW": "lmcli.training.optim",
+    "TrainConfig": "lmcli.training.config",
+    "clip_grad_norm": "lmcli.training.clip",
+    "cosine_lr": "lmcli.training.schedule",
+    "cross_entropy": "lmcli.training.loss",
+    "get_batch": "lmcli.training.data",
+    "load_checkpoint": "lmcli.training.checkpoint",
+    "load_config": "lmcli.training.config",
+    "load_model_from_checkpoint": "lmcli.training.checkpoint",
+    "save_checkpoint": "lmcli.training.checkpoint",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    # Lazy so that reading a config (`import lmcli.training.config`, accounting) does not import torch.
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'lmcli.training' has no attribute {name!r}")

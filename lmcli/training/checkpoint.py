@@ -30,6 +30,9 @@ import torch
 
 from lmcli.atomic import atomic_path
 from lmcli.errors import LmcliError
+from lmcli.model.config import ModelConfig
+from lmcli.model.transformer import TransformerLM
+from lmcli.tokenizer.files import tokenizer_fingerprint
 from lmcli.workspace import Workspace
 
 LATEST = "latest.pt"  # a run's newest checkpoint (resume from here)
@@ -47,14 +50,13 @@ def save_checkpoint(
     extra: dict[str, Any] | None = None,
 ) -> None:
     """Save model, optimizer and iteration (plus ``extra`` entries) to a path, atomically, or a file object."""
-    checkpoint = {
-        "format": FORMAT,
-        "version": VERSION,
-        "iteration": iteration,
-        "model": uncompiled_state_dict(model),
-        "optimizer": optimizer.state_dict(),
-        **(extra or {}),
-    }
+    entries = {"iteration": iteration, "model": uncompiled_state_dict(model), "optimizer": optimizer.state_dict()}
+    write_checkpoint({**entries, **(extra or {})}, out)
+
+
+def write_checkpoint(entries: dict[str, Any], out: str | os.PathLike | BinaryIO | IO[bytes]) -> None:
+    """Save a checkpoint dict (marked as lmcli's) to a path, atomically, or to a file object."""
+    checkpoint = {"format": FORMAT, "version": VERSION, **entries}
     if isinstance(out, (str, os.PathLike)):
         with atomic_path(out) as tmp:
             torch.save(checkpoint, tmp)
@@ -109,13 +111,11 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.devi
     holds the tokenizer's ``dir`` and ``fingerprint``, ``checkpoint["config"]`` the run's
     resolved config). Raises LmcliError for a missing file or one that is not a checkpoint.
     """
-    from lmcli.model import ModelConfig
-
     checkpoint = read_checkpoint(path, map_location=device)
     if "model_config" not in checkpoint:
         raise LmcliError(f"{path} holds no model config (it was not written by `lmcli train`)")
     model_config = ModelConfig.from_dict(checkpoint["model_config"])
-    model = model_config.build(device=device, dtype=torch.float32)
+    model = TransformerLM.from_config(model_config, device=device, dtype=torch.float32)
     load_model_state(model, checkpoint["model"])
     model.eval()
     return model, model_config, checkpoint
@@ -142,6 +142,18 @@ def find_checkpoint(spec: str | None, workspace: Workspace) -> Path:
     if any(path.is_dir() for path in candidates):
         raise LmcliError(f"{spec} holds no checkpoint ({BEST} or {LATEST})")
     raise LmcliError(f"checkpoint {spec} does not exist (give a .pt file, a run directory or a run name)")
+
+
+def checkpoint_tokenizer(checkpoint: dict[str, Any], tokenizer_dir: Path | None, workspace: Workspace) -> tuple[Path, bool]:
+    """The tokenizer directory to use with a checkpoint, and whether it is the one the model was trained with.
+
+    ``tokenizer_dir`` if given, else the directory the checkpoint records (while it exists), else
+    the workspace's; the second value compares fingerprints (True when the checkpoint has none)."""
+    recorded = checkpoint.get("tokenizer") or {}
+    if tokenizer_dir is None:
+        candidates = [Path(recorded["dir"])] if recorded.get("dir") else []
+        tokenizer_dir = next((d for d in candidates if d.is_dir()), workspace.tokenizer_dir)
+    return tokenizer_dir, recorded.get("fingerprint") in (None, tokenizer_fingerprint(tokenizer_dir))
 
 
 def run_checkpoint(run_dir: Path) -> Path | None:

@@ -2,12 +2,9 @@
 
 A config has the tables ``[model]`` (``lmcli.model.ModelConfig``), ``[data]``,
 ``[optimizer]``, ``[training]`` and ``[system]``; missing keys take the defaults below and
-unknown keys or wrong types are errors that name the key. Two conveniences:
-
-- ``extends = "tinystories.toml"`` at the top level reads that file first (relative to this
-  one) and lays this file's tables over it, so an ablation config only states what differs;
-- ``--set section.key=value`` overrides one value after loading; the value is read as TOML
-  (``3e-4``, ``true``, ``[0.9, 0.95]``), and a bare word is taken as a string.
+unknown keys or wrong types are errors that name the key. ``extends = "base.toml"`` and
+``--set section.key=value`` work as ``lmcli.toml_config`` describes. A config is a path, or
+the name of one bundled with lmcli (``lmcli.configs``: demo, tinystories, ...).
 
 The resolved config (defaults filled in, ``extends`` and overrides applied) is written back
 as ``config.toml`` into the run directory, where ``--config`` or ``--resume`` can read it.
@@ -17,16 +14,15 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from lmcli.config_values import dataclass_from_table
+from lmcli.configs import bundled_config, bundled_names
 from lmcli.errors import LmcliError
-from lmcli.model import ModelConfig
-
-CONFIGS_DIR = Path(__file__).resolve().parents[2] / "configs"
+from lmcli.model.config import ModelConfig
+from lmcli.toml_config import apply_override, read_toml
 
 
 @dataclass(frozen=True)
@@ -102,15 +98,14 @@ class TrainConfig:
 
 
 def resolve_config_path(name: str | Path) -> Path:
-    """A config file by path, or by name among the bundled configs (``demo`` -> configs/demo.toml)."""
+    """A config file by path, or by name among the bundled configs (``demo`` -> lmcli/configs/demo.toml)."""
     path = Path(name).expanduser()
     if path.is_file():
         return path
-    bundled = CONFIGS_DIR / (path.name if path.suffix == ".toml" else f"{path.name}.toml")
-    if path.parent == Path(".") and bundled.is_file():
+    bundled = bundled_config(path.name) if path.parent == Path(".") else None
+    if bundled is not None:
         return bundled
-    known = ", ".join(sorted(p.stem for p in CONFIGS_DIR.glob("*.toml")))
-    raise LmcliError(f"config {name} does not exist (bundled configs: {known})")
+    raise LmcliError(f"config {name} does not exist (bundled configs: {', '.join(bundled_names())})")
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
@@ -119,50 +114,6 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     for override in overrides:
         apply_override(raw, override)
     return config_from_dict(raw)
-
-
-def read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A TOML file as a dict, with the file named by its ``extends`` key merged underneath."""
-    path = path.resolve()
-    if path in seen:
-        raise LmcliError(f"config {path} extends itself (through {' -> '.join(p.name for p in seen)})")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise LmcliError(f"{path} is not valid TOML: {e}") from None
-    parent = raw.pop("extends", None)
-    if parent is None:
-        return raw
-    if not isinstance(parent, str):
-        raise LmcliError(f"{path}: extends must be a file name, got {parent!r}")
-    parent_path = path.parent / parent
-    if not parent_path.is_file():
-        raise LmcliError(f"{path}: extends {parent}, which does not exist beside it")
-    return merge_tables(read_toml(parent_path, (*seen, path)), raw)
-
-
-def merge_tables(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in top.items():
-        both_tables = isinstance(value, dict) and isinstance(base.get(key), dict)
-        merged[key] = merge_tables(base[key], value) if both_tables else value
-    return merged
-
-
-def apply_override(raw: dict[str, Any], override: str) -> None:
-    """Set ``raw[section][key]`` from ``"section.key=value"`` (value parsed as TOML, else a string)."""
-    name, sep, text = override.partition("=")
-    section, dot, key = name.strip().partition(".")
-    if not sep or not dot or not key:
-        raise LmcliError(f"--set {override!r}: expected section.key=value, e.g. optimizer.lr=3e-4")
-    try:
-        value = tomllib.loads(f"v = {text.strip()}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = text.strip()
-    table = raw.setdefault(section, {})
-    if not isinstance(table, dict):
-        raise LmcliError(f"--set {override!r}: {section} is not a table")
-    table[key] = value
 
 
 def config_from_dict(raw: dict[str, Any]) -> TrainConfig:

@@ -1,9 +1,8 @@
 """Training data: token ids on disk, memory-mapped, sampled as random context windows.
 
-``lmcli encode`` writes a corpus as one flat ``.npy`` array of token ids (uint16 or uint32).
-It is opened with ``np.load(mmap_mode="r")``: the operating system pages in only the parts a
-batch touches, so a corpus larger than RAM trains as well as a small one and nothing is
-ever copied whole.
+``lmcli encode`` writes a corpus as one flat ``.npy`` array of token ids (uint16 or uint32),
+opened as a memory map (``lmcli.data.token_files``): the operating system pages in only the
+parts a batch touches, so a corpus larger than RAM trains as well as a small one.
 
 A batch is ``batch_size`` windows of ``context_length + 1`` consecutive ids starting at
 uniformly random offsets; the inputs are the first ``context_length`` ids of each window and
@@ -23,8 +22,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lmcli.console import byte_progress
+from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
+from lmcli.progress import SILENT, Progress
+from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
 
 SCAN_CHUNK = 1 << 24  # ids per chunk when scanning a memmap (64 MiB of uint32 at most)
 
@@ -61,26 +62,6 @@ def sequential_batches(
         yield windows_at(x, starts, context_length, device)
 
 
-def open_tokens(path: Path, what: str, min_length: int) -> np.ndarray:
-    """Memory-map a 1-D integer ``.npy`` of token ids, with a clear error for anything else."""
-    if not path.is_file():
-        raise LmcliError(f"{what} file {path} does not exist (write it with `lmcli encode`)")
-    try:
-        x = np.load(path, mmap_mode="r")
-    except (ValueError, OSError) as e:
-        raise LmcliError(f"{what} file {path} is not a .npy array: {e}") from None
-    if x.ndim != 1 or not np.issubdtype(x.dtype, np.integer):
-        raise LmcliError(f"{what} file {path} holds a {x.dtype} array of shape {x.shape}, not 1-D token ids")
-    if len(x) == 0:
-        raise LmcliError(f"{what} file {path} is empty")
-    if len(x) < min_length:
-        raise LmcliError(
-            f"{what} file {path} has {len(x):,} tokens, fewer than the {min_length:,} one context window needs "
-            "(lower model.context_length or use more data)"
-        )
-    return x
-
-
 @dataclass(frozen=True)
 class TokenStats:
     count: int
@@ -96,23 +77,22 @@ class TokenStats:
         return float(-(p * np.log(p)).sum())
 
 
-def scan_tokens(x: np.ndarray, path: Path, vocab_size: int, quiet: bool = False) -> TokenStats:
+def scan_tokens(x: np.ndarray, path: Path, vocab_size: int, progress: Progress = SILENT) -> TokenStats:
     """Count every id of ``x`` chunk by chunk; error if one is outside ``[0, vocab_size)``."""
     counts = np.zeros(vocab_size, dtype=np.int64)
-    with byte_progress(quiet) as progress:
-        task = progress.add_task(f"checking {path.name}", total=x.nbytes)
-        for start in range(0, len(x), SCAN_CHUNK):
-            chunk = np.asarray(x[start : start + SCAN_CHUNK])
-            if np.issubdtype(chunk.dtype, np.signedinteger) and chunk.min() < 0:
-                raise LmcliError(f"{path} contains the negative token id {chunk.min()}")
-            chunk_counts = np.bincount(chunk, minlength=vocab_size)  # longer than vocab_size: an id too large
-            if len(chunk_counts) > vocab_size:
-                raise LmcliError(
-                    f"{path} contains token id {len(chunk_counts) - 1}, outside the model's vocabulary of "
-                    f"{vocab_size:,} (was it encoded with another tokenizer? check model.vocab_size)"
-                )
-            counts += chunk_counts
-            progress.update(task, advance=chunk.nbytes)
+    task = progress.task(f"checking {path.name}", total=x.nbytes, unit="bytes")
+    for start in range(0, len(x), SCAN_CHUNK):
+        chunk = np.asarray(x[start : start + SCAN_CHUNK])
+        if np.issubdtype(chunk.dtype, np.signedinteger) and chunk.min() < 0:
+            raise LmcliError(f"{path} contains the negative token id {chunk.min()}")
+        chunk_counts = np.bincount(chunk, minlength=vocab_size)  # longer than vocab_size: an id too large
+        if len(chunk_counts) > vocab_size:
+            raise LmcliError(
+                f"{path} contains token id {len(chunk_counts) - 1}, outside the model's vocabulary of "
+                f"{vocab_size:,} (was it encoded with another tokenizer? check model.vocab_size)"
+            )
+        counts += chunk_counts
+        task.advance(chunk.nbytes)
     return TokenStats(count=len(x), counts=counts)
 
 
@@ -126,14 +106,15 @@ class TrainingData:
 
 
 def load_training_data(
-    train_path: Path, valid_path: Path, tokenizer_dir: Path, vocab_size: int, context_length: int, quiet: bool = False
+    train_path: Path, valid_path: Path, tokenizer_dir: Path, vocab_size: int, context_length: int,
+    progress: Progress = SILENT,
 ) -> TrainingData:
     """Open and check everything a run reads, so bad input fails before the first step."""
     fingerprint = check_tokenizer(tokenizer_dir, vocab_size)
-    train = open_tokens(train_path, "training data", context_length + 1)
-    valid = open_tokens(valid_path, "validation data", context_length + 1)
-    train_stats = scan_tokens(train, train_path, vocab_size, quiet)
-    scan_tokens(valid, valid_path, vocab_size, quiet)
+    train = open_token_ids(train_path, "training data", context_length + 1)
+    valid = open_token_ids(valid_path, "validation data", context_length + 1)
+    train_stats = scan_tokens(train, train_path, vocab_size, progress)
+    scan_tokens(valid, valid_path, vocab_size, progress)
     return TrainingData(train, valid, train_stats, tokenizer_dir, fingerprint)
 
 
@@ -143,8 +124,6 @@ def check_tokenizer(tokenizer_dir: Path, vocab_size: int) -> str:
     A size mismatch means the model and the data were made for different tokenizers; a BPE that
     ran out of merges before its target size says so, and the config is set to what it wrote.
     """
-    from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
-
     vocab_path, _ = tokenizer_paths(tokenizer_dir)
     size = read_meta(tokenizer_dir).get("vocab_size") or len(load_vocab(vocab_path))
     if size != vocab_size:

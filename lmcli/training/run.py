@@ -1,4 +1,4 @@
-"""``lmcli train``: set up a run directory (or reopen one to resume), train, print the summary.
+"""A training run in its directory: set it up (or reopen it to resume), train, summarise.
 
 A run directory ``<workspace>/runs/<name>`` holds::
 
@@ -9,92 +9,107 @@ A run directory ``<workspace>/runs/<name>`` holds::
                      step-NNNNNN.pt when ``training.keep_interval`` is set
 
 Everything the run reads is checked before the directory is created, so a bad config or
-bad data leaves nothing behind.
+bad data leaves nothing behind. ``run_training`` is what ``lmcli train`` and ``lmcli sweep``
+call; it prints nothing itself: observers and a progress sink show what it does.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
-
 from lmcli.atomic import atomic_open
-from lmcli.console import console
 from lmcli.errors import LmcliError
-from lmcli.training.checkpoint import LATEST, read_checkpoint
+from lmcli.model.config import ModelConfig
+from lmcli.progress import SILENT, Progress
+from lmcli.training.checkpoint import BEST, LATEST, read_checkpoint
+from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
 from lmcli.training.device import setup_runtime
-from lmcli.training.loop import train
-from lmcli.training.metrics import RunLog, require_wandb
+from lmcli.training.loop import count_parameters, train
+from lmcli.training.metrics import RunLog, perplexity, require_wandb
+from lmcli.training.observers import TrainObserver
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import Workspace
 
 WANDB_PROJECT = "lmcli"
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """Which run to train: a new one from ``config``, or the existing run ``resume``."""
+
+    config: str | None = None  # a config path or bundled config name
+    resume: str | None = None  # a run directory, or a run name under the workspace's runs/
+    overrides: tuple[str, ...] = ()  # section.key=value
+    name: str | None = None  # the new run's directory name (default: config name + timestamp)
+    device: str | None = None  # overrides system.device
+    wandb: bool = False  # also log to Weights & Biases
+
+
 def run_training(
-    config_path: str | None,
-    overrides: list[str],
-    resume: str | None,
-    name: str | None,
-    device: str | None,
-    workspace: Path | None,
-    wandb: bool = False,
-    quiet: bool = False,
-    as_json: bool = False,
-    on_step: Callable[[int], None] | None = None,
-    show_summary: bool = True,
+    spec: RunSpec, workspace: Workspace, observers: Sequence[TrainObserver] = (), progress: Progress = SILENT
 ) -> dict[str, Any]:
-    """Start (``config_path``) or continue (``resume``) a run; prints (unless not ``show_summary``: the
-    sweep prints its own table) and returns its summary."""
-    if (config_path is None) == (resume is None):
+    """Start or continue the run ``spec`` names, train it to its last step; returns its summary."""
+    if (spec.config is None) == (spec.resume is None):
         raise LmcliError("give either --config (start a run) or --resume RUN_DIR (continue one)")
-    workspace = Workspace.resolve(workspace)
-    if device is not None:
-        overrides = [*overrides, f"system.device={device}"]
-    if resume is not None:
-        run_dir = find_run(resume, workspace)
+    overrides = [*spec.overrides, *([f"system.device={spec.device}"] if spec.device is not None else [])]
+    if spec.resume is not None:
+        run_dir = find_run(spec.resume, workspace)
         config = load_config(run_dir / CONFIG_FILE, overrides)
         checkpoint = read_checkpoint(run_dir / LATEST)
         check_resumable(config, checkpoint, run_dir)
     else:
-        path = resolve_config_path(config_path)
+        path = resolve_config_path(spec.config)
         config = load_config(path, overrides)
-        run_dir = workspace.runs_dir / (name or f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = workspace.runs_dir / (spec.name or f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
         if run_dir.exists():
             raise LmcliError(f"run directory {run_dir} already exists (choose another --name, or --resume it)")
         checkpoint = None
 
-    wandb_module = require_wandb() if wandb else None
-    runtime = setup_runtime(config.system.device, config.system.compile, config.system.autocast, config.training.peak_flops)
-    quiet = quiet or as_json
+    wandb_module = require_wandb() if spec.wandb else None
+    s = config.system
+    runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops)
     data = load_training_data(
         workspace.path(config.data.train), workspace.path(config.data.valid), workspace.path(config.data.tokenizer),
-        config.model.vocab_size, config.model.context_length, quiet,
+        config.model.vocab_size, config.model.context_length, progress,
     )
     if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
         raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
 
     run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir, resume_step=checkpoint["iteration"] if checkpoint else None, quiet=quiet)
+    resumed_step = checkpoint["iteration"] if checkpoint else None
+    log = RunLog(run_dir, resume_step=resumed_step)
+    tokenizer = {"dir": str(data.tokenizer_dir.resolve()), "fingerprint": data.tokenizer_fingerprint}
     try:
         with atomic_open(run_dir / CONFIG_FILE, encoding="utf-8") as f:
             f.write(config.to_toml())
         if wandb_module is not None:
             log.wandb_run = wandb_module.init(project=WANDB_PROJECT, name=run_dir.name, config=config.to_dict())
-        summary = train(config, data, run_dir, runtime, log, resume=checkpoint, on_step=on_step, quiet=quiet)
+        checkpointer = Checkpointer(run_dir, config, tokenizer, resumed_step)
+        result = train(config, data, runtime, checkpointer, [log, *observers], resume=checkpoint, progress=progress)
     finally:
         log.close()
-    if show_summary:
-        print_summary(summary, as_json)
-    return summary
+    tokens = config.max_steps * config.training.batch_size * config.model.context_length
+    return {
+        "run_dir": str(run_dir),
+        "steps": config.max_steps,
+        "tokens": tokens,
+        "parameters": count_parameters(result.state.model),
+        "device": runtime.describe(),
+        "elapsed_s": round(result.state.elapsed_s, 1),
+        "train_loss": result.train_loss,
+        "best_val_loss": result.state.best_val_loss,
+        "final_val_loss": result.final_val_loss,
+        "final_val_perplexity": perplexity(result.final_val_loss),
+        "unigram_entropy": data.train_stats.unigram_entropy(),
+        "checkpoint": str(run_dir / LATEST),
+        "best_checkpoint": str(run_dir / BEST),
+    }
 
 
 def find_run(resume: str, workspace: Workspace) -> Path:
@@ -109,7 +124,8 @@ def find_run(resume: str, workspace: Workspace) -> Path:
 
 def check_resumable(config: TrainConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
     """A resumed run may train longer or differently, but not with another model, and must have steps left."""
-    if checkpoint.get("model_config") != dataclasses.asdict(config.model):
+    saved = checkpoint.get("model_config")
+    if not isinstance(saved, dict) or not config.model.same_architecture(ModelConfig.from_dict(saved)):
         raise LmcliError(f"[model] differs from the model checkpointed in {run_dir}; a resumed run cannot change it")
     done = checkpoint["iteration"]
     if done >= config.max_steps:
@@ -117,19 +133,3 @@ def check_resumable(config: TrainConfig, checkpoint: dict[str, Any], run_dir: Pa
             f"{run_dir} already finished its {config.max_steps:,} steps; to train longer, resume with "
             f"--set training.max_steps=N (N > {done:,})"
         )
-
-
-def print_summary(summary: dict[str, Any], as_json: bool) -> None:
-    if as_json:
-        print(json.dumps({k: (v if not isinstance(v, float) or math.isfinite(v) else None) for k, v in summary.items()}))
-        return
-    table = Table(title="training finished", show_header=False, title_justify="left")
-    table.add_row("run", summary["run_dir"])
-    table.add_row("steps / tokens", f"{summary['steps']:,} / {summary['tokens']:,}")
-    table.add_row("parameters", f"{summary['parameters']:,}")
-    table.add_row("time", f"{summary['elapsed_s']:,.1f} s on {summary['device']}")
-    table.add_row("train loss (last)", f"{summary['train_loss']:.4f}")
-    table.add_row("validation loss", f"{summary['final_val_loss']:.4f} (perplexity {summary['final_val_perplexity']:.2f})")
-    table.add_row("unigram entropy", f"{summary['unigram_entropy']:.4f} nats (context-free baseline)")
-    table.add_row("checkpoints", f"{summary['checkpoint']}, {summary['best_checkpoint']}")
-    console.print(table)

@@ -1,0 +1,58 @@
+"""``lmcli encode``: text files to ``.npy`` token ids, with the workspace's defaults and a summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from lmcli.data.demo import demo_split
+from lmcli.errors import LmcliError
+from lmcli.json_output import dumps
+from lmcli.parallel import available_cores
+from lmcli.tokenizer import Tokenizer
+from lmcli.tokenizer.chunks import check_text_file
+from lmcli.tokenizer.encode_file import choose_dtype, encode_files
+from lmcli.tokenizer.train import check_errors_mode
+from lmcli.ui.console import console
+from lmcli.ui.progress import Bars
+from lmcli.workspace import DEMO_SPLITS, Workspace
+
+
+def run(
+    input_path: Path | None,
+    tokenizer_dir: Path | None,
+    special_tokens: list[str] | None,
+    out: Path | None,
+    workers: int | None,
+    dtype: str,
+    errors: str,
+    workspace: Path | None,
+    as_json: bool,
+) -> None:
+    """Encode INPUT (default: both demo splits) with the workspace's tokenizer; print a line per file (or JSON)."""
+    workers = workers or available_cores()
+    ws = Workspace.resolve(workspace)
+    tokenizer_dir = tokenizer_dir or ws.tokenizer_dir
+    tokenizer = Tokenizer.from_dir(tokenizer_dir, special_tokens or None)
+    if input_path is None:
+        if out is not None:
+            raise LmcliError("--out needs an INPUT file (without one, both demo splits are encoded into the workspace)")
+        inputs = [demo_split(ws, split) for split in DEMO_SPLITS]
+    else:
+        inputs = [input_path]
+    # Check everything before the progress bar starts, so bad input fails with one clear line.
+    inputs = [check_text_file(p) for p in inputs]
+    check_errors_mode(errors)
+    choose_dtype(tokenizer, dtype)
+    jobs = [(p, out or ws.encoded_path(p)) for p in inputs]
+    with Bars(quiet=as_json) as bars:
+        results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars)
+    if as_json:
+        print(dumps({"tokenizer": str(tokenizer_dir), "files": [r.as_dict() for r in results]}))
+        return
+    for r in results:
+        console.print(
+            f"[bold]{r.input}[/] -> [bold]{r.output}[/]: {r.tokens:,} tokens ({r.dtype}), "
+            f"{r.bytes_per_token:.2f} bytes/token, {r.mb_per_s:.1f} MB/s, {r.seconds:.2f} s "
+            f"({r.workers} worker{'s' if r.workers != 1 else ''})",
+            highlight=False,
+        )

@@ -1,0 +1,37 @@
+"""Token-id files: the ``.npy`` arrays ``lmcli encode`` writes, opened as memory maps.
+
+``lmcli encode`` writes a corpus as one flat ``.npy`` array of token ids (uint16 or uint32).
+``open_token_ids`` opens it with ``np.load(mmap_mode="r")``: the operating system pages in only
+the parts that are read, so a corpus larger than RAM works as well as a small one and nothing
+is ever copied whole. Anything else (a missing file, a text file, a pickle, an array of floats
+or of another shape) is a one-line error naming the file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from lmcli.errors import LmcliError
+
+
+def open_token_ids(path: Path, what: str = "token ids", min_length: int = 0) -> np.ndarray:
+    """Memory-map a 1-D integer ``.npy`` of token ids with at least ``min_length`` of them."""
+    if not path.is_file():
+        kind = "a directory, not a .npy file" if path.is_dir() else "does not exist (write it with `lmcli encode`)"
+        raise LmcliError(f"{what} file {path} {kind}")
+    try:
+        ids = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise LmcliError(f"{what} file {path} is not a .npy array of token ids ({e})") from None
+    if ids.ndim != 1 or ids.dtype.kind not in "iu":
+        raise LmcliError(f"{what} file {path} holds a {ids.dtype} array of shape {ids.shape}, not 1-D token ids")
+    if len(ids) == 0 and min_length:
+        raise LmcliError(f"{what} file {path} is empty")
+    if len(ids) < min_length:
+        raise LmcliError(
+            f"{what} file {path} has {len(ids):,} tokens, fewer than the {min_length:,} one context window needs "
+            "(lower model.context_length or use more data)"
+        )
+    return ids

@@ -1,0 +1,112 @@
+"""Autoregressive text generation: sample one token, append it, repeat.
+
+At each step the model gives logits for the next token, and ``lmcli.generation.sampling``
+turns them into a token (temperature, top-p). A KV cache (``lmcli.model.kv_cache``) makes each
+step cost one token of computation: the prompt is run once (prefill), then only the newest
+token goes through the model.
+
+Past the context length the model keeps going on a window of the latest tokens. When the
+window would exceed ``context_length``, it is moved forward to keep the last
+``context_length - context_length // 4`` tokens, which are re-run at positions 0.. (RoPE needs
+positions below the context length; re-prefilling gives every cached key its new position).
+Moving by a quarter of the context at once means one re-prefill per ``context_length // 4``
+tokens instead of one per token; every token still sees at least 3/4 of a context. The path
+without a cache applies the same window, so both produce identical greedy output.
+
+``generate`` is the CS336 interface (one prompt, yields token ids); ``generate_batch`` draws
+several samples of one prompt together, one forward pass per step for all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+
+from lmcli.errors import LmcliError
+from lmcli.generation.sampling import Sampling
+from lmcli.model.kv_cache import KVCache
+
+
+def generate(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    eos_id: int | None = None,
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+) -> Iterator[int]:
+    """Yield up to ``max_new_tokens`` token ids continuing ``prompt_ids``; ``eos_id`` is yielded last when drawn.
+
+    ``generator`` (a torch.Generator on the model's device) makes sampling reproducible."""
+    sampling = Sampling(temperature, top_p, generator)
+    return (step[0] for step in generate_batch(model, prompt_ids, max_new_tokens, sampling, eos_id, 1, use_cache))
+
+
+def generate_batch(
+    model: torch.nn.Module,
+    prompt_ids: Sequence[int],
+    max_new_tokens: int,
+    sampling: Sampling = Sampling(),
+    eos_id: int | None = None,
+    num_samples: int = 1,
+    use_cache: bool = True,
+) -> Iterator[list[int | None]]:
+    """Draw ``num_samples`` continuations of one prompt at once; each step yields one new id per
+    sample, or None for a sample that already ended with ``eos_id``. Bad settings raise LmcliError here,
+    before the first step."""
+    prompt_ids = [int(i) for i in prompt_ids]
+    sampling.check()
+    check_request(model, prompt_ids, num_samples, max_new_tokens)
+    return decode_steps(model, prompt_ids, max_new_tokens, sampling, eos_id, num_samples, use_cache)
+
+
+@torch.inference_mode()  # on a generator function, torch enters and leaves it around every step
+def decode_steps(
+    model: torch.nn.Module, prompt_ids: list[int], max_new_tokens: int, sampling: Sampling, eos_id: int | None,
+    num_samples: int, use_cache: bool,
+) -> Iterator[list[int | None]]:
+    """The decoding loop of ``generate_batch`` (settings already checked)."""
+    context = model.context_length
+    keep = context - context // 4
+    device = model.lm_head.weight.device
+    prompt_len = len(prompt_ids)
+    history = torch.empty(num_samples, prompt_len + max_new_tokens, dtype=torch.long, device=device)
+    history[:, :prompt_len] = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+    cache = KVCache.for_model(model, num_samples) if use_cache else None
+    done = [False] * num_samples
+    start, length = 0, prompt_len  # the model sees history[:, start:length]
+    for _ in range(max_new_tokens):
+        if length - start > context:
+            start = length - keep
+            if cache is not None:
+                cache.reset()
+        if cache is None:
+            logits = model(history[:, start:length])[:, -1]
+        else:
+            logits = model(history[:, start + cache.length : length], kv_cache=cache)[:, -1]
+        next_ids = sampling.next_ids(logits)
+        history[:, length] = next_ids
+        length += 1
+        ids = next_ids.tolist()
+        yield [None if finished else i for i, finished in zip(ids, done)]
+        done = [finished or i == eos_id for i, finished in zip(ids, done)]
+        if all(done):
+            return
+
+
+def check_request(model: torch.nn.Module, prompt_ids: list[int], num_samples: int, max_new_tokens: int) -> None:
+    """Raise LmcliError for a prompt or sizes no generation can run with."""
+    if max_new_tokens < 0:
+        raise LmcliError(f"the number of new tokens must be >= 0, got {max_new_tokens}")
+    if num_samples < 1:
+        raise LmcliError(f"the number of samples must be >= 1, got {num_samples}")
+    if not prompt_ids:
+        raise LmcliError("the prompt is empty: generation needs at least one token to start from")
+    if len(prompt_ids) > model.context_length:
+        raise LmcliError(f"the prompt has {len(prompt_ids):,} tokens, more than the model's context of {model.context_length:,}")
+    vocab_size = model.config.vocab_size
+    if not all(0 <= i < vocab_size for i in prompt_ids):
+        raise LmcliError(f"the prompt has token ids outside the model's vocabulary 0..{vocab_size - 1}")

@@ -1,0 +1,222 @@
+"""Counting the pre-tokens of a corpus file, in parallel and in bounded memory.
+
+The result equals ``lmcli.tokenizer.reference.count_pretokens`` on the whole file read at once.
+
+BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
+chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
+range, decoded and cut at special tokens, and its documents are pre-tokenized and counted
+with array operations a megabyte at a time (``PretokenCounts``: the encoder's array
+pre-tokenizer and packed-key hash table, and ``np.bincount`` for the occurrences).
+With K workers, K - 1 worker processes and the main process all take the next chunk from a
+shared counter as soon as they are free (so the load balances itself) and add its pre-tokens
+to their own Counter. A worker sends its Counter to the
+main process, which adds it to its own, when it holds FLUSH_ENTRIES distinct pre-tokens and at
+the end. No chunk's text travels between processes, only byte ranges, progress and Counters,
+so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
+worker, plus one entry per distinct pre-token in the main process.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sys
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from lmcli.errors import LmcliError
+from lmcli.parallel import available_cores
+from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, bounded_pieces, chunk_ranges, decode_utf8, read_range
+from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys
+from lmcli.tokenizer.fast_pretokenize import pretokenize_segments
+from lmcli.tokenizer.special_tokens import special_bytes_pattern
+
+Ranges = list[tuple[int, int]]
+FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
+BATCH_CHARS = 1 << 16  # text pre-tokenized at once (its arrays take ~50 bytes per character)
+
+
+def count_file_pretokens(
+    path: str | os.PathLike,
+    special_tokens: list[str],
+    workers: int | None = None,
+    chunk_bytes: int | None = None,
+    errors: str = "strict",
+    on_bytes: Callable[[int], None] | None = None,
+) -> Counter[bytes]:
+    """How often each pre-token (as UTF-8 bytes) occurs in the file; special tokens are left out.
+
+    ``on_bytes(n)`` is called as each chunk of n bytes is done (for a progress bar).
+    """
+    workers = workers or available_cores()
+    size = Path(path).stat().st_size
+    ranges = chunk_ranges(path, special_tokens, chunk_bytes or default_chunk_bytes(size, workers))
+    on_bytes = on_bytes or (lambda n: None)
+    if workers == 1 or len(ranges) == 1:
+        return _count_ranges(path, ranges, special_tokens, errors, on_bytes)
+    return _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
+
+
+def default_chunk_bytes(size: int, workers: int) -> int:
+    """About eight chunks per worker (to balance the load), 1 MB to DEFAULT_CHUNK_BYTES each."""
+    return max(1 << 20, min(DEFAULT_CHUNK_BYTES, size // (8 * workers) + 1))
+
+
+class PretokenCounts:
+    """How often each pre-token (as UTF-8 bytes) occurs in the texts added so far."""
+
+    def __init__(self):
+        self._table = PackedKeyTable()  # pre-tokens of up to 15 bytes -> entry number
+        self._tokens: list[bytes] = []  # the pre-token of each entry
+        self._counts = np.zeros(1 << 12, dtype=np.int64)
+        self._long: Counter[bytes] = Counter()  # longer pre-tokens
+
+    def __len__(self) -> int:
+        return len(self._tokens) + len(self._long)
+
+    def add(self, texts: list[str]) -> None:
+        """Count the pre-tokens of texts that hold no special token (each pre-tokenized on its own)."""
+        raw, data, starts, ends, barrier = pretokenize_segments(texts)
+        starts, ends = starts[~barrier], ends[~barrier]
+        lengths = ends - starts
+        short = lengths <= MAX_PACKED_BYTES
+        short_starts, short_ends = starts[short], ends[short]
+        entries, added = self._table.find_or_add(*packed_keys(data, short_starts, lengths[short]), len(self._tokens))
+        self._tokens += byte_slices(raw, short_starts[added], short_ends[added])
+        self._counts = grown(self._counts, len(self._tokens))
+        self._counts[: len(self._tokens)] += np.bincount(entries, minlength=len(self._tokens))
+        self._long.update(byte_slices(raw, starts[~short], ends[~short]))
+
+    def counter(self) -> Counter[bytes]:
+        counts = Counter(dict(zip(self._tokens, self._counts[: len(self._tokens)].tolist())))
+        counts.update(self._long)
+        return counts
+
+
+def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None) -> Counter[bytes]:
+    """Pre-token counts of the given byte ranges of the file. With ``on_full``, counts that reach
+    FLUSH_ENTRIES distinct pre-tokens are handed over and counting starts afresh, so a worker
+    never holds more than that."""
+    special = special_bytes_pattern(special_tokens)
+    counts = PretokenCounts()
+    for start, end in ranges:
+        for batch in _batches(_documents(path, start, read_range(path, start, end), special, errors)):
+            counts.add(batch)
+        on_bytes(end - start)
+        if on_full and len(counts) >= FLUSH_ENTRIES:
+            on_full(counts.counter())
+            counts = PretokenCounts()
+    return counts.counter()
+
+
+def _documents(path, start: int, data: bytes, special, errors: str) -> Iterator[str]:
+    """The documents in the bytes read at ``start``, decoded one at a time: a chunk holding a
+    single emoji would otherwise become a 4-bytes-per-character string."""
+    pos = 0
+    for m in special.finditer(data) if special else ():
+        yield decode_utf8(data[pos : m.start()], path, start + pos, errors)
+        pos = m.end()
+    yield decode_utf8(data[pos:], path, start + pos, errors)
+
+
+def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
+    """Consecutive documents in batches of about BATCH_CHARS; a longer document is cut where a
+    cut cannot change its pre-tokens (``bounded_pieces``)."""
+    batch, size = [], 0
+    for document in documents:
+        for piece in bounded_pieces(document, BATCH_CHARS) if len(document) > BATCH_CHARS else [document]:
+            if size + len(piece) > BATCH_CHARS and batch:
+                yield batch
+                batch, size = [], 0
+            batch.append(piece)
+            size += len(piece)
+    if batch:
+        yield batch
+
+
+def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[bytes]:
+    """Count in this process and ``processes - 1`` workers sharing one queue of ranges."""
+    context = _context()
+    next_range = context.Value("q", 0)
+    messages = context.Queue()
+    workers = [
+        context.Process(target=_worker, args=(path, ranges, next_range, special_tokens, errors, messages), daemon=True)
+        for _ in range(processes - 1)
+    ]
+    for w in workers:
+        w.start()
+    try:
+        total: Counter[bytes] = Counter()
+        done = 0
+
+        def handle(message) -> None:
+            nonlocal done
+            kind, value = message
+            if kind == "error":
+                raise value
+            if kind == "bytes":
+                on_bytes(value)
+            elif kind == "counts":
+                total.update(value)
+            else:
+                done += 1
+
+        def drain_then(n: int) -> None:
+            on_bytes(n)
+            while True:
+                try:
+                    handle(messages.get_nowait())
+                except queue.Empty:
+                    return
+
+        total.update(_count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then))
+        while done < len(workers):
+            try:
+                handle(messages.get(timeout=0.5))
+            except queue.Empty:
+                if not all(w.is_alive() for w in workers):
+                    raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
+        return total
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.terminate()
+            w.join()
+
+
+def _shared(ranges: Ranges, next_range) -> Iterator[tuple[int, int]]:
+    """The ranges no process has taken yet, taking each one as it is yielded."""
+    while True:
+        with next_range.get_lock():
+            i = next_range.value
+            next_range.value = i + 1
+        if i >= len(ranges):
+            return
+        yield ranges[i]
+
+
+def _worker(path, ranges: Ranges, next_range, special_tokens, errors, messages) -> None:
+    """Worker process: count shared ranges; send progress per range, counts when its Counter is
+    full and at the end, then "done"."""
+
+    def send(kind: str) -> Callable:
+        return lambda value: messages.put((kind, value))
+
+    try:
+        counts = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, send("bytes"), send("counts"))
+        messages.put(("counts", counts))
+        messages.put(("done", None))
+    except Exception as e:  # LmcliError (bad UTF-8), OSError...: the main process reports it
+        messages.put(("error", e))
+    except KeyboardInterrupt:
+        pass  # the main process reports the interruption
+
+
+def _context():
+    # On Linux, fork starts workers at once with the modules already imported; elsewhere
+    # (macOS, Windows) the platform's default start method is the safe one.
+    return multiprocessing.get_context("fork" if sys.platform == "linux" else None)

@@ -1,0 +1,200 @@
+"""The BPE merge loop: repeatedly merge the most frequent adjacent pair of tokens.
+
+The merges equal those of ``lmcli.tokenizer.reference.train_bpe``, which recounts every pair
+after every merge; this loop counts once and then only updates the counts a merge changes.
+
+Every distinct pre-token ("word") starts as its sequence of bytes (token ids 0-255) and carries
+its count in the corpus, so the work is per distinct word, weighted by count, never per
+occurrence. The loop keeps
+
+- ``pair_counts``: for each adjacent pair of tokens, how often it occurs in the corpus;
+- ``pair_words``: for each pair, the words it was seen in (entries may go stale: a word that no
+  longer holds the pair is simply skipped when that pair is merged);
+- a max-heap of pairs by count, for picking the next merge.
+
+Merging ``(a, b)`` into a new token ``t`` only rewrites the words that hold the pair and only
+adjusts the counts of pairs next to each occurrence: ``(x, a) -> (x, t)`` and ``(b, y) -> (t, y)``.
+Nothing is recounted.
+
+Picking the pair: the highest count wins and ties go to the lexicographically greater pair of
+byte strings. Counts of existing pairs only ever fall and a new pair (one holding ``t``) can
+never outnumber the pair that made it, so the heap is lazy: an entry records the count when it
+was pushed, and a popped entry whose count is out of date is pushed back with the true count.
+All pairs tied at the top count are moved into a small second heap ordered by their bytes
+(``_tie_key``), from which the merges at that count are drawn in the right order.
+
+Pairs are packed into one int ``a << SHIFT | b`` and heap entries into one int of
+(count, pair): ints hash, compare and store more cheaply than tuples.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+
+_TIE_END = chr(257)  # sorts after every inverted byte
+
+
+class MergeLoop:
+    """``MergeLoop(word_counts, num_merges).run(num_merges)``: the merges, in creation order.
+
+    Building it counts the pairs of all words (the "count" stage); ``run`` does the merges.
+    Token ids: 0-255 are the bytes, merge k creates token 256 + k.
+    """
+
+    def __init__(self, word_counts: dict[bytes, int], num_merges: int):
+        self.shift = max(256 + num_merges, 2).bit_length()
+        self.pair_mask = (1 << 2 * self.shift) - 1
+        self.tokens: list[bytes] = [bytes([i]) for i in range(256)]
+        self.tie_keys: list[str] = [_reverse_order_key(t) for t in self.tokens]
+        # Single-byte words have no pairs: they never take part in a merge.
+        self.words: list[list[int]] = [list(w) for w in word_counts if len(w) > 1]
+        self.counts: list[int] = [n for w, n in word_counts.items() if len(w) > 1]
+        self.pair_counts, self.pair_words = self._count_pairs()
+        self.heap = [self._entry(pair, n) for pair, n in self.pair_counts.items()]
+        heapq.heapify(self.heap)
+        self.ties: list[tuple[str, int]] = []  # (tie key, pair) of the pairs at count tie_count
+        self.tie_count = 0
+
+    def _count_pairs(self) -> tuple[dict[int, int], dict[int, list[int]]]:
+        shift = self.shift
+        pair_counts: dict[int, int] = {}
+        pair_words: dict[int, list[int]] = {}
+        for w, (word, n) in enumerate(zip(self.words, self.counts)):
+            for a, b in zip(word, word[1:]):
+                pair = a << shift | b
+                if pair in pair_counts:
+                    pair_counts[pair] += n
+                    seen = pair_words[pair]
+                    if seen[-1] != w:
+                        seen.append(w)
+                else:
+                    pair_counts[pair] = n
+                    pair_words[pair] = [w]
+        return pair_counts, pair_words
+
+    def run(self, num_merges: int, on_merge: Callable[[int], None] | None = None) -> list[tuple[bytes, bytes]]:
+        """Up to ``num_merges`` merges; fewer if the words run out of pairs. ``on_merge(done)`` is
+        called now and then with the number of merges made so far (for a progress bar)."""
+        merges: list[tuple[bytes, bytes]] = []
+        mask = (1 << self.shift) - 1
+        if on_merge:
+            on_merge(0)
+        while len(merges) < num_merges:
+            pair = self._best_pair()
+            if pair is None:
+                break  # no adjacent pairs left anywhere
+            a, b = pair >> self.shift, pair & mask
+            merges.append((self.tokens[a], self.tokens[b]))
+            self._merge(pair, a, b)
+            if on_merge and len(merges) % 100 == 0:
+                on_merge(len(merges))
+        if on_merge:
+            on_merge(len(merges))
+        return merges
+
+    def _entry(self, pair: int, count: int) -> int:
+        # heapq is a min-heap: negate so the highest (count, pair) comes out first.
+        return -(count << 2 * self.shift | pair)
+
+    def _best_pair(self) -> int | None:
+        """The pair to merge next: highest count, ties to the greater bytes; None when none is left."""
+        pair_counts = self.pair_counts
+        while True:
+            while self.ties:
+                tie_key, pair = heapq.heappop(self.ties)
+                count = pair_counts.get(pair)
+                if count == self.tie_count:
+                    return pair
+                if count:  # fell below the tie count since: back to the main heap
+                    heapq.heappush(self.heap, self._entry(pair, count))
+            if not self._gather_ties():
+                return None
+
+    def _gather_ties(self) -> bool:
+        """Move every pair with the top count from the main heap into the tie heap."""
+        heap, pair_counts, shift2, mask = self.heap, self.pair_counts, 2 * self.shift, self.pair_mask
+        self.tie_count = 0
+        while heap:
+            value = -heap[0]
+            recorded, pair = value >> shift2, value & mask
+            if recorded < self.tie_count:
+                break
+            heapq.heappop(heap)
+            count = pair_counts.get(pair)
+            if count == recorded:
+                self.tie_count = count
+                self.ties.append((self._tie_key(pair), pair))
+            elif count:
+                heapq.heappush(heap, self._entry(pair, count))
+        heapq.heapify(self.ties)
+        return bool(self.ties)
+
+    def _tie_key(self, pair: int) -> str:
+        return self.tie_keys[pair >> self.shift] + self.tie_keys[pair & ((1 << self.shift) - 1)]
+
+    def _merge(self, pair: int, a: int, b: int) -> None:
+        """Replace every occurrence of (a, b) by a new token t and move the neighbouring pairs'
+        counts: (x, a) -> (x, t) and (b, y) -> (t, y)."""
+        t = len(self.tokens)
+        self.tokens.append(self.tokens[a] + self.tokens[b])
+        self.tie_keys.append(_reverse_order_key(self.tokens[t]))
+        shift, words, counts = self.shift, self.words, self.counts
+        pair_counts, pair_words = self.pair_counts, self.pair_words
+        created: list[int] = []
+        as_t = [t]
+
+        def move(old: int, new: int, n: int, w: int) -> None:
+            """n occurrences in word w of pair ``old`` become occurrences of pair ``new`` (holding t)."""
+            left = pair_counts[old] - n
+            if left:
+                pair_counts[old] = left
+            else:
+                del pair_counts[old]
+                pair_words.pop(old, None)
+            # Pairs holding t are all created in this merge, so their word lists are new too.
+            count = pair_counts.get(new)
+            if count is None:
+                pair_counts[new] = n
+                pair_words[new] = [w]
+                created.append(new)
+            else:
+                pair_counts[new] = count + n
+                seen = pair_words[new]
+                if seen[-1] != w:
+                    seen.append(w)
+
+        for w in pair_words.pop(pair):
+            word = words[w]
+            todo = word.count(a)  # occurrences of a still to look at; 0 for a stale entry
+            i, n = 0, counts[w]
+            while todo:
+                i = word.index(a, i)
+                todo -= 1
+                if i + 1 < len(word) and word[i + 1] == b:
+                    if i:  # left neighbour x; it is t when the previous occurrence was just merged
+                        x = word[i - 1]
+                        move((b if x == t else x) << shift | a, x << shift | t, n, w)
+                    # right neighbour y, unless it starts another occurrence (then it is that one's left)
+                    if i + 2 < len(word):
+                        y = word[i + 2]
+                        if not (y == a and i + 3 < len(word) and word[i + 3] == b):
+                            move(b << shift | y, t << shift | y, n, w)
+                    word[i : i + 2] = as_t
+                    if a == b:
+                        todo -= 1  # the b just merged was one of the a's
+                i += 1
+        pair_counts.pop(pair, None)
+        for new in created:
+            count = pair_counts[new]
+            if count == self.tie_count:
+                heapq.heappush(self.ties, (self._tie_key(new), new))
+            else:
+                heapq.heappush(self.heap, self._entry(new, count))
+
+
+def _reverse_order_key(token: bytes) -> str:
+    """A string that sorts in the reverse of the token's byte order, so that the concatenated
+    keys of two pairs sort in reverse of their (first, second) byte order: each byte is
+    inverted and the end marker sorts after every byte (a prefix sorts after its extensions)."""
+    return "".join(chr(256 - x) for x in token) + _TIE_END

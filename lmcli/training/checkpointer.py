@@ -1,0 +1,52 @@
+"""When a run writes its checkpoints, and writing them.
+
+- ``latest.pt`` every ``training.checkpoint_interval`` steps, at the last step and when the run
+  is asked to stop (Ctrl-C): ``lmcli train --resume`` continues from it;
+- ``best.pt`` whenever an evaluation finds the lowest validation loss so far;
+- ``step-NNNNNN.pt``, a kept copy, every ``training.keep_interval`` steps (if set).
+
+A checkpoint holds the run's ``TrainState`` and what is needed to use the model alone: the
+resolved config, the model config and the tokenizer's directory and fingerprint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from lmcli.training.checkpoint import BEST, LATEST, write_checkpoint
+from lmcli.training.config import TrainConfig
+from lmcli.training.state import TrainState
+
+
+class Checkpointer:
+    def __init__(self, run_dir: Path, config: TrainConfig, tokenizer: dict[str, str], resumed_step: int | None = None):
+        self.run_dir = run_dir
+        self.interval, self.keep_interval = config.training.checkpoint_interval, config.training.keep_interval
+        self.max_steps = config.max_steps
+        self.about_run = {"config": config.to_dict(), "model_config": dataclasses.asdict(config.model), "tokenizer": tokenizer}
+        self.saved_step = resumed_step  # the step of the newest latest.pt, if any
+
+    def due(self, step: int, stopping: bool) -> bool:
+        """Whether ``latest.pt`` is written after this step."""
+        return step % self.interval == 0 or step == self.max_steps or stopping
+
+    def save_latest(self, state: TrainState) -> None:
+        self._write(state, LATEST)
+        self.saved_step = state.step
+        if self.keep_interval and state.step % self.keep_interval == 0:
+            self._write(state, f"step-{state.step:06d}.pt")
+
+    def save_best(self, state: TrainState) -> None:
+        self._write(state, BEST)
+
+    def kept(self) -> str:
+        """What a failed run leaves to resume from, for its error message."""
+        if self.saved_step is None:
+            return "no checkpoint was written"
+        return f"{self.run_dir / LATEST} (step {self.saved_step:,}) is kept"
+
+    def _write(self, state: TrainState, name: str) -> None:
+        entries: dict[str, Any] = {**state.state_dict(), **self.about_run}
+        write_checkpoint(entries, self.run_dir / name)

@@ -1,0 +1,134 @@
+"""``lmcli sweep``: grid parsing, and a real tiny sweep (2 learning rates, one of them diverging)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lmcli.errors import LmcliError
+from lmcli.commands.sweep import print_report
+from lmcli.experiments.sweep import grid_points, parse_grid, split_values
+from lmcli.tokenizer.files import save_tokenizer
+
+
+def test_values_split_on_top_level_commas_only():
+    assert split_values("1e-4, 3e-4,1e-3") == ["1e-4", "3e-4", "1e-3"]
+    assert split_values("[0.9,0.95],[0.9, 0.99]") == ["[0.9,0.95]", "[0.9, 0.99]"]
+    assert split_values('"a,b",c') == ['"a,b"', "c"]
+    with pytest.raises(LmcliError, match="empty item"):
+        split_values("1,,2")
+
+
+def test_grid_is_the_cartesian_product_with_fixed_overrides_apart():
+    fixed, axes = parse_grid(["optimizer.lr=1e-3,3e-3", "training.max_steps=20", "training.batch_size=4,8"])
+    assert fixed == ["training.max_steps=20"]
+    points = grid_points("s", axes)
+    assert [p.name for p in points] == ["s-lr=1e-3-batch_size=4", "s-lr=1e-3-batch_size=8",
+                                        "s-lr=3e-3-batch_size=4", "s-lr=3e-3-batch_size=8"]
+    assert points[1].overrides(fixed) == ["training.max_steps=20", "optimizer.lr=1e-3", "training.batch_size=8"]
+    # keys whose last parts clash keep their full names; odd characters do not reach the file name
+    named = grid_points("s", {"model.x": ["1", "2"], "optimizer.x": ["[1, 2]", "3"]})
+    assert named[0].name == "s-model.x=1-optimizer.x=1_2"
+
+
+@pytest.mark.parametrize("settings, message", [
+    (["optimizer.lr"], "expected section.key=value"),
+    (["optimizer.lr=1,2", "optimizer.lr=3,4"], "given twice"),
+    (["optimizer.lr=1"], "nothing to sweep"),
+])
+def test_bad_grids(cli, settings, message):
+    args = [a for s in settings for a in ("--set", s)]
+    result = cli("sweep", "--config", "demo", *args)
+    assert result.exit_code == 1 and message in result.stderr
+
+
+TINY_CONFIG = """
+[model]
+vocab_size = 257
+context_length = 16
+d_model = 32
+num_layers = 1
+num_heads = 2
+d_ff = 64
+
+[optimizer]
+lr = 1e-3
+min_lr = 0.0
+warmup_steps = 0
+grad_clip = 0.0
+
+[training]
+batch_size = 4
+max_steps = 6
+log_interval = 2
+eval_interval = 3
+eval_batches = 2
+checkpoint_interval = 3
+final_eval_tokens = 256
+
+[system]
+device = "cpu"
+"""
+
+
+@pytest.fixture
+def tiny_workspace(tmp_path):
+    """A byte-level tokenizer, random token files and a tiny config: enough for real, fast runs."""
+    ws = tmp_path / "workspace"
+    save_tokenizer(ws / "tokenizer", {i: bytes([i]) for i in range(256)} | {256: b"<|endoftext|>"}, [], ["<|endoftext|>"])
+    rng = np.random.default_rng(0)
+    (ws / "data").mkdir()
+    for split, n in (("train", 4000), ("valid", 600)):
+        np.save(ws / "data" / f"{split}.npy", rng.integers(0, 257, n).astype(np.uint16))
+    config = tmp_path / "tiny.toml"
+    config.write_text(TINY_CONFIG)
+    return ws, config
+
+
+def test_sweep_goes_on_past_a_diverging_run(cli, tiny_workspace):
+    ws, config = tiny_workspace
+    result = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e3", "--name", "lr", "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    runs = {r["name"]: r for r in report["runs"]}
+    assert list(runs) == ["lr-lr=1e-3", "lr-lr=1e3"]
+    good, bad = runs["lr-lr=1e-3"], runs["lr-lr=1e3"]
+    assert good["status"] == "finished" and good["steps"] == 6 and good["final_val_loss"] is not None
+    assert bad["status"] == "diverged" and "diverged" in bad["error"] and bad["final_val_loss"] is None
+    assert report["best"] == "lr-lr=1e-3" and report["complete"]
+    sweep_dir = ws / "sweeps" / "lr"
+    assert json.loads((sweep_dir / "sweep.json").read_text())["runs"] == report["runs"]
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["sweep.json", "train_loss.png", "val_loss.png"]
+    # the runs are ordinary runs: `lmcli runs` sees both with their status
+    statuses = {r["name"]: r["status"] for r in json.loads(cli("runs", "--json").stdout)["runs"]}
+    assert statuses == {"lr-lr=1e-3": "finished", "lr-lr=1e3": "diverged"}
+    # the same sweep again would overwrite those runs: refused before training anything
+    again = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e3", "--name", "lr")
+    assert again.exit_code == 1 and "already exists" in again.stderr
+
+
+def test_sweep_errors_come_before_any_training(cli, tiny_workspace):
+    ws, config = tiny_workspace
+    bad_value = cli("sweep", "--config", config, "--set", "training.batch_size=2,-1", "--name", "b")
+    assert bad_value.exit_code == 1 and "grid point b-batch_size=-1: training.batch_size must be positive" in bad_value.stderr
+    assert not (ws / "runs").exists()
+    (ws / "data" / "train.npy").unlink()
+    no_data = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,2e-3", "--name", "d")
+    assert no_data.exit_code == 1 and "train.npy does not exist" in no_data.stderr
+    assert not (ws / "sweeps").exists()  # nothing was trained, so nothing looks like a result
+
+
+def test_the_final_table_names_every_run_and_the_best(capsys):
+    run = {"steps": 6, "best_val_loss": 5.5, "elapsed_s": 61.0}
+    report = {"sweep": "lr", "dir": "/ws/sweeps/lr", "grid": {"optimizer.lr": ["1e-3", "1e3"]}, "complete": True,
+              "best": "lr-lr=1e-3", "plots": ["/ws/sweeps/lr/val_loss.png"], "runs": [
+                  {**run, "name": "lr-lr=1e-3", "values": {"optimizer.lr": "1e-3"}, "status": "finished", "final_val_loss": 5.25},
+                  {**run, "name": "lr-lr=1e3", "values": {"optimizer.lr": "1e3"}, "status": "diverged", "final_val_loss": None}]}
+    print_report(report, as_json=False)
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if "lr-lr=" in line and "│" in line]
+    assert "1e-3" in rows[0] and "finished" in rows[0] and "5.2500" in rows[0] and "5.5000" in rows[0] and "1:01" in rows[0]
+    assert "1e3" in rows[1] and "diverged" in rows[1] and " - " in rows[1]
+    assert "best: lr-lr=1e-3" in out and "wrote /ws/sweeps/lr/val_loss.png" in out and "results: /ws/sweeps/lr/sweep.json" in out

@@ -1,0 +1,110 @@
+"""Checkpoints: round trips, torch.compile prefixes, atomic writes, and clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+from lmcli.errors import LmcliError
+from lmcli.model import ModelConfig, TransformerLM
+from lmcli.training import AdamW, cross_entropy, load_checkpoint, load_model_from_checkpoint, save_checkpoint
+
+TINY = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=2, d_ff=64)
+
+
+
+def _trained(seed: int = 0):
+    torch.manual_seed(seed)
+    model = TransformerLM.from_config(TINY)
+    optimizer = AdamW(model.parameters(), lr=1e-2)
+    ids = torch.randint(TINY.vocab_size, (2, TINY.context_length + 1))
+    cross_entropy(model(ids[:, :-1]), ids[:, 1:]).backward()
+    optimizer.step()
+    return model, optimizer
+
+
+def _same_state(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("to_file_object", [False, True])
+def test_save_and_load_restore_model_optimizer_and_iteration(tmp_path, to_file_object):
+    model, optimizer = _trained(0)
+    target = io.BytesIO() if to_file_object else tmp_path / "ckpt.pt"
+    save_checkpoint(model, optimizer, 123, target)
+    if to_file_object:
+        target.seek(0)
+    fresh, fresh_optimizer = _trained(1)
+    assert not _same_state(model, fresh)
+    assert load_checkpoint(target, fresh, fresh_optimizer) == 123
+    assert _same_state(model, fresh)
+    saved, loaded = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
+    assert all(torch.equal(saved[k]["exp_avg_sq"], loaded[k]["exp_avg_sq"]) for k in saved)
+
+
+def test_a_compiled_model_saves_plain_keys_and_loads_into_an_uncompiled_one(tmp_path):
+    model, optimizer = _trained(0)
+    compiled = torch.compile(model)  # wrapping only; nothing is compiled until it is called
+    assert next(iter(compiled.state_dict())).startswith("_orig_mod.")
+    save_checkpoint(compiled, optimizer, 5, tmp_path / "ckpt.pt")
+    saved = torch.load(tmp_path / "ckpt.pt", weights_only=True)
+    assert not any(k.startswith("_orig_mod.") for k in saved["model"])
+    plain, plain_optimizer = _trained(1)
+    load_checkpoint(tmp_path / "ckpt.pt", plain, plain_optimizer)
+    assert _same_state(model, plain)
+    # and a state dict with the prefix (saved by other tools) loads too, into a compiled model
+    torch.save({**saved, "model": {f"_orig_mod.{k}": v for k, v in saved["model"].items()}}, tmp_path / "prefixed.pt")
+    other, other_optimizer = _trained(2)
+    load_checkpoint(tmp_path / "prefixed.pt", torch.compile(other), other_optimizer)
+    assert _same_state(model, other)
+
+
+def test_a_failure_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
+    model, optimizer = _trained(0)
+    path = tmp_path / "latest.pt"
+    save_checkpoint(model, optimizer, 10, path)
+    real_save = torch.save
+
+    def save_half_then_die(obj, f, *args, **kwargs):
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        with open(f, "wb") as out:
+            out.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # a partial file on disk...
+        raise OSError("No space left on device")  # ...then the failure
+
+    monkeypatch.setattr(torch, "save", save_half_then_die)
+    newer, newer_optimizer = _trained(1)
+    with pytest.raises(OSError, match="No space left"):
+        save_checkpoint(newer, newer_optimizer, 20, path)
+    monkeypatch.undo()
+    restored, restored_optimizer = _trained(2)
+    assert load_checkpoint(path, restored, restored_optimizer) == 10
+    assert _same_state(model, restored)
+    assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left behind
+
+
+def test_reading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
+    model, optimizer = _trained(0)
+    with pytest.raises(LmcliError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt", model, optimizer)
+    (tmp_path / "text.pt").write_text("hello")
+    with pytest.raises(LmcliError, match="is not an lmcli checkpoint"):
+        load_model_from_checkpoint(tmp_path / "text.pt")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(LmcliError, match="is not an lmcli checkpoint"):
+        load_model_from_checkpoint(tmp_path / "other.pt")
+    save_checkpoint(model, optimizer, 1, tmp_path / "bare.pt")  # API checkpoint: no model config inside
+    with pytest.raises(LmcliError, match="holds no model config"):
+        load_model_from_checkpoint(tmp_path / "bare.pt")
+
+
+def test_load_model_from_checkpoint_rebuilds_the_model_from_its_config(tmp_path):
+    model, optimizer = _trained(0)
+    save_checkpoint(model, optimizer, 7, tmp_path / "ckpt.pt", extra={"model_config": dataclasses.asdict(TINY)})
+    loaded, config, checkpoint = load_model_from_checkpoint(tmp_path / "ckpt.pt", "cpu")
+    assert config == TINY and checkpoint["iteration"] == 7 and not loaded.training
+    ids = torch.randint(TINY.vocab_size, (1, 8))
+    torch.testing.assert_close(loaded(ids), model(ids))

@@ -1,0 +1,77 @@
+"""Token files: checks before training, chunked scans, unigram entropy, evaluation windows; device choice."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lmcli.training.data as data
+from lmcli.errors import LmcliError
+from lmcli.data.token_files import open_token_ids
+from lmcli.training.data import scan_tokens, sequential_batches
+from lmcli.training.device import pick_device, setup_runtime
+
+
+def _memmap(tmp_path, ids, dtype=np.uint16) -> np.ndarray:
+    np.save(tmp_path / "ids.npy", np.asarray(ids, dtype=dtype))
+    return open_token_ids(tmp_path / "ids.npy", "training data", 2)
+
+
+def test_scan_counts_across_chunks_and_finds_an_out_of_range_id_in_any_chunk(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "SCAN_CHUNK", 7)  # many chunks, the last one short
+    x = _memmap(tmp_path, [0, 1, 1, 2, 2, 2, 3] * 5 + [3, 3])
+    stats = scan_tokens(x, tmp_path / "ids.npy", vocab_size=10)
+    assert stats.count == 37 and stats.max_id == 3
+    assert stats.counts[:4].tolist() == [5, 10, 15, 7]
+    x = _memmap(tmp_path, [1] * 30 + [10] + [1] * 5)
+    with pytest.raises(LmcliError, match="contains token id 10, outside the model's vocabulary of 10"):
+        scan_tokens(x, tmp_path / "ids.npy", vocab_size=10)
+    x = _memmap(tmp_path, [1] * 20 + [-1], dtype=np.int32)
+    with pytest.raises(LmcliError, match="contains the negative token id -1"):
+        scan_tokens(x, tmp_path / "ids.npy", vocab_size=10)
+
+
+def test_unigram_entropy_in_nats():
+    stats = scan_tokens(np.array([0, 1, 2, 3] * 4), Path("x.npy"), 8)
+    assert stats.unigram_entropy() == pytest.approx(math.log(4))  # four equally frequent ids
+    skewed = scan_tokens(np.array([0, 0, 0, 1]), Path("x.npy"), 8)
+    assert skewed.unigram_entropy() == pytest.approx(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+
+
+@pytest.mark.parametrize(("ids", "message"), [
+    (np.zeros((4, 4), dtype=np.uint16), "not 1-D token ids"),
+    (np.zeros(10, dtype=np.float32), "not 1-D token ids"),
+    (np.zeros(0, dtype=np.uint16), "is empty"),
+    (np.zeros(1, dtype=np.uint16), "fewer than the 2 one context window needs"),
+])
+def test_open_token_ids_rejects_what_is_not_token_ids(tmp_path, ids, message):
+    np.save(tmp_path / "ids.npy", ids)
+    with pytest.raises(LmcliError, match=message):
+        open_token_ids(tmp_path / "ids.npy", "training data", 2)
+    with pytest.raises(LmcliError, match="does not exist"):
+        open_token_ids(tmp_path / "missing.npy", "training data", 2)
+
+
+def test_sequential_batches_cover_the_file_once_in_order(tmp_path):
+    x = _memmap(tmp_path, np.arange(103), dtype=np.uint32)
+    batches = list(sequential_batches(x, batch_size=4, context_length=10, device="cpu"))
+    inputs = torch.cat([b[0] for b in batches])
+    targets = torch.cat([b[1] for b in batches])
+    assert [len(b[0]) for b in batches] == [4, 4, 2]  # 10 windows of 10 (+1 target) in 103 ids
+    assert torch.equal(inputs.flatten(), torch.arange(100))
+    assert torch.equal(targets, inputs + 1)
+
+
+def test_device_choice_is_checked():
+    assert pick_device("cpu") == torch.device("cpu")
+    assert pick_device("auto").type in {"cuda", "mps", "cpu"}
+    if not torch.cuda.is_available():
+        with pytest.raises(LmcliError, match="device cuda is not available"):
+            pick_device("cuda")
+    runtime = setup_runtime("cpu", compile="auto", autocast="auto", peak_flops=0.0)
+    assert (runtime.autocast, runtime.compile, runtime.peak_flops) == (False, False, None)  # CPU: plain float32
+    assert setup_runtime("cpu", "on", "off", 1e12).compile and setup_runtime("cpu", "on", "off", 1e12).peak_flops == 1e12

@@ -1,0 +1,263 @@
+"""`lmcli train` end to end on a tiny model: run directory, resume, Ctrl-C, divergence, bad inputs."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import signal
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from lmcli.tokenizer.files import save_tokenizer
+from lmcli.training import load_model_from_checkpoint
+from lmcli.training.checkpoint import read_checkpoint
+from lmcli.training.observers import TrainObserver
+from lmcli.training.run import RunSpec, run_training
+from lmcli.workspace import Workspace
+
+TINY_CONFIG = """
+[model]
+vocab_size = 256
+context_length = 16
+d_model = 32
+num_layers = 2
+num_heads = 2
+d_ff = 64
+
+[optimizer]
+lr = 1e-2
+min_lr = 1e-3
+warmup_steps = 5
+no_decay = ["*ln*", "token_embeddings.weight"]
+
+[training]
+batch_size = 4
+max_steps = 40
+log_interval = 1
+eval_interval = 10
+eval_batches = 2
+checkpoint_interval = 10
+
+[system]
+device = "cpu"
+"""
+
+
+
+def _text(n_words: int, seed: int) -> bytes:
+    rng = random.Random(seed)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "to", "park", "with", "ball"]
+    return " ".join(rng.choice(words) for _ in range(n_words)).encode()
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    """A workspace with a byte-level tokenizer (256 tokens) and byte ids of a small text as data."""
+    ws = tmp_path / "workspace"
+    save_tokenizer(ws / "tokenizer", {i: bytes([i]) for i in range(256)}, [], [])
+    (ws / "data").mkdir()
+    np.save(ws / "data" / "train.npy", np.frombuffer(_text(4000, 0), dtype=np.uint8).astype(np.uint16))
+    np.save(ws / "data" / "valid.npy", np.frombuffer(_text(500, 1), dtype=np.uint8).astype(np.uint16))
+    (tmp_path / "tiny.toml").write_text(TINY_CONFIG)
+    return ws
+
+
+@pytest.fixture
+def config(tmp_path) -> str:
+    return str(tmp_path / "tiny.toml")
+
+
+def _rows(run_dir, kind):
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["kind"] == kind]
+
+
+def test_train_writes_a_complete_run_directory_and_a_json_summary(cli, workspace, config):
+    result = cli("train", "--config", config, "--name", "tiny", "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    run_dir = workspace / "runs" / "tiny"
+    assert summary["run_dir"] == str(run_dir) and summary["steps"] == 40 and summary["tokens"] == 40 * 4 * 16
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "config.toml", "latest.pt", "metrics.jsonl", "train.log"]
+    train_rows = _rows(run_dir, "train")
+    assert [r["step"] for r in train_rows] == list(range(1, 41))
+    assert {"tokens", "elapsed_s", "lr", "loss", "grad_norm", "tokens_per_s", "mfu"} <= set(train_rows[0])
+    assert train_rows[0]["mfu"] is None  # CPU without training.peak_flops: no MFU
+    evals = _rows(run_dir, "eval")
+    assert [r["step"] for r in evals] == [10, 20, 30, 40]
+    assert all(r["val_perplexity"] == pytest.approx(math.exp(r["val_loss"])) for r in evals)
+    (final,) = _rows(run_dir, "final_eval")
+    assert final["val_loss"] == pytest.approx(summary["final_val_loss"])
+    # 40 steps of a 2-layer model already beat predicting bytes by their frequency alone
+    assert summary["final_val_loss"] < summary["unigram_entropy"] < math.log(256)
+    assert "unigram entropy" in (run_dir / "train.log").read_text()
+
+    model, model_config, checkpoint = load_model_from_checkpoint(run_dir / "latest.pt")
+    assert model_config.d_model == 32 and checkpoint["iteration"] == 40
+    assert checkpoint["tokenizer"]["dir"] == str((workspace / "tokenizer").resolve())
+    assert checkpoint["config"]["training"]["max_steps"] == 40
+    assert read_checkpoint(run_dir / "best.pt")["best_val_loss"] == min(r["val_loss"] for r in evals)
+
+
+def test_resume_after_an_interrupt_continues_bit_for_bit(cli, workspace, config):
+    run_training(RunSpec(config=config, name="straight"), Workspace(workspace))
+
+    class CtrlCAtStep20(TrainObserver):
+        def on_step(self, step: int) -> None:
+            if step == 20:
+                signal.raise_signal(signal.SIGINT)  # what the terminal sends; the loop finishes the step first
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(RunSpec(config=config, name="split"), Workspace(workspace), [CtrlCAtStep20()])
+    assert read_checkpoint(workspace / "runs" / "split" / "latest.pt")["iteration"] == 20
+    result = cli("train", "--resume", "split", "--quiet")
+    assert result.exit_code == 0, result.output
+
+    straight, split = workspace / "runs" / "straight", workspace / "runs" / "split"
+    for kind, keys in (("train", ("step", "lr", "loss", "grad_norm")), ("eval", ("step", "val_loss"))):
+        assert [[r[k] for k in keys] for r in _rows(straight, kind)] == [[r[k] for k in keys] for r in _rows(split, kind)]
+    a, b = read_checkpoint(straight / "latest.pt"), read_checkpoint(split / "latest.pt")
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(cli, workspace, config, monkeypatch):
+    import lmcli.training.loop as loop
+
+    real_cosine_lr = loop.cosine_lr
+
+    def press_ctrl_c_at_step_7(step, *args):
+        if step == 7:
+            signal.raise_signal(signal.SIGINT)  # what the terminal sends; the loop finishes the step first
+        return real_cosine_lr(step, *args)
+
+    monkeypatch.setattr(loop, "cosine_lr", press_ctrl_c_at_step_7)
+    result = cli("train", "--config", config, "--name", "stopped")
+    assert result.exit_code == 130
+    assert "interrupted" in result.stderr and "--resume" in result.stderr
+    run_dir = workspace / "runs" / "stopped"
+    assert read_checkpoint(run_dir / "latest.pt")["iteration"] == 7
+    assert _rows(run_dir, "interrupted") == [{"kind": "interrupted", "step": 7}]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cli, workspace, config, monkeypatch):
+    import lmcli.training.loop as loop
+
+    real_cross_entropy, training_calls = loop.cross_entropy, []
+
+    def nan_from_step_26(logits, targets, *args):
+        loss = real_cross_entropy(logits, targets, *args)
+        if logits.requires_grad:  # a training step, not an evaluation
+            training_calls.append(1)
+            if len(training_calls) >= 26:
+                return loss * float("nan")
+        return loss
+
+    monkeypatch.setattr(loop, "cross_entropy", nan_from_step_26)
+    result = cli("train", "--config", config, "--name", "nan")
+    assert result.exit_code == 1
+    assert "training diverged at step 26" in result.stderr and "latest.pt (step 20) is kept" in result.stderr
+    assert "Traceback" not in result.output
+    run_dir = workspace / "runs" / "nan"
+    checkpoint = read_checkpoint(run_dir / "latest.pt")
+    assert checkpoint["iteration"] == 20
+    assert all(torch.isfinite(v).all() for v in checkpoint["model"].values())
+    assert _rows(run_dir, "diverged")[0]["step"] == 26
+
+
+def _write_ids(workspace, name: str, ids) -> None:
+    np.save(workspace / "data" / name, np.asarray(ids, dtype=np.uint16))
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (lambda ws: _write_ids(ws, "train.npy", [1, 2, 300] * 100), [],
+         "contains token id 300, outside the model's vocabulary of 256"),
+        (lambda ws: (ws / "data" / "valid.npy").unlink(), [], "validation data file"),
+        (lambda ws: _write_ids(ws, "train.npy", []), [], "is empty"),
+        (lambda ws: (ws / "data" / "train.npy").write_text("not numpy"), [], "is not a .npy array"),
+        (lambda ws: _write_ids(ws, "valid.npy", range(50)), ["--set", "model.context_length=64"],
+         "has 50 tokens, fewer than the 65 one context window needs"),
+        (lambda ws: None, ["--set", "model.vocab_size=128"], "has 256 tokens but model.vocab_size is 128"),
+        (lambda ws: None, ["--set", "model.vocab_size=512"], "has 256 tokens but model.vocab_size is 512"),
+        (lambda ws: None, ["--set", "data.tokenizer=elsewhere"], "tokenizer directory"),
+        (lambda ws: None, ["--set", "training.bogus=1"], "unknown key training.bogus"),
+        (lambda ws: None, ["--set", "training.batch_size=big"], "training.batch_size must be an integer"),
+        (lambda ws: None, ["--set", "model.d_model=33"], "must divide model.d_model"),
+        (lambda ws: None, ["--set", "optimizer.no_decay=['norms']"], "'norms' matches no parameter"),
+        (lambda ws: None, ["--device", "tpu"], "system.device must be one of"),
+    ],
+)
+def test_bad_input_is_a_one_line_error_before_any_step(cli, workspace, config, setup, args, message):
+    setup(workspace)
+    result = cli("train", "--config", config, "--name", "bad", *args)
+    assert result.exit_code == 1
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith("error: ") and message in last_line
+    assert "Traceback" not in result.output
+    assert not (workspace / "runs" / "bad" / "latest.pt").exists()
+    assert not (workspace / "runs" / "bad" / "metrics.jsonl").read_text() if (workspace / "runs" / "bad").exists() else True
+
+
+def test_command_line_mistakes_are_clear_errors(cli, workspace, config, monkeypatch):
+    assert "give either --config" in cli("train").stderr
+    assert "give either --config" in cli("train", "--config", config, "--resume", "x").stderr
+    assert "no run directory nowhere" in cli("train", "--resume", "nowhere").stderr
+    assert "config nope.toml does not exist" in cli("train", "--config", "nope.toml").stderr
+    assert "--set 'lr=1'" in cli("train", "--config", config, "--set", "lr=1").stderr
+    monkeypatch.setitem(sys.modules, "wandb", None)  # the package is not installed
+    result = cli("train", "--config", config, "--name", "w", "--wandb")
+    assert result.exit_code == 1 and "pip install wandb" in result.stderr
+    assert not (workspace / "runs" / "w").exists()
+
+
+def test_an_existing_run_name_is_refused_and_a_finished_run_cannot_resume_without_more_steps(cli, workspace, config):
+    assert cli("train", "--config", config, "--name", "r", "--set", "training.max_steps=10", "-q").exit_code == 0
+    again = cli("train", "--config", config, "--name", "r")
+    assert again.exit_code == 1 and "already exists" in again.stderr
+    done = cli("train", "--resume", "r")
+    assert done.exit_code == 1 and "already finished its 10 steps" in done.stderr
+    longer = cli("train", "--resume", "r", "--set", "training.max_steps=15", "--json")
+    assert longer.exit_code == 0, longer.output
+    assert json.loads(longer.stdout)["steps"] == 15
+    changed = cli("train", "--resume", "r", "--set", "model.d_model=64", "--set", "training.max_steps=20")
+    assert changed.exit_code == 1 and "cannot change it" in changed.stderr
+
+
+def test_mfu_is_reported_against_a_configured_peak(cli, workspace, config):
+    from lmcli.accounting import forward_flops
+    from lmcli.training import load_config
+
+    result = cli("train", "--config", config, "--name", "mfu", "-q", "--set", "training.max_steps=10",
+                 "--set", "training.peak_flops=1e12")
+    assert result.exit_code == 0, result.output
+    model = load_config(config).model
+    flops_per_token = 3 * forward_flops(model, 16)["total"] / 16
+    for row in _rows(workspace / "runs" / "mfu", "train"):
+        assert row["mfu"] == pytest.approx(row["tokens_per_s"] * flops_per_token / 1e12, rel=1e-3)
+
+
+def test_wandb_receives_the_config_and_every_row(cli, workspace, config, monkeypatch):
+    inits, logged = [], []
+
+    class FakeRun:
+        def log(self, values, step):
+            logged.append((step, values))
+
+        def finish(self):
+            logged.append("finished")
+
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: inits.append(kw) or FakeRun()))
+    result = cli("train", "--config", config, "--name", "wb", "-q", "--wandb", "--set", "training.max_steps=10")
+    assert result.exit_code == 0, result.output
+    (init,) = inits
+    assert init["project"] == "lmcli" and init["name"] == "wb" and init["config"]["model"]["d_model"] == 32
+    assert [step for step, values in logged[:-1] if "train/loss" in values] == list(range(1, 11))
+    assert [step for step, values in logged[:-1] if "eval/val_loss" in values] == [10]
+    assert logged[-1] == "finished"
