@@ -57,7 +57,7 @@ def cuda_report(torch) -> dict:
 def torch_report() -> dict:
     """torch's version and the accelerators it sees; an import failure is reported, not raised."""
     try:
-        import torch
+        import torch  # here, not at the top: a torch that fails to import is what the report must show
     except (ImportError, OSError) as e:
         return {"version": None, "error": str(e)}
     return {

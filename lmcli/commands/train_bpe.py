@@ -10,8 +10,8 @@ of the main process for ``python -m pstats``.
 
 from __future__ import annotations
 
-import cProfile
 import contextlib
+import cProfile
 import time
 from pathlib import Path
 

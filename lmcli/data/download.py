@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import http.client
-import json
 import os
 import re
 import shutil

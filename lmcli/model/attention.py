@@ -12,7 +12,7 @@ depends only on their relative offset. It is applied to Q and K, never V.
 
 This file is the plain version, and what ``model.kernels = "reference"`` runs. With the
 default ``"fast"``, the same steps run as the hand-written autograd functions of
-``lmcli.model.kernels`` (``if self.kernels == "fast": ... else: # plain``), which equal them.
+``lmcli.model.kernels``, which equal them (``if reference: plain else: kernel``).
 
 The forward is written in three steps (project, rotate, attend over keys). With a KV cache
 (``lmcli.model.kv_cache``) the rotated keys and values of the new tokens are appended to the
@@ -66,9 +66,9 @@ class RotaryPositionalEmbedding(nn.Module):
         else:
             cos, sin = self.cos[token_positions], self.sin[token_positions]
         cos, sin = cos.to(x.dtype), sin.to(x.dtype)
-        if self.kernels == "fast":
-            return kernels.rotate(x, cos, sin)
-        return rotate_pairs(x, cos, sin)
+        if self.kernels == "reference":
+            return rotate_pairs(x, cos, sin)
+        return kernels.rotate(x, cos, sin)  # the same rotation, with a one-pass backward
 
 
 class MultiHeadSelfAttention(nn.Module):
@@ -95,13 +95,13 @@ class MultiHeadSelfAttention(nn.Module):
     ) -> torch.Tensor:
         """x (..., seq, d_model) -> (..., seq, d_model); token_positions (..., seq) default 0..seq-1.
         With ``kv_cache`` (this layer's slot of a KVCache), x holds the tokens after the cached ones."""
-        fast = self.kernels == "fast"
+        reference = self.kernels == "reference"
         # Cached generation feeds one token at a time: there three matrix-vector products read the
         # same weights as one, without copying them into a stacked matrix at every step.
-        if fast and kv_cache is None:
-            qkv = kernels.project_qkv(x, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
-        else:
+        if reference or kv_cache is not None:
             qkv = self.q_proj(x), self.k_proj(x), self.v_proj(x)
+        else:
+            qkv = kernels.project_qkv(x, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         q, k, v = (self.split_heads(t) for t in qkv)
         if self.rope is not None:
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # broadcast over heads
@@ -110,10 +110,10 @@ class MultiHeadSelfAttention(nn.Module):
             k, v = kv_cache.update(k, v)
         # A single query (a generation step) is the last position: it may attend to every key.
         mask = None if q.shape[-2] == 1 else causal_mask(q.shape[-2], k.shape[-2], x.device)
-        if fast:
-            out = kernels.attention(q, k, v, mask)
-        else:
+        if reference:
             out = scaled_dot_product_attention(q, k, v, mask)
+        else:  # the same attention, the score matrix reused in place and a hand-written backward
+            out = kernels.attention(q, k, v, mask)
         return self.output_proj(out.transpose(-3, -2).flatten(-2))
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:

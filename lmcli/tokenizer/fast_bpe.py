@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 # Pairs of two ids below this are ranked by a direct lookup in a dense table (4 MB) rather than
 # by binary search: byte tokens and the first merges, which are most of the pairs to rank.
 DENSE_IDS = 1024

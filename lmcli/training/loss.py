@@ -25,8 +25,8 @@ from lmcli.model import kernels as fast
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernels: str = "fast") -> torch.Tensor:
     """Mean cross-entropy of ``logits`` [..., vocab] against integer ``targets`` [...]."""
-    if kernels == "fast":
-        return fast.cross_entropy(logits, targets)
+    if kernels != "reference":
+        return fast.cross_entropy(logits, targets)  # the same loss, its gradient written by hand
     logits = logits.float()
     shifted = logits - logits.amax(dim=-1, keepdim=True).detach()  # the shift changes no gradient
     log_sum_exp = shifted.exp().sum(dim=-1).log()

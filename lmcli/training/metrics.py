@@ -84,7 +84,7 @@ def truncate_metrics(run_dir: Path, last_step: int) -> None:
 def require_wandb():
     """The ``wandb`` module, or a clear error when the package is not installed."""
     try:
-        import wandb
+        import wandb  # an optional package: imported only for --wandb
     except ImportError:
         raise LmcliError("--wandb needs the wandb package: pip install wandb (then `wandb login`)") from None
     return wandb

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from lmcli.errors import LmcliError
-from lmcli.tokenizer.stats import document_ranges
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer import encode_file as encode_file_module
 from lmcli.tokenizer.encode_file import encode_file
 from lmcli.tokenizer.files import save_tokenizer
+from lmcli.tokenizer.stats import document_ranges
 
 EOT = "<|endoftext|>"
 

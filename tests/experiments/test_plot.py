@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 from matplotlib.image import imread
-from tests.experiments.test_runs import write_run
 
 from lmcli.errors import LmcliError
 from lmcli.experiments.plot import Curve, build_curves, curve_points, legend_labels, loss_ceiling
 from lmcli.experiments.runs import read_run
 from lmcli.ui.braille import BrailleCanvas, braille_plot
+from tests.experiments.test_runs import write_run
 
 
 def test_legend_names_the_config_values_that_differ(tmp_path):

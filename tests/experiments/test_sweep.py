@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from lmcli.errors import LmcliError
 from lmcli.commands.sweep import print_report
+from lmcli.errors import LmcliError
 from lmcli.experiments.sweep import grid_points, parse_grid, split_values
 from lmcli.tokenizer.files import save_tokenizer
 

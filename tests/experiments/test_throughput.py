@@ -3,15 +3,11 @@ lmcli's does (same loss, same weights after a full training step). Correctness o
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
-from lmcli.model import ModelConfig
-
 from benchmarks.train_throughput import build_trainers, main  # noqa: E402
+from lmcli.model import ModelConfig
 
 TINY = ModelConfig(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=64)
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from lmcli.tokenizer.fast_pretoken_ids import PretokenIds, packed_keys, padded_bytes
-from lmcli.tokenizer.pretokenize import GPT2_PATTERN
 from lmcli.tokenizer.fast_pretokenize import BARRIER, character_classes, pretoken_starts
+from lmcli.tokenizer.pretokenize import GPT2_PATTERN
 
 # Characters that exercise every rule: contraction letters, each whitespace kind (\x1c is not
 # whitespace for GPT-2), letters, numbers and symbols outside ASCII, a combining mark, emoji.

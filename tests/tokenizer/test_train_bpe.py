@@ -12,8 +12,7 @@ from collections import Counter
 import pytest
 
 from lmcli.errors import LmcliError
-from lmcli.tokenizer import train_bpe
-from lmcli.tokenizer import fast_count, reference
+from lmcli.tokenizer import fast_count, reference, train_bpe
 from lmcli.tokenizer.chunks import bounded_pieces, chunk_ranges, read_text
 from lmcli.tokenizer.fast_encode import GPT2_ASCII_PATTERN
 from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
@@ -105,7 +104,7 @@ def test_special_tokens_are_never_split_or_merged_across(tmp_path):
 def test_longest_special_token_wins_when_they_overlap(tmp_path):
     text = "a<|x|><|x|><|y|>b<|x|>a" * 30
     _, merges = train_bpe(write(tmp_path, text), 270, ["<|x|>", "<|x|><|y|>"])
-    assert merges == reference_merges(text.replace("<|x|><|y|>", "<|x|>"), 270, ["<|x|>", "<|x|><|y|>"])
+    assert merges == reference_merges(text, 270, ["<|x|>", "<|x|><|y|>"])
 
 
 # --- chunked and parallel --------------------------------------------------------------------

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
+from lmcli.errors import LmcliError
 from lmcli.model import ModelConfig, TransformerLM
 from lmcli.training import AdamW, clip_grad_norm, cosine_lr, cross_entropy, get_batch
 from lmcli.training.optim import decay_groups
-from lmcli.errors import LmcliError
 
 TINY = ModelConfig(vocab_size=64, context_length=16, d_model=32, num_layers=2, num_heads=2, d_ff=64)
 

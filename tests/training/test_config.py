@@ -7,9 +7,9 @@ import dataclasses
 import pytest
 import torch
 
+from lmcli.configs import CONFIGS_DIR
 from lmcli.errors import LmcliError
 from lmcli.model import TransformerLM
-from lmcli.configs import CONFIGS_DIR
 from lmcli.training.config import TrainConfig, config_from_dict, load_config, resolve_config_path
 from lmcli.training.optim import decay_groups
 

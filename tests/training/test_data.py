@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import lmcli.training.data as data
-from lmcli.errors import LmcliError
 from lmcli.data.token_files import open_token_ids
+from lmcli.errors import LmcliError
 from lmcli.training.data import scan_tokens, sequential_batches
 from lmcli.training.device import pick_device, setup_runtime
 

@@ -1,0 +1,111 @@
+"""The fast kernels equal the plain code they name: values and gradients of each kernel on random
+inputs (and finite differences for the hand-written backwards), then whole models and a training
+step with ``kernels="fast"`` against ``kernels="reference"``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lmcli.model import ModelConfig, TransformerLM, kernels
+from lmcli.model.attention import causal_mask, scaled_dot_product_attention
+from lmcli.model.layers import rotate_pairs
+from lmcli.training.loss import cross_entropy
+
+TINY = dict(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48)
+ABLATIONS = [{}, {"norm": "post"}, {"norm": "none"}, {"position": "none"}, {"ffn": "silu", "d_ff": 128},
+             {"tie_embeddings": True}]
+
+
+@pytest.fixture(autouse=True)
+def seed():
+    torch.manual_seed(0)
+
+
+def values_and_grads(fn, *inputs: torch.Tensor) -> list[torch.Tensor]:
+    """fn(*inputs) and the gradient of a random projection of it with respect to every input."""
+    inputs = [t.detach().clone().requires_grad_(t.is_floating_point()) for t in inputs]
+    out = fn(*inputs)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(1), dtype=out.dtype)
+    (out * weights).sum().backward()
+    return [out.detach(), *(t.grad for t in inputs if t.is_floating_point())]
+
+
+def assert_same(fast, plain, **tolerance):
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b, **tolerance)
+
+
+@pytest.mark.parametrize("queries", [7, 3, 1])  # square causal mask, fewer queries than keys (KV cache), one query
+def test_attention_kernel_equals_scaled_dot_product_attention(queries):
+    Q, K, V = torch.randn(2, 3, queries, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    mask = None if queries == 1 else causal_mask(queries, 7)
+    assert_same(values_and_grads(lambda q, k, v: kernels.attention(q, k, v, mask), Q, K, V),
+                values_and_grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask), Q, K, V))
+    with torch.no_grad():  # the inference path (no autograd Function) gives the same values
+        torch.testing.assert_close(kernels.attention(Q, K, V, mask), scaled_dot_product_attention(Q, K, V, mask))
+
+
+def test_attention_kernel_under_bf16_matches_the_plain_code_under_bf16():
+    Q, K, V = (torch.randn(2, 2, 9, 16).bfloat16() for _ in range(3))
+    mask = causal_mask(9, 9)
+    assert_same(values_and_grads(lambda q, k, v: kernels.attention(q, k, v, mask), Q, K, V),
+                values_and_grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask), Q, K, V),
+                rtol=2e-2, atol=2e-2)
+
+
+def test_rotation_kernel_equals_rotate_pairs():
+    x, angles = torch.randn(2, 3, 5, 8), torch.rand(5, 4) * 6
+    assert_same(values_and_grads(lambda t: kernels.rotate(t, angles.cos(), angles.sin()), x),
+                values_and_grads(lambda t: rotate_pairs(t, angles.cos(), angles.sin()), x))
+
+
+def test_fused_projection_equals_three_projections():
+    x, w_q, w_k, w_v = torch.randn(2, 5, 16), torch.randn(16, 16), torch.randn(16, 16), torch.randn(16, 16)
+    for fused, separate in zip(kernels.project_qkv(x, w_q, w_k, w_v), (x @ w_q.T, x @ w_k.T, x @ w_v.T)):
+        torch.testing.assert_close(fused, separate)
+
+
+@pytest.mark.parametrize("shape", [(11,), (3, 7), (2, 3, 5)])
+def test_cross_entropy_kernel_equals_the_plain_formula(shape):
+    logits = torch.randn(*shape, 50) * 4
+    targets = torch.randint(0, 50, shape)
+    assert_same(values_and_grads(lambda o: cross_entropy(o, targets, "fast"), logits),
+                values_and_grads(lambda o: cross_entropy(o, targets, "reference"), logits))
+    assert_same(values_and_grads(lambda o: cross_entropy(o.bfloat16(), targets, "fast"), logits),
+                values_and_grads(lambda o: cross_entropy(o.bfloat16(), targets, "reference"), logits))
+
+
+def test_hand_written_backwards_pass_gradcheck():
+    """CausalAttention and Rotation against finite differences, in float64 (CrossEntropy's backward
+    works in place and runs once, so gradcheck cannot repeat it: it is held to the plain formula above)."""
+    Q, K, V = (torch.randn(2, 2, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    for queries in (6, 3):
+        q = Q[:, :, :queries].detach().requires_grad_()
+        mask = causal_mask(queries, 6)
+        assert torch.autograd.gradcheck(lambda q, k, v: kernels.attention(q, k, v, mask), (q, K, V))
+    angles = torch.rand(6, 2, dtype=torch.float64) * 6
+    assert torch.autograd.gradcheck(lambda x: kernels.rotate(x, angles.cos(), angles.sin()), (Q,))
+
+
+@pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "default")
+def test_a_model_with_fast_kernels_equals_the_reference_model(ablation):
+    fast = TransformerLM.from_config(ModelConfig(**{**TINY, **ablation}))
+    plain = TransformerLM.from_config(ModelConfig(**{**TINY, **ablation, "kernels": "reference"}))
+    plain.load_state_dict(fast.state_dict())
+    ids = torch.randint(0, 97, (3, 16))
+
+    def loss_and_grads(model: TransformerLM) -> list[torch.Tensor]:
+        model.zero_grad()
+        loss = cross_entropy(model(ids[:, :-1]), ids[:, 1:], model.config.kernels)
+        loss.backward()
+        return [loss.detach(), model(ids).detach(), *(p.grad for p in model.parameters())]
+
+    assert_same(loss_and_grads(fast), loss_and_grads(plain), rtol=1e-4, atol=1e-5)
+
+
+def test_the_kernels_switch_reaches_every_layer():
+    model = TransformerLM.from_config(ModelConfig(**TINY, kernels="reference"))
+    assert {m.kernels for m in model.modules() if hasattr(m, "kernels")} == {"reference"}
+    assert ModelConfig(**TINY).same_architecture(model.config)
+    assert not ModelConfig(**TINY).same_architecture(ModelConfig(**{**TINY, "d_ff": 64}))
