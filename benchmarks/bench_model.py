@@ -1,10 +1,11 @@
-"""Attention layer speed at the TinyStories shape: the design choices of ``lmcli.model.attention``.
+"""Attention layer speed at the TinyStories shape: what ``lmcli.model.kernels`` buys.
 
 Times forward + backward of one ``MultiHeadSelfAttention`` (d_model 512, 16 heads, 256 tokens,
 RoPE) three ways, interleaved so machine load hits all alike, median of the repeats:
 
-- lmcli: Q, K, V from one matmul against the concatenated weights (what the model does);
-- separate: the same layer with three Q, K, V matmuls (the alternative the fused one is chosen over);
+- lmcli, fast kernels (what the model runs by default): fused Q/K/V matmul, the attention and
+  RoPE autograd functions of ``lmcli.model.kernels``;
+- lmcli, reference: the plain code of ``lmcli.model.attention`` (``model.kernels = "reference"``);
 - PyTorch: lmcli's projections and RoPE, but ``F.scaled_dot_product_attention(is_causal=True)``
   (a fused kernel lmcli may not use) instead of the explicit masked softmax.
 
@@ -21,19 +22,15 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lmcli.model import MultiHeadSelfAttention
+from lmcli.model import MultiHeadSelfAttention, kernels
 
 D_MODEL, HEADS, SEQ, THETA = 512, 16, 256, 10_000.0
-
-
-class SeparateQKV(MultiHeadSelfAttention):
-    def project_qkv(self, x):
-        return self.q_proj(x), self.k_proj(x), self.v_proj(x)
+FAST = "lmcli (fast kernels)"
 
 
 class TorchSDPA(MultiHeadSelfAttention):
     def forward(self, x, token_positions=None):
-        q, k, v = (self.split_heads(t) for t in self.project_qkv(x))
+        q, k, v = (self.split_heads(t) for t in kernels.project_qkv(x, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
         q, k = self.rope(q), self.rope(k)
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.output_proj(out.transpose(-3, -2).flatten(-2))
@@ -52,7 +49,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     reference = MultiHeadSelfAttention(D_MODEL, HEADS, SEQ, THETA)
-    variants = {"lmcli (fused QKV)": reference, "separate QKV": SeparateQKV(D_MODEL, HEADS, SEQ, THETA), "PyTorch sdpa": TorchSDPA(D_MODEL, HEADS, SEQ, THETA)}
+    variants = {
+        FAST: reference,
+        "lmcli (reference)": MultiHeadSelfAttention(D_MODEL, HEADS, SEQ, THETA, kernels="reference"),
+        "PyTorch sdpa": TorchSDPA(D_MODEL, HEADS, SEQ, THETA),
+    }
     for layer in variants.values():
         layer.load_state_dict(reference.state_dict())
     print(f"MultiHeadSelfAttention forward+backward, d_model {D_MODEL}, {HEADS} heads, {SEQ} tokens, {torch.get_num_threads()} threads")
@@ -66,10 +67,10 @@ def main() -> None:
         for _ in range(args.repeats):
             for name, layer in variants.items():
                 times[name].append(step_seconds(layer, x))
-        ours = statistics.median(times["lmcli (fused QKV)"])
+        ours = statistics.median(times[FAST])
         for name, samples in times.items():
             median = statistics.median(samples)
-            print(f"  batch {batch:>3}  {name:<18} {median * 1e3:8.1f} ms   lmcli / this = {ours / median:.2f}")
+            print(f"  batch {batch:>3}  {name:<20} {median * 1e3:8.1f} ms   lmcli / this = {ours / median:.2f}")
 
 
 if __name__ == "__main__":
