@@ -1,7 +1,10 @@
-"""Atomic file writes: write to a temporary file beside the target, then rename over it.
+"""Atomic file writes: write to a temporary file beside the target, then rename it over the target.
 
 A reader (or a crashed run) therefore sees either the old complete file or the new complete
-file, never a half-written one that looks like a result.
+file, never a half-written one that looks like a result. The temporary file is named
+``.<target>.<pid>.<random>.tmp``; one that a killed process left behind is removed by the next
+write to the same target (its process no longer exists). An error while writing names the
+target, not the temporary file.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the target's directory; rename it onto ``target`` on success."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    remove_stale_temporaries(target)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -28,6 +32,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
+    except OSError as e:
+        if e.errno is not None and e.filename in (None, str(tmp_path)):  # a full disk, say: it is about the target
+            raise OSError(e.errno, e.strerror, str(target)) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -39,3 +47,21 @@ def atomic_open(target: str | os.PathLike, mode: str = "w", **kwargs) -> Iterato
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporary files of writes to ``target`` whose process has died (a kill -9, a crash)."""
+    for path in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = path.name[len(target.name) + 2 :].split(".", 1)[0]
+        if pid.isdigit() and not process_exists(int(pid)):
+            path.unlink(missing_ok=True)
+
+
+def process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True

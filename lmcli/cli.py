@@ -1,23 +1,62 @@
 """The ``lmcli`` command line. This file only parses options and delegates: every subcommand
 calls ``run`` of its module in ``lmcli.commands``, which does the work and raises ``LmcliError``
-for bad input. ``command`` turns those errors into a one-line message and a non-zero exit."""
+for bad input. ``command`` turns those errors into a one-line message and a non-zero exit, and
+``OneLineErrors`` does the same for usage errors (an unknown option, a value of the wrong type
+or size), so no input ever ends in a traceback."""
 
 from __future__ import annotations
 
 import functools
 import importlib
+import math
+import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from typer.core import TyperGroup
 
 from lmcli import __version__
+from lmcli.config_values import INT64  # the largest integer an option takes: counts, sizes and seeds beyond fit no tensor
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.special_tokens import END_OF_TEXT
 from lmcli.ui.console import print_error
 
+
+class OneLineErrors(TyperGroup):
+    """The app's command group: usage errors print as one ``error:`` line naming the command's help."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except typer.TyperException as e:  # what click raises for bad usage
+            if type(e).__name__ == "NoArgsIsHelpError":  # bare `lmcli`: the help is already printed
+                sys.exit(e.exit_code)
+            where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
+            print_error(" ".join(e.format_message().split()) + where)
+            sys.exit(e.exit_code)
+        except typer.Abort:
+            print_error("interrupted")
+            sys.exit(130)
+        sys.exit(result if isinstance(result, int) else 0)
+
+
+def finite_float(text: str) -> float:
+    """A float option's value, which must be a finite number (``nan`` and ``inf`` parse as floats)."""
+    try:
+        number = float(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a number") from None
+    if not math.isfinite(number):
+        raise typer.BadParameter(f"{text!r} is not a finite number")
+    return number
+
+
 app = typer.Typer(
     name="lmcli",
+    cls=OneLineErrors,
     help="Build and train small Transformer language models from scratch: "
     "BPE tokenizer, Transformer LM, AdamW training and text generation (CS336 assignment 1 as a tool).",
     no_args_is_help=True,
@@ -120,10 +159,10 @@ def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None
 @command("train-bpe")
 def train_bpe(
     input_path: Annotated[Optional[Path], typer.Argument(metavar="INPUT", help="UTF-8 text file to train on \\[default: the workspace's demo train split].", show_default=False)] = None,
-    vocab: Annotated[int, typer.Option("--vocab", help="Vocabulary size, counting the 256 bytes and the special tokens.")] = 10000,
+    vocab: Annotated[int, typer.Option("--vocab", max=2**31 - 1, help="Vocabulary size, counting the 256 bytes and the special tokens.")] = 10000,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token: never split, never merged across (repeatable) \\[default: <|endoftext|>].", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory for vocab.json, merges.txt, tokenizer-meta.json \\[default: the workspace's tokenizer/].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes that pre-tokenize in parallel, this one included \\[default: all cores].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes that pre-tokenize in parallel, this one included \\[default: all cores].", show_default=False)] = None,
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an output directory that holds a different tokenizer.")] = False,
     profile: Annotated[Optional[Path], typer.Option("--profile", help="Write cProfile stats of the main process to this file (view: python -m pstats FILE).", show_default=False)] = None,
@@ -148,7 +187,7 @@ def encode(
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (vocab.json, merges.txt) \\[default: the workspace's tokenizer/].", show_default=False)] = None,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token, never split (repeatable) \\[default: the tokenizer's, else <|endoftext|>].", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output .npy \\[default: the workspace's data/INPUT-NAME.npy].", show_default=False)] = None,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto: uint16 when every id is below 65,536 (half the size of uint32), else uint32; or force uint16 / uint32.")] = "auto",
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
     workspace: WorkspaceOption = None,
@@ -169,8 +208,8 @@ def encode(
 def decode(
     ids_path: Annotated[Path, typer.Argument(metavar="IDS", help="A .npy array of token ids written by lmcli encode.", show_default=False)],
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory \\[default: the workspace's tokenizer/].", show_default=False)] = None,
-    start: Annotated[int, typer.Option("--start", help="Index of the first id to decode.")] = 0,
-    count: Annotated[Optional[int], typer.Option("--count", help="How many ids to decode \\[default: all from --start].", show_default=False)] = None,
+    start: Annotated[int, typer.Option("--start", max=INT64, help="Index of the first id to decode.")] = 0,
+    count: Annotated[Optional[int], typer.Option("--count", max=INT64, help="How many ids to decode \\[default: all from --start].", show_default=False)] = None,
     workspace: WorkspaceOption = None,
 ) -> None:
     """Print the text of (a slice of) an encoded dataset, to check what a model is trained on.
@@ -184,9 +223,10 @@ def decode(
 def stats(
     input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 corpus, documents separated by the special token \\[default: the workspace's demo train split].", show_default=False)] = None,
     tokenizers: Annotated[Optional[list[Path]], typer.Option("--tokenizer", help="Tokenizer directory; repeat to compare several side by side \\[default: the workspace's tokenizer/].", show_default=False)] = None,
-    docs: Annotated[int, typer.Option("--docs", help="Number of documents to sample.")] = 500,
-    seed: Annotated[int, typer.Option("--seed", help="Seed of the document sample.")] = 0,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=1, help="Processes for the parallel throughput \\[default: all cores].", show_default=False)] = None,
+    docs: Annotated[int, typer.Option("--docs", max=INT64, help="Number of documents to sample.")] = 500,
+    seed: Annotated[int, typer.Option("--seed", min=0, max=INT64, help="Seed of the document sample.")] = 0,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes for the parallel throughput \\[default: all cores].", show_default=False)] = None,
+    errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -196,7 +236,7 @@ def stats(
 
     Example: lmcli stats data/owt_valid.txt --tokenizer tok-ts --tokenizer tok-owt --docs 10
     """
-    run("stats")(input_path, tokenizers, docs, seed, workers, workspace, json_)
+    run("stats")(input_path, tokenizers, docs, seed, workers, errors, workspace, json_)
 
 
 @command("train")
@@ -248,11 +288,11 @@ def generate(
     prompt: Annotated[str, typer.Option("--prompt", "-p", help="Text to continue; - reads it from stdin; an empty prompt starts a new document.", show_default=False)],
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A checkpoint .pt file, a run directory or a run name (its best.pt, else latest.pt) \\[default: the workspace's most recent run].", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory \\[default: the one the checkpoint was trained with].", show_default=False)] = None,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", help="Stop after this many new tokens (or at <|endoftext|>).")] = 256,
-    temperature: Annotated[float, typer.Option("--temperature", "-t", help="Softmax temperature; 0 = greedy (argmax).")] = 0.8,
-    top_p: Annotated[float, typer.Option("--top-p", help="Nucleus sampling: draw from the smallest set of tokens whose probability reaches p, in (0, 1].")] = 0.95,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed for reproducible sampling (on a given device).", show_default=False)] = None,
-    num_samples: Annotated[int, typer.Option("--num-samples", help="Completions to draw together (one batched forward pass per token).")] = 1,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", "-n", max=INT64, help="Stop after this many new tokens (or at <|endoftext|>).")] = 256,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", parser=finite_float, help="Softmax temperature; 0 = greedy (argmax).")] = 0.8,
+    top_p: Annotated[float, typer.Option("--top-p", parser=finite_float, help="Nucleus sampling: draw from the smallest set of tokens whose probability reaches p, in (0, 1].")] = 0.95,
+    seed: Annotated[Optional[int], typer.Option("--seed", min=0, max=INT64, help="Seed for reproducible sampling (on a given device).", show_default=False)] = None,
+    num_samples: Annotated[int, typer.Option("--num-samples", max=INT64, help="Completions to draw together (one batched forward pass per token).")] = 1,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")] = "auto",
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
@@ -269,13 +309,13 @@ def generate(
 def accounting(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, tinystories or a CONFIG.toml with a \\[model] table \\[default: tinystories].", show_default=False)] = None,
     compare: Annotated[Optional[str], typer.Option("--compare", help="Comma-separated models to put side by side, e.g. gpt2-small,gpt2-medium,gpt2-large,gpt2-xl.", show_default=False)] = None,
-    context_length: Annotated[Optional[int], typer.Option("--context-length", help="Tokens per sequence \\[default: the model's context length].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Sequences per step, for memory and training time.")] = 1024,
-    memory: Annotated[float, typer.Option("--memory", help="Memory budget in GiB for the largest batch that fits.")] = 80.0,
+    context_length: Annotated[Optional[int], typer.Option("--context-length", max=INT64, help="Tokens per sequence \\[default: the model's context length].", show_default=False)] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", max=INT64, help="Sequences per step, for memory and training time.")] = 1024,
+    memory: Annotated[float, typer.Option("--memory", parser=finite_float, help="Memory budget in GiB for the largest batch that fits.")] = 80.0,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, or bf16 (autocast: bf16 activations and peak FLOP/s; weights and AdamW state stay fp32).")] = "fp32",
     hardware: Annotated[str, typer.Option("--hardware", help="a100 or h100 (peak dense FLOP/s from NVIDIA's datasheets).")] = "a100",
-    mfu: Annotated[float, typer.Option("--mfu", help="Model FLOPs utilization: the fraction of peak FLOP/s the run achieves.")] = 0.5,
-    steps: Annotated[int, typer.Option("--steps", help="Training steps for the time estimate.")] = 400_000,
+    mfu: Annotated[float, typer.Option("--mfu", parser=finite_float, help="Model FLOPs utilization: the fraction of peak FLOP/s the run achieves.")] = 0.5,
+    steps: Annotated[int, typer.Option("--steps", max=INT64, help="Training steps for the time estimate.")] = 400_000,
     json_: JsonOption = False,
 ) -> None:
     """Parameters, forward FLOPs by component (matmuls; backward = 2x), peak AdamW training memory
@@ -292,8 +332,8 @@ def accounting(
 def eval_(
     checkpoint: Annotated[Optional[str], typer.Option("--checkpoint", "-c", help="A checkpoint .pt file, a run directory or a run name (its best.pt, else latest.pt) \\[default: the workspace's most recent run].", show_default=False)] = None,
     data: Annotated[Optional[Path], typer.Option("--data", "-d", help="Token ids (.npy from `lmcli encode`), a path or relative to the workspace \\[default: the run's validation file].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Windows per forward pass.")] = 32,
-    max_tokens: Annotated[int, typer.Option("--max-tokens", help="Evaluate only the first N tokens (0 = the whole file).")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", max=INT64, help="Windows per forward pass.")] = 32,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", max=INT64, help="Evaluate only the first N tokens (0 = the whole file).")] = 0,
     device: Annotated[str, typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps.")] = "auto",
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lmcli.errors import LmcliError
+from lmcli.readers import read_utf8
 
 
 def read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
@@ -25,10 +26,11 @@ def read_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     path = path.resolve()
     if path in seen:
         raise LmcliError(f"config {path} extends itself (through {' -> '.join(p.name for p in seen)})")
+    text = read_utf8(path, "config")
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise LmcliError(f"{path} is not valid TOML: {e}") from None
+        raw = tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
+        raise LmcliError(f"config {path} is not valid TOML: {e}") from None
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from lmcli.errors import LmcliError
+
 DEFAULT_WORKSPACE = Path("workspace")
 WORKSPACE_ENV = "LMCLI_WORKSPACE"
 # What a run directory holds (written by lmcli.training, read by lmcli.experiments without torch).
@@ -51,6 +53,11 @@ class Workspace:
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
+    def run_dir(self, name: str) -> Path:
+        """The directory of the run called ``name``: a plain name, so every run stays inside runs/."""
+        check_run_name(name)
+        return self.runs_dir / name
+
     def path(self, relative: str | os.PathLike) -> Path:
         """Resolve a path from a config: absolute paths stay, relative ones live in the workspace."""
         p = Path(relative).expanduser()
@@ -66,3 +73,9 @@ class Workspace:
             if text_path.name == self.demo_path(split).name:
                 return self.data_dir / f"{split}.npy"
         return self.data_dir / f"{text_path.stem}.npy"
+
+
+def check_run_name(name: str) -> None:
+    """A run name is one path component: no "/", not "." or "..", not hidden, no control characters."""
+    if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") or not name.isprintable():
+        raise LmcliError(f"run name {name!r} must be a plain name (letters, digits, -_.=+; no /, not starting with .)")

@@ -7,7 +7,13 @@ against the real model: ``count_params`` against the parameters of a built ``Tra
 
 from lmcli.accounting.costs import adamw_flops, count_params, forward_flops, param_counts
 from lmcli.accounting.hardware import PEAK_FLOPS, training_time
-from lmcli.accounting.memory import activation_elements, max_batch_size, training_memory
+from lmcli.accounting.memory import (
+    activation_elements,
+    inference_memory,
+    kv_cache_memory,
+    max_batch_size,
+    training_memory,
+)
 
 __all__ = [
     "PEAK_FLOPS",
@@ -15,6 +21,8 @@ __all__ = [
     "adamw_flops",
     "count_params",
     "forward_flops",
+    "inference_memory",
+    "kv_cache_memory",
     "max_batch_size",
     "param_counts",
     "training_memory",

@@ -8,6 +8,11 @@ model: per sequence of T tokens, each layer saves the outputs of
     W1 and SiLU (2·T·f) [SwiGLU also W3 and the gated product, 2·T·f more], W2 (T·d),
 and at the end the final RMSNorm (T·d), the LM head's logits (T·V) and the cross-entropy's
 softmax over them (T·V). Without RMSNorm (norm="none") the norm terms are 0.
+
+Inference (evaluation, generation) keeps no activations for a backward: its peak is the
+parameters plus the largest tensors alive at once in one forward pass (the logits and their
+softmax, one layer's attention scores and probabilities, its feed-forward hidden values and
+the residual stream), and for generation the KV cache (keys and values of every layer).
 """
 
 from __future__ import annotations
@@ -52,3 +57,15 @@ def training_memory(cfg: ModelConfig, seq_len: int, batch_size: int, dtype: str)
 def max_batch_size(memory: dict[str, int], budget_bytes: int) -> int:
     """Largest batch whose peak a·batch + b fits the budget (0: not even the weights fit)."""
     return max(0, (budget_bytes - memory["fixed_bytes"]) // memory["bytes_per_sequence"])
+
+
+def inference_memory(cfg: ModelConfig, seq_len: int, batch_size: int) -> int:
+    """Peak bytes of a forward pass without gradients over ``batch_size`` sequences, in float32."""
+    T = seq_len
+    transient = 2 * T * cfg.vocab_size + 2 * cfg.num_heads * T * T + 3 * T * cfg.d_ff + 2 * T * cfg.d_model
+    return WEIGHT_BYTES * (count_params(cfg) + batch_size * transient)
+
+
+def kv_cache_memory(cfg: ModelConfig, batch_size: int) -> int:
+    """Bytes of a float32 KV cache for ``batch_size`` sequences of the full context length."""
+    return WEIGHT_BYTES * 2 * cfg.num_layers * batch_size * cfg.context_length * cfg.d_model

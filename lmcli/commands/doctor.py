@@ -69,15 +69,16 @@ def torch_report() -> dict:
 
 
 def tokenizer_report(tokenizer_dir: Path) -> dict | None:
-    try:
-        tokenizer_paths(tokenizer_dir)
-    except LmcliError:
+    """The workspace's tokenizer (None if there is none); a damaged one is reported with its problem."""
+    if not tokenizer_dir.is_dir():
         return None
     try:
+        tokenizer_paths(tokenizer_dir)
         meta = read_meta(tokenizer_dir)
-    except ValueError:  # unreadable tokenizer-meta.json: the vocab/merges pair is still there
-        meta = {}
-    return {"path": str(tokenizer_dir), "vocab_size": meta.get("vocab_size"), "special_tokens": meta.get("special_tokens", [])}
+    except LmcliError as e:
+        return {"path": str(tokenizer_dir), "vocab_size": None, "special_tokens": [], "problem": str(e)}
+    return {"path": str(tokenizer_dir), "vocab_size": meta.get("vocab_size"), "special_tokens": meta.get("special_tokens", []),
+            "problem": None}
 
 
 def token_count(npy_path: Path) -> int | None:
@@ -127,7 +128,9 @@ def describe_cuda(cuda: dict) -> str:
 def describe_workspace(ws: dict) -> list[tuple[str, str]]:
     tok = ws["tokenizer"]
     tokenizer = "none (run `lmcli train-bpe`)"
-    if tok:
+    if tok and tok["problem"]:
+        tokenizer = f"{tok['path']}: damaged ({tok['problem']})"
+    elif tok:
         tokenizer = f"{tok['path']}: vocab {tok['vocab_size'] or '?'}, special tokens {', '.join(tok['special_tokens']) or 'none'}"
     text = ", ".join(f"{f['file']} ({decimal(f['bytes'])})" for f in ws["text"]) or "none"
     encoded = ", ".join(

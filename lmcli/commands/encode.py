@@ -44,6 +44,7 @@ def run(
     check_errors_mode(errors)
     choose_dtype(tokenizer, dtype)
     jobs = [(p, out or ws.encoded_path(p)) for p in inputs]
+    check_outputs(jobs)
     with Bars(quiet=as_json) as bars:
         results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars)
     if as_json:
@@ -56,3 +57,18 @@ def run(
             f"({r.workers} worker{'s' if r.workers != 1 else ''})",
             highlight=False,
         )
+
+
+def check_outputs(jobs: list[tuple[Path, Path]]) -> None:
+    """No output may be a directory, overwrite an input, or be written twice."""
+    inputs = {p.resolve() for p, _ in jobs}
+    seen: set[Path] = set()
+    for _, output in jobs:
+        resolved = output.resolve()
+        if output.is_dir():
+            raise LmcliError(f"output {output} is a directory; give a .npy file name")
+        if resolved in inputs:
+            raise LmcliError(f"output {output} is an input file: encoding it would replace the text (choose another --out)")
+        if resolved in seen:
+            raise LmcliError(f"two inputs would be encoded to the same {output}")
+        seen.add(resolved)

@@ -49,8 +49,7 @@ def run(
 ) -> dict[str, Any]:
     """Generate ``num_samples`` completions of ``prompt`` ("-": read stdin); prints and returns the result."""
     ws = Workspace.resolve(workspace)
-    if prompt == "-":
-        prompt = sys.stdin.read().rstrip("\n")
+    prompt = prompt_text(prompt)
     chosen_device = pick_device(device)
     path = find_checkpoint(checkpoint, ws)
     model, model_config, saved = load_model_from_checkpoint(path, chosen_device)
@@ -97,6 +96,20 @@ def run(
     }
     print_result(result, as_json)
     return result
+
+
+def prompt_text(prompt: str) -> str:
+    """The prompt as text: the argument, or stdin for "-"; bytes that are not UTF-8 are an error."""
+    if prompt == "-":
+        data = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read().encode("utf-8", "surrogateescape")
+        where = "on stdin"
+    else:
+        data, where = prompt.encode("utf-8", "surrogateescape"), ""  # Python keeps undecodable argv bytes as surrogates
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LmcliError(f"the prompt {where + ' ' if where else ''}is not valid UTF-8 (byte 0x{data[e.start]:02x} at offset {e.start})") from None
+    return text.rstrip("\n") if prompt == "-" else text
 
 
 def stream(steps, completion: Completion, eos_id: int | None, prompt: str) -> None:

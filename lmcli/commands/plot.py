@@ -12,7 +12,10 @@ from lmcli.workspace import Workspace
 
 def run(specs: list[str], metric: str, x_axis: str, out: Path | None, terminal: bool, workspace: Path | None) -> Path | None:
     """Write the figure (unless only ``--terminal`` is asked) and/or draw it in the terminal."""
-    curves, left_out = build_curves(gather_runs(specs, Workspace.resolve(workspace)), metric, x_axis)
+    runs = gather_runs(specs, Workspace.resolve(workspace))
+    for damaged in (r for r in runs if r.problem):
+        err_console.print(f"note: {damaged.name} is damaged: {damaged.problem}", highlight=False, markup=False)
+    curves, left_out = build_curves(runs, metric, x_axis)
     for name in left_out:
         err_console.print(f"note: {name} has no {metric} points yet; left out", highlight=False)
     if terminal:

@@ -9,10 +9,13 @@ from rich.table import Table
 
 from lmcli.experiments.runs import read_run, workspace_runs
 from lmcli.json_output import dumps
-from lmcli.ui.console import console, format_duration, format_value
+from lmcli.ui.console import console, err_console, format_duration, format_value
 from lmcli.workspace import Workspace
 
-STATUS_STYLE = {"running": "cyan", "finished": "green", "diverged": "red", "interrupted": "yellow", "failed": "red"}
+STATUS_STYLE = {
+    "running": "cyan", "finished": "green", "diverged": "red", "interrupted": "yellow", "resumable": "yellow",
+    "failed": "red", "damaged": "red",
+}
 
 
 def run(workspace_path: Path | None, as_json: bool) -> list[dict[str, Any]]:
@@ -25,6 +28,9 @@ def run(workspace_path: Path | None, as_json: bool) -> list[dict[str, Any]]:
         console.print(f"no runs in {workspace.runs_dir} (start one with `lmcli train --config ...`)", highlight=False)
     else:
         console.print(runs_table(summaries))
+    for s in summaries:
+        if s["problem"] and not as_json:
+            err_console.print(f"note: {s['name']} is damaged: {s['problem']}", highlight=False, markup=False)
     return summaries
 
 

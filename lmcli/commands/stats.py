@@ -11,6 +11,7 @@ from lmcli.json_output import dumps
 from lmcli.parallel import available_cores
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer.stats import corpus_stats
+from lmcli.tokenizer.train import check_errors_mode
 from lmcli.ui.console import console
 from lmcli.ui.progress import Bars
 from lmcli.workspace import Workspace
@@ -22,14 +23,17 @@ def run(
     docs: int,
     seed: int,
     workers: int | None,
+    errors: str,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
+    check_errors_mode(errors)
     ws = Workspace.resolve(workspace)
     dirs = tokenizer_dirs or [ws.tokenizer_dir]
     tokenizers = [(str(d), Tokenizer.from_dir(d)) for d in dirs]  # load all first: a bad directory fails fast
     with Bars(quiet=as_json) as bars:
-        report = corpus_stats(input_path or demo_split(ws, "train"), tokenizers, docs, seed, workers or available_cores(), bars)
+        report = corpus_stats(input_path or demo_split(ws, "train"), tokenizers, docs, seed, workers or available_cores(), bars,
+                              errors)
     if as_json:
         print(dumps(report))
     else:

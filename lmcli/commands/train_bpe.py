@@ -23,7 +23,7 @@ from lmcli.errors import LmcliError
 from lmcli.json_output import dumps
 from lmcli.parallel import available_cores
 from lmcli.peak_memory import PeakMemory
-from lmcli.tokenizer.files import MERGES_FILE, META_FILE, VOCAB_FILE, read_meta, save_tokenizer
+from lmcli.tokenizer.files import MERGES_FILE, META_FILE, VOCAB_FILE, read_meta, save_tokenizer, token_text
 from lmcli.tokenizer.special_tokens import check_special_tokens
 from lmcli.tokenizer.train import TrainStats, check_errors_mode, check_input, check_vocab_size, train_bpe
 from lmcli.ui.console import console, print_warning
@@ -83,7 +83,7 @@ def run(
         "seconds": {k: round(v, 3) for k, v in stats.seconds.items()},
         "peak_memory_mb": round(peak.bytes / 1e6, 1),
         "peak_memory_method": PeakMemory.METHOD,
-        "longest_tokens": [t.decode("utf-8", errors="replace") for t in longest_tokens(merges, LONGEST_SHOWN)],
+        "longest_tokens": [token_text(t) for t in longest_tokens(merges, LONGEST_SHOWN)],
         "profile": str(profile_path) if profile_path else None,
     }
     report(summary, as_json)
@@ -110,7 +110,7 @@ def check_output_dir(out: Path, recipe: dict, force: bool) -> None:
         return
     try:
         meta = read_meta(out)
-    except ValueError:  # unreadable JSON: not ours to overwrite silently
+    except LmcliError:  # unreadable or damaged: not ours to overwrite silently
         meta = {}
     if not meta:
         raise LmcliError(
@@ -126,7 +126,7 @@ def check_output_dir(out: Path, recipe: dict, force: bool) -> None:
 
 
 def _train_with_progress(path, vocab_size, special_tokens, workers, errors, stats):
-    """train_bpe with a byte bar while pre-tokenizing, then a merge bar (rich shows one at a time)."""
+    """train_bpe with a byte bar while pre-tokenizing, then a merge bar."""
     with Bars() as bars:
         reading = bars.task("pre-tokenize", total=path.stat().st_size, unit="bytes")
         merging = None

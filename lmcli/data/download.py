@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from dataclasses import dataclass
@@ -51,8 +52,12 @@ DATASETS = {
 
 
 def hub_endpoint() -> str:
-    """The hub's base URL: ``$LMCLI_HF_ENDPOINT`` or https://huggingface.co."""
-    return os.environ.get(ENDPOINT_ENV, "").rstrip("/") or DEFAULT_ENDPOINT
+    """The hub's base URL: ``$LMCLI_HF_ENDPOINT`` or https://huggingface.co (an http or https URL with a host)."""
+    endpoint = os.environ.get(ENDPOINT_ENV, "").rstrip("/") or DEFAULT_ENDPOINT
+    parts = urllib.parse.urlsplit(endpoint)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise LmcliError(f"{ENDPOINT_ENV}={endpoint!r} is not an http:// or https:// URL with a host")
+    return endpoint
 
 
 def file_url(endpoint: str, repo: str, filename: str) -> str:
@@ -75,7 +80,7 @@ def open_url(url: str, offset: int, endpoint: str) -> http.client.HTTPResponse:
         if e.code == 416 and offset:  # nothing left after ``offset``: the caller compares sizes
             raise
         raise LmcliError(f"{url}: HTTP {e.code} {e.reason}") from None
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+    except (urllib.error.URLError, OSError, http.client.HTTPException, ValueError) as e:  # ValueError: a malformed URL
         reason = getattr(e, "reason", None) or e
         raise LmcliError(f"could not reach {endpoint}: {reason}; check your connection or set {ENDPOINT_ENV}") from None
 

@@ -15,16 +15,21 @@ import numpy as np
 
 from lmcli.errors import LmcliError
 
+NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
+
 
 def open_token_ids(path: Path, what: str = "token ids", min_length: int = 0) -> np.ndarray:
     """Memory-map a 1-D integer ``.npy`` of token ids with at least ``min_length`` of them."""
     if not path.is_file():
         kind = "a directory, not a .npy file" if path.is_dir() else "does not exist (write it with `lmcli encode`)"
         raise LmcliError(f"{what} file {path} {kind}")
+    with open(path, "rb") as f:
+        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise LmcliError(f"{what} file {path} is not a .npy file (a text file? `lmcli encode` turns text into ids)")
     try:
         ids = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as e:
-        raise LmcliError(f"{what} file {path} is not a .npy array of token ids ({e})") from None
+    except Exception as e:  # numpy's header parser fails in many ways on a damaged header or a cut-off array
+        raise LmcliError(f"{what} file {path} is a damaged .npy file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     if ids.ndim != 1 or ids.dtype.kind not in "iu":
         raise LmcliError(f"{what} file {path} holds a {ids.dtype} array of shape {ids.shape}, not 1-D token ids")
     if len(ids) == 0 and min_length:

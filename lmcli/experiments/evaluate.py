@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lmcli.accounting.memory import inference_memory
 from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
+from lmcli.memory_budget import allocation_errors, available_bytes, require_memory
 from lmcli.progress import SILENT, Progress
 from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
 from lmcli.training.data import scan_tokens
@@ -44,13 +46,21 @@ def evaluate_checkpoint(
     context = model_config.context_length
     tokens = open_token_ids(data_path, "evaluation data", context + 1)
     if max_tokens:
+        if max_tokens < context:
+            raise LmcliError(f"--max-tokens {max_tokens:,} is less than one window of the model's context ({context:,} tokens)")
         tokens = tokens[: max_tokens + 1]
     scan_tokens(tokens, data_path, model_config.vocab_size)  # an id outside the vocabulary: a clear error, not a crash
     evaluated = (len(tokens) - 1) // context * context
+    batch_size = min(batch_size, evaluated // context)  # a larger batch than there are windows allocates for nothing
+    weights, per_window = inference_memory(model_config, context, 0), inference_memory(model_config, context, 1)
+    fits = max(0, available_bytes(runtime.device) - weights) // (per_window - weights)
+    require_memory(inference_memory(model_config, context, batch_size), runtime.device,
+                   f"evaluating {batch_size:,} windows at once", f"a --batch-size of at most {fits:,} fits")
 
     started = time.perf_counter()
-    loss = validation_loss(model, tokens, batch_size, context, 0, runtime, progress, f"evaluating {data_path.name}",
-                           kernels=model_config.kernels)
+    with allocation_errors("evaluating", "lower --batch-size"):
+        loss = validation_loss(model, tokens, batch_size, context, 0, runtime, progress, f"evaluating {data_path.name}",
+                               kernels=model_config.kernels)
     seconds = time.perf_counter() - started
     return {
         "checkpoint": str(checkpoint_path),

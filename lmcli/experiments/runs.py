@@ -13,30 +13,34 @@ on its ``train.log``:
     running      another process holds the lock on train.log
     finished     the last row is the ``final_eval`` of a complete run
     diverged     the last row is a ``diverged`` row (the loop stopped on a NaN/inf loss)
-    interrupted  the last row is an ``interrupted`` row (Ctrl-C; resumable)
-    failed       anything else: the process died (killed, out of memory, an error)
+    interrupted  the last row is an ``interrupted`` row (Ctrl-C or SIGTERM; resumable)
+    failed       the last row is a ``failed`` row: an error stopped it (its message is in the row)
+    resumable    no final row: the process died (killed, out of memory) and ``lmcli train
+                 --resume`` continues it (from latest.pt, or from the start if it had none)
+    damaged      its config.toml or metrics.jsonl cannot be read; the problem is shown
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import math
 import os
 import statistics
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lmcli.errors import LmcliError
 from lmcli.json_output import finite_or_none
+from lmcli.toml_config import read_toml
+from lmcli.training.config import config_from_dict
+from lmcli.training.metrics import read_metrics
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
 from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
 from lmcli.workspace import Workspace
 
-TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted"}
+TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted", "failed": "failed"}
 
 
 @dataclass
@@ -46,7 +50,8 @@ class Run:
     path: Path
     config: dict[str, dict[str, Any]]
     rows: list[dict[str, Any]] = field(default_factory=list)
-    status: str = "failed"
+    status: str = "resumable"
+    problem: str | None = None  # what is damaged in the directory, if anything
 
     @property
     def name(self) -> str:
@@ -62,13 +67,10 @@ class Run:
 
     @property
     def max_steps(self) -> int | None:
-        """Steps the config asks for (max_steps, else total_tokens / tokens per step), if known."""
-        training, model = self.config.get("training", {}), self.config.get("model", {})
-        if training.get("max_steps"):
-            return training["max_steps"]
+        """Steps the config asks for (max_steps, else total_tokens / tokens per step), if it is readable."""
         try:
-            return training["total_tokens"] // (training["batch_size"] * model["context_length"])
-        except (KeyError, TypeError, ZeroDivisionError):
+            return config_from_dict(self.config, check=False).max_steps if self.config else None
+        except (LmcliError, ZeroDivisionError):  # a config of an older lmcli, or one that never ran
             return None
 
     @property
@@ -104,6 +106,7 @@ class Run:
             "final_val_loss": finite_or_none(self.final_val_loss),
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
+            "problem": self.problem,
         }
 
 
@@ -112,38 +115,31 @@ def is_run_dir(path: Path) -> bool:
 
 
 def read_run(path: Path) -> Run:
-    """Read a run directory (an LmcliError if it is not one or its files are unreadable)."""
+    """Read a run directory (an LmcliError if it is not one). What is damaged in it (a config that
+    is not TOML, lines of metrics that are not rows) makes its status "damaged", with the problem
+    in ``Run.problem``; the rest of it is still read."""
     if not is_run_dir(path):
         raise LmcliError(f"{path} is not a run directory (it has no {CONFIG_FILE} or {METRICS_FILE})")
-    config = read_config(path / CONFIG_FILE) if (path / CONFIG_FILE).is_file() else {}
-    rows = read_metrics(path / METRICS_FILE) if (path / METRICS_FILE).is_file() else []
-    return Run(path=path, config=config, rows=rows, status=run_status(path, rows))
-
-
-def read_config(path: Path) -> dict[str, dict[str, Any]]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as e:
-        raise LmcliError(f"{path} is not valid TOML: {e}") from None
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """The rows of metrics.jsonl; a cut-off last line (a run killed mid-write) is skipped."""
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = []
-    for i, line in enumerate(lines):
+    problems = []
+    config: dict[str, Any] = {}
+    if (path / CONFIG_FILE).is_file():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise LmcliError(f"{path}, line {i + 1}, is not a JSON object: {line[:60]!r}") from None
-    return rows
+            config = read_toml(path / CONFIG_FILE)
+            config_from_dict(config, check=False)  # the resolved config lmcli wrote: keys and types must still check
+        except LmcliError as e:
+            problems.append(f"{path / CONFIG_FILE}: {e}" if str(path) not in str(e) else str(e))
+    metrics = read_metrics(path / METRICS_FILE)
+    if metrics.problem():
+        problems.append(f"{path / METRICS_FILE}: {metrics.problem()}")
+    status = "damaged" if problems else run_status(path, metrics.rows)
+    return Run(path=path, config=config, rows=metrics.rows, status=status, problem="; ".join(problems) or None)
 
 
 def run_status(path: Path, rows: list[dict[str, Any]]) -> str:
     if is_locked(path / LOG_FILE):
         return "running"
-    return TERMINAL_STATUS.get(rows[-1].get("kind"), "failed") if rows else "failed"
+    terminal = TERMINAL_STATUS.get(rows[-1].get("kind")) if rows else None
+    return terminal or "resumable"  # the process died (killed, out of memory) with steps left
 
 
 def is_locked(path: Path) -> bool:

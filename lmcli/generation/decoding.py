@@ -23,8 +23,10 @@ from collections.abc import Iterator, Sequence
 
 import torch
 
+from lmcli.accounting.memory import inference_memory, kv_cache_memory
 from lmcli.errors import LmcliError
 from lmcli.generation.sampling import Sampling
+from lmcli.memory_budget import available_bytes, require_memory
 from lmcli.model.kv_cache import KVCache
 
 
@@ -68,27 +70,30 @@ def decode_steps(
     model: torch.nn.Module, prompt_ids: list[int], max_new_tokens: int, sampling: Sampling, eos_id: int | None,
     num_samples: int, use_cache: bool,
 ) -> Iterator[list[int | None]]:
-    """The decoding loop of ``generate_batch`` (settings already checked)."""
+    """The decoding loop of ``generate_batch`` (settings already checked).
+
+    Only the window the model sees is kept (``context_length + 1`` tokens per sample), so memory
+    does not grow with ``max_new_tokens``: the ids are yielded, not stored."""
     context = model.context_length
     keep = context - context // 4
     device = model.lm_head.weight.device
-    prompt_len = len(prompt_ids)
-    history = torch.empty(num_samples, prompt_len + max_new_tokens, dtype=torch.long, device=device)
-    history[:, :prompt_len] = torch.tensor(prompt_ids, dtype=torch.long, device=device)
+    window = torch.empty(num_samples, context + 1, dtype=torch.long, device=device)
+    window[:, : len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long, device=device)
     cache = KVCache.for_model(model, num_samples) if use_cache else None
     done = [False] * num_samples
-    start, length = 0, prompt_len  # the model sees history[:, start:length]
+    length = len(prompt_ids)  # the model sees window[:, :length]
     for _ in range(max_new_tokens):
-        if length - start > context:
-            start = length - keep
+        if length > context:  # move the window on: keep the latest tokens, at positions 0..
+            window[:, :keep] = window[:, length - keep : length].clone()
+            length = keep
             if cache is not None:
                 cache.reset()
         if cache is None:
-            logits = model(history[:, start:length])[:, -1]
+            logits = model(window[:, :length])[:, -1]
         else:
-            logits = model(history[:, start + cache.length : length], kv_cache=cache)[:, -1]
+            logits = model(window[:, cache.length : length], kv_cache=cache)[:, -1]
         next_ids = sampling.next_ids(logits)
-        history[:, length] = next_ids
+        window[:, length] = next_ids
         length += 1
         ids = next_ids.tolist()
         yield [None if finished else i for i, finished in zip(ids, done)]
@@ -98,7 +103,7 @@ def decode_steps(
 
 
 def check_request(model: torch.nn.Module, prompt_ids: list[int], num_samples: int, max_new_tokens: int) -> None:
-    """Raise LmcliError for a prompt or sizes no generation can run with."""
+    """Raise LmcliError for a prompt or sizes no generation can run with, or samples that do not fit in memory."""
     if max_new_tokens < 0:
         raise LmcliError(f"the number of new tokens must be >= 0, got {max_new_tokens}")
     if num_samples < 1:
@@ -110,3 +115,13 @@ def check_request(model: torch.nn.Module, prompt_ids: list[int], num_samples: in
     vocab_size = model.config.vocab_size
     if not all(0 <= i < vocab_size for i in prompt_ids):
         raise LmcliError(f"the prompt has token ids outside the model's vocabulary 0..{vocab_size - 1}")
+    per_sample = generation_memory(model.config, 1) - generation_memory(model.config, 0)
+    fits = max(0, available_bytes(model.lm_head.weight.device) - generation_memory(model.config, 0)) // per_sample
+    require_memory(generation_memory(model.config, num_samples), model.lm_head.weight.device,
+                   f"{num_samples:,} samples at once", f"at most {fits:,} fit")
+
+
+def generation_memory(config, num_samples: int) -> int:
+    """Bytes to generate ``num_samples`` at once: the model's forward pass (a prefill of the whole context
+    at most) and the KV cache."""
+    return inference_memory(config, config.context_length, num_samples) + kv_cache_memory(config, num_samples)

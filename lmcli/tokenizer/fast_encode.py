@@ -83,6 +83,12 @@ class FastEncoder:
 
     def encode(self, text: str) -> np.ndarray:
         """Token ids of ``text`` as a uint32 array."""
+        try:
+            return self._encode(text)
+        except UnicodeEncodeError as e:  # a lone surrogate (text decoded with errors="surrogateescape", say)
+            raise LmcliError(f"the text is not valid Unicode: {text[e.start]!r} at position {e.start} has no UTF-8 form") from None
+
+    def _encode(self, text: str) -> np.ndarray:
         if len(text) < SMALL_TEXT:
             return self._encode_small(text)
         pieces, start = [], 0

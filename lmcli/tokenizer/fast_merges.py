@@ -25,6 +25,12 @@ All pairs tied at the top count are moved into a small second heap ordered by th
 
 Pairs are packed into one int ``a << SHIFT | b`` and heap entries into one int of
 (count, pair): ints hash, compare and store more cheaply than tuples.
+
+A short word is a Python list that a merge scans and rewrites: cheap for the words of natural
+text. A long one (a megabyte of DNA is a single pre-token) would make every merge cost its
+whole length, so a word of more than ``LONG_WORD`` bytes is a doubly linked list of tokens
+(``LongWord``) that also records where each of its pairs starts: merging then touches only the
+occurrences of the pair, and the work stays near-linear in the word's length.
 """
 
 from __future__ import annotations
@@ -32,7 +38,28 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable
 
+import numpy as np
+
 _TIE_END = chr(257)  # sorts after every inverted byte
+LONG_WORD = 64  # words longer than this (in bytes) are linked lists with their pairs' positions
+
+
+class LongWord:
+    """A long word as a linked list: node i starts as byte i; ``sym[i]`` is its token (-1 once merged
+    into its left neighbour) and ``where[pair]`` lists the nodes at which ``pair`` may start (entries go
+    stale as merges happen; they are checked when used)."""
+
+    def __init__(self, word: bytes, shift: int):
+        self.sym = list(word)
+        self.nxt = [*range(1, len(word)), -1]
+        self.prv = [-1, *range(len(word) - 1)]
+        # The start of every pair, grouped by pair with numpy (a Python loop over megabytes is slow).
+        codes = np.frombuffer(word, dtype=np.uint8).astype(np.int64)
+        pairs = codes[:-1] << shift | codes[1:]
+        order = np.argsort(pairs, kind="stable")
+        cuts = np.flatnonzero(np.diff(pairs[order])) + 1
+        keys = pairs[order][np.concatenate([[0], cuts])].tolist()
+        self.where: dict[int, list[int]] = dict(zip(keys, (g.tolist() for g in np.split(order, cuts))))
 
 
 class MergeLoop:
@@ -48,8 +75,10 @@ class MergeLoop:
         self.tokens: list[bytes] = [bytes([i]) for i in range(256)]
         self.tie_keys: list[str] = [_reverse_order_key(t) for t in self.tokens]
         # Single-byte words have no pairs: they never take part in a merge.
-        self.words: list[list[int]] = [list(w) for w in word_counts if len(w) > 1]
-        self.counts: list[int] = [n for w, n in word_counts.items() if len(w) > 1]
+        merging = [(w, n) for w, n in word_counts.items() if len(w) > 1]
+        self.words: list[list[int]] = [list(w) if len(w) <= LONG_WORD else [] for w, _ in merging]
+        self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, (w, _) in enumerate(merging) if len(w) > LONG_WORD}
+        self.counts: list[int] = [n for _, n in merging]
         self.pair_counts, self.pair_words = self._count_pairs()
         self.heap = [self._entry(pair, n) for pair, n in self.pair_counts.items()]
         heapq.heapify(self.heap)
@@ -60,6 +89,10 @@ class MergeLoop:
         shift = self.shift
         pair_counts: dict[int, int] = {}
         pair_words: dict[int, list[int]] = {}
+        for w, long_word in self.long.items():
+            for pair, starts in long_word.where.items():
+                pair_counts[pair] = pair_counts.get(pair, 0) + self.counts[w] * len(starts)
+                pair_words.setdefault(pair, []).append(w)
         for w, (word, n) in enumerate(zip(self.words, self.counts)):
             for a, b in zip(word, word[1:]):
                 pair = a << shift | b
@@ -165,6 +198,9 @@ class MergeLoop:
                     seen.append(w)
 
         for w in pair_words.pop(pair):
+            if w in self.long:
+                self._merge_long(self.long[w], pair, a, b, t, counts[w], w, move)
+                continue
             word = words[w]
             todo = word.count(a)  # occurrences of a still to look at; 0 for a stale entry
             i, n = 0, counts[w]
@@ -191,6 +227,29 @@ class MergeLoop:
                 heapq.heappush(self.ties, (self._tie_key(new), new))
             else:
                 heapq.heappush(self.heap, self._entry(new, count))
+
+
+    def _merge_long(self, word: LongWord, pair: int, a: int, b: int, t: int, n: int, w: int, move: Callable) -> None:
+        """``_merge``'s rewrite of one word, for a linked-list word: only the occurrences of the pair,
+        left to right, are visited; the neighbouring pairs move exactly as in the list code."""
+        shift, sym, nxt, prv, where = self.shift, word.sym, word.nxt, word.prv, word.where
+        for i in sorted(where.pop(pair, ())):
+            j = nxt[i]
+            if sym[i] != a or j < 0 or sym[j] != b:
+                continue  # a stale entry: the pair is no longer there
+            p, q = prv[i], nxt[j]
+            if p >= 0:  # left neighbour x; it is t when the previous occurrence was just merged
+                x = sym[p]
+                move((b if x == t else x) << shift | a, x << shift | t, n, w)
+                where.setdefault(x << shift | t, []).append(p)
+            if q >= 0:  # right neighbour y, unless it starts another occurrence (then it is that one's left)
+                y = sym[q]
+                if not (y == a and nxt[q] >= 0 and sym[nxt[q]] == b):
+                    move(b << shift | y, t << shift | y, n, w)
+                    where.setdefault(t << shift | y, []).append(i)
+            sym[i], sym[j], nxt[i] = t, -1, q
+            if q >= 0:
+                prv[q] = i
 
 
 def _reverse_order_key(token: bytes) -> str:

@@ -25,8 +25,9 @@ import numpy as np
 
 from lmcli.errors import LmcliError
 from lmcli.progress import SILENT, Progress
-from lmcli.tokenizer.chunks import check_text_file
+from lmcli.tokenizer.chunks import check_text_file, decode_utf8, read_range
 from lmcli.tokenizer.encode_file import encode_file
+from lmcli.tokenizer.files import token_text
 from lmcli.tokenizer.special_tokens import END_OF_TEXT
 from lmcli.tokenizer.tokenizer import Tokenizer
 
@@ -58,8 +59,11 @@ def document_ranges(path: Path, separator: str, on_progress=None) -> list[tuple[
     return [(a, b) for a, b in ranges if b > a]
 
 
-def sample_documents(path: Path, separator: str, n: int, seed: int, progress: Progress = SILENT) -> list[str]:
-    """``n`` documents drawn at random (without replacement; all of them when there are fewer)."""
+def sample_documents(
+    path: Path, separator: str, n: int, seed: int, progress: Progress = SILENT, errors: str = "strict"
+) -> tuple[list[str], int]:
+    """``n`` documents drawn at random (without replacement; all of them when there are fewer), and their
+    size in bytes in the file. Invalid UTF-8 is an error naming its offset, unless ``errors="replace"``."""
     check_text_file(path)
     if n < 1:
         raise LmcliError(f"--docs must be at least 1 (got {n})")
@@ -68,17 +72,13 @@ def sample_documents(path: Path, separator: str, n: int, seed: int, progress: Pr
     if not ranges:
         raise LmcliError(f"{path} holds no text")
     chosen = sorted(random.Random(seed).sample(ranges, min(n, len(ranges))))
-    with open(path, "rb") as f:
-        docs = []
-        for start, end in chosen:
-            f.seek(start)
-            docs.append(f.read(end - start).decode("utf-8", errors="replace"))
-    return docs
+    docs = [decode_utf8(read_range(path, start, end), path, start, errors) for start, end in chosen]
+    return docs, sum(end - start for start, end in chosen)
 
 
-def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], workers: int, sample_dir: Path) -> dict:
-    """Compression, throughput (1 process and ``workers``) and vocabulary use of one tokenizer on docs."""
-    nbytes = sum(len(d.encode("utf-8")) for d in docs)
+def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], nbytes: int, workers: int, sample_dir: Path) -> dict:
+    """Compression, throughput (1 process and ``workers``) and vocabulary use of one tokenizer on
+    ``docs`` (``nbytes`` of the corpus)."""
     started = time.perf_counter()
     ids = [tokenizer.encode_array(d) for d in docs]
     single_s = time.perf_counter() - started
@@ -100,7 +100,7 @@ def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], workers: i
         "pile_hours_workers": round(PILE_BYTES / parallel_rate / 3600, 2),
         "vocab_used": used,
         "vocab_used_share": round(used / tokenizer.vocab_size, 4),
-        "longest_tokens": [t.decode("utf-8", errors="replace") for t in longest],
+        "longest_tokens": [token_text(t) for t in longest],
     }
 
 
@@ -121,7 +121,7 @@ def _parallel_rate(tokenizer: Tokenizer, docs: list[str], workers: int, sample_d
 
 def corpus_stats(
     input_path: Path, tokenizers: list[tuple[str, Tokenizer]], docs: int, seed: int, workers: int,
-    progress: Progress = SILENT,
+    progress: Progress = SILENT, errors: str = "strict",
 ) -> dict:
     """The statistics of every (name, tokenizer) on the same ``docs`` sampled documents.
 
@@ -129,13 +129,8 @@ def corpus_stats(
     if workers < 1:
         raise LmcliError(f"--workers must be at least 1 (got {workers})")
     first = tokenizers[0][1].special_tokens
-    sample = sample_documents(input_path, first[0] if first else END_OF_TEXT, docs, seed, progress)
-    report = {
-        "input": str(input_path),
-        "documents": len(sample),
-        "bytes": sum(len(d.encode("utf-8")) for d in sample),
-        "seed": seed,
-    }
+    sample, nbytes = sample_documents(input_path, first[0] if first else END_OF_TEXT, docs, seed, progress, errors)
+    report = {"input": str(input_path), "documents": len(sample), "bytes": nbytes, "seed": seed}
     with tempfile.TemporaryDirectory(prefix="lmcli-stats-") as tmp:
-        report["tokenizers"] = [tokenizer_stats(t, name, sample, workers, Path(tmp)) for name, t in tokenizers]
+        report["tokenizers"] = [tokenizer_stats(t, name, sample, nbytes, workers, Path(tmp)) for name, t in tokenizers]
     return report

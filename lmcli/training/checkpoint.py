@@ -68,18 +68,32 @@ def load_checkpoint(
     src: str | os.PathLike | BinaryIO | IO[bytes], model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
 ) -> int:
     """Restore model (compiled or not) and optimizer state from ``src``; returns the saved iteration."""
-    checkpoint = read_checkpoint(src)
+    checkpoint = read_checkpoint(src, entries=("iteration", "model", *(("optimizer",) if optimizer is not None else ())))
     load_model_state(model, checkpoint["model"])
     if optimizer is not None:
         optimizer.load_state_dict(checkpoint["optimizer"])
     return checkpoint["iteration"]
 
 
-def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes], map_location: str | torch.device = "cpu") -> dict:
-    """The checkpoint dict in ``src``, or an LmcliError if it is missing or not an lmcli checkpoint."""
+# What each entry of a checkpoint must be. Every reader names the entries it needs.
+ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
+    "iteration": int, "model": dict, "optimizer": dict, "config": dict, "model_config": dict, "rng": dict,
+    "tokenizer": dict, "best_val_loss": (int, float), "elapsed_s": (int, float),
+}
+TRAINED = ("iteration", "model", "model_config")  # what generate, eval and export need
+RESUMABLE = tuple(ENTRY_TYPES)  # what --resume restores
+
+
+def read_checkpoint(
+    src: str | os.PathLike | BinaryIO | IO[bytes], map_location: str | torch.device = "cpu",
+    entries: tuple[str, ...] = ("iteration", "model"),
+) -> dict:
+    """The checkpoint dict in ``src`` with the ``entries`` a reader needs, each checked; an LmcliError
+    if it is missing, not an lmcli checkpoint, or damaged."""
     name = src if isinstance(src, (str, os.PathLike)) else getattr(src, "name", "checkpoint")
     if isinstance(src, (str, os.PathLike)) and not Path(src).is_file():
-        raise LmcliError(f"checkpoint {src} does not exist")
+        kind = "is a directory (give a .pt file, a run directory or a run name)" if Path(src).is_dir() else "does not exist"
+        raise LmcliError(f"checkpoint {src} {kind}")
     try:
         checkpoint = torch.load(src, map_location=map_location, weights_only=True)
     except Exception as e:  # a foreign file can fail to unpickle in any number of ways
@@ -89,7 +103,25 @@ def read_checkpoint(src: str | os.PathLike | BinaryIO | IO[bytes], map_location:
         raise LmcliError(f"{name} is not an lmcli checkpoint")
     if checkpoint.get("version") != VERSION:
         raise LmcliError(f"{name} has checkpoint version {checkpoint.get('version')}; this lmcli reads {VERSION}")
+    problem = next((p for key in entries if (p := _entry_problem(checkpoint, key))), None)
+    if problem:
+        raise LmcliError(f"{name} is damaged or incomplete: {problem}")
     return checkpoint
+
+
+def _entry_problem(checkpoint: dict, key: str) -> str | None:
+    value = checkpoint.get(key)
+    if value is None:
+        return f"it has no {key!r}"
+    if not isinstance(value, ENTRY_TYPES[key]) or isinstance(value, bool):
+        return f"its {key!r} is a {type(value).__name__}"
+    if key == "iteration" and value < 0:
+        return "its iteration is negative"
+    if key == "model" and not all(isinstance(k, str) and isinstance(t, torch.Tensor) for k, t in value.items()):
+        return "its 'model' is not a state dict of tensors"
+    if key == "tokenizer" and not all(isinstance(value.get(k), str) for k in ("dir", "fingerprint")):
+        return "its 'tokenizer' does not name a directory and a fingerprint"
+    return None
 
 
 def uncompiled_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -98,7 +130,8 @@ def uncompiled_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a state dict into ``model``, whichever of the two was compiled."""
+    """Load a state dict into ``model``, whichever of the two was compiled (raises RuntimeError when the
+    names or shapes do not match)."""
     state = {k.removeprefix(COMPILED_PREFIX): v for k, v in state.items()}
     getattr(model, "_orig_mod", model).load_state_dict(state)
 
@@ -111,12 +144,16 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.devi
     holds the tokenizer's ``dir`` and ``fingerprint``, ``checkpoint["config"]`` the run's
     resolved config). Raises LmcliError for a missing file or one that is not a checkpoint.
     """
-    checkpoint = read_checkpoint(path, map_location=device)
-    if "model_config" not in checkpoint:
-        raise LmcliError(f"{path} holds no model config (it was not written by `lmcli train`)")
-    model_config = ModelConfig.from_dict(checkpoint["model_config"])
+    checkpoint = read_checkpoint(path, map_location=device, entries=TRAINED)
+    try:
+        model_config = ModelConfig.from_dict(checkpoint["model_config"])
+    except LmcliError as e:
+        raise LmcliError(f"{path} is damaged: its model config: {e}") from None
     model = TransformerLM.from_config(model_config, device=device, dtype=torch.float32)
-    load_model_state(model, checkpoint["model"])
+    try:
+        load_model_state(model, checkpoint["model"])
+    except RuntimeError as e:
+        raise LmcliError(f"{path} is damaged: its weights do not fit its model config ({str(e).splitlines()[-1].strip()})") from None
     model.eval()
     return model, model_config, checkpoint
 

@@ -6,7 +6,9 @@
 - ``step-NNNNNN.pt``, a kept copy, every ``training.keep_interval`` steps (if set).
 
 A checkpoint holds the run's ``TrainState`` and what is needed to use the model alone: the
-resolved config, the model config and the tokenizer's directory and fingerprint.
+resolved config, the model config and the tokenizer's directory and fingerprint. Each file is
+written atomically; a write that fails (a full disk) keeps the previous file and stops the run
+with one line that says so.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from lmcli.errors import LmcliError
 from lmcli.training.checkpoint import BEST, LATEST, write_checkpoint
 from lmcli.training.config import TrainConfig
 from lmcli.training.state import TrainState
@@ -49,4 +52,12 @@ class Checkpointer:
 
     def _write(self, state: TrainState, name: str) -> None:
         entries: dict[str, Any] = {**state.state_dict(), **self.about_run}
-        write_checkpoint(entries, self.run_dir / name)
+        path = self.run_dir / name
+        try:
+            write_checkpoint(entries, path)
+        except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
+            reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            kept = "no earlier one exists"
+            if path.is_file():
+                kept = f"the one of step {self.saved_step:,} is kept" if name == LATEST and self.saved_step else "the previous one is kept"
+            raise LmcliError(f"could not write {path} at step {state.step:,} ({reason}); {kept}") from None

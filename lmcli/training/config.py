@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from lmcli.config_values import dataclass_from_table
+from lmcli.config_values import dataclass_from_table, shown
 from lmcli.configs import bundled_config, bundled_names
 from lmcli.errors import LmcliError
 from lmcli.model.config import ModelConfig
@@ -102,6 +102,8 @@ def resolve_config_path(name: str | Path) -> Path:
     path = Path(name).expanduser()
     if path.is_file():
         return path
+    if path.is_dir():
+        raise LmcliError(f"config {name} is a directory, not a TOML file")
     bundled = bundled_config(path.name) if path.parent == Path(".") else None
     if bundled is not None:
         return bundled
@@ -116,18 +118,20 @@ def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:
     return config_from_dict(raw)
 
 
-def config_from_dict(raw: dict[str, Any]) -> TrainConfig:
-    """Build and check a TrainConfig from nested dicts (a parsed TOML file)."""
+def config_from_dict(raw: dict[str, Any], check: bool = True) -> TrainConfig:
+    """Build a TrainConfig from nested dicts (a parsed TOML file): keys and types always checked, and
+    unless ``check`` is False the values too (whether they can make a run)."""
     sections = {}
     for name, values in raw.items():
         if name not in _TABLES:
             raise LmcliError(f"unknown config table [{name}] (known: {', '.join(_TABLES)})")
         if not isinstance(values, dict):
-            raise LmcliError(f"config key {name} must be a table [{name}], got {values!r}")
-        cls = _TABLES[name]
-        sections[name] = ModelConfig.from_dict(values) if cls is ModelConfig else dataclass_from_table(cls, name, values)
+            raise LmcliError(f"config key {name} must be a table [{name}], got {shown(values)}")
+        sections[name] = dataclass_from_table(_TABLES[name], name, values)
     config = TrainConfig(**sections)
-    check_config(config)
+    if check:
+        config.model.validate()
+        check_config(config)
     return config
 
 

@@ -35,6 +35,7 @@ from lmcli.accounting.costs import forward_flops
 from lmcli.errors import LmcliError
 from lmcli.json_output import finite_or_none
 from lmcli.progress import SILENT, Progress
+from lmcli.training.checkpoint import LATEST
 from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.clip import clip_grad_norm
 from lmcli.training.config import TrainConfig
@@ -48,6 +49,10 @@ from lmcli.training.schedule import cosine_lr
 from lmcli.training.state import TrainState
 
 
+class TrainingDiverged(LmcliError):
+    """The loss or the gradient norm became NaN or infinite."""
+
+
 @dataclass(frozen=True)
 class TrainResult:
     state: TrainState
@@ -56,13 +61,16 @@ class TrainResult:
 
 
 def train(
-    config: TrainConfig, data: TrainingData, runtime: Runtime, checkpointer: Checkpointer,
+    config: TrainConfig, data: TrainingData, runtime: Runtime, state: TrainState, checkpointer: Checkpointer,
     observers: list[TrainObserver], resume: dict[str, Any] | None = None, progress: Progress = SILENT,
 ) -> TrainResult:
-    """Train from scratch, or from the ``resume`` checkpoint dict, to ``config.max_steps``."""
-    state = TrainState.create(config, runtime.device)
+    """Train ``state`` (fresh from ``TrainState.create``), or the ``resume`` checkpoint dict restored into
+    it, to ``config.max_steps``."""
     if resume is not None:
-        state.load_state_dict(resume)
+        try:
+            state.load_state_dict(resume)
+        except LmcliError as e:
+            raise LmcliError(f"{checkpointer.run_dir / LATEST}: {e}") from None
     model = runtime.compile_model(state.model)
     evaluator, events = Evaluator(data.valid, config, runtime), Observers(observers)
     tokens_per_step, log_interval = config.training.batch_size * config.model.context_length, config.training.log_interval
@@ -86,7 +94,7 @@ def train(
             loss_value, norm_value = loss.item(), grad_norm.item()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 events.on_row({"kind": "diverged", "step": step, "loss": loss_value, "grad_norm": norm_value})
-                raise LmcliError(
+                raise TrainingDiverged(
                     f"training diverged at step {step:,}: loss {loss_value}, gradient norm {norm_value}; "
                     f"{checkpointer.kept()}. Lower optimizer.lr or enable optimizer.grad_clip"
                 )

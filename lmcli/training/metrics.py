@@ -17,6 +17,7 @@ import fcntl
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +42,13 @@ class RunLog(TrainObserver):
     """
 
     def __init__(self, run_dir: Path, resume_step: int | None = None):
-        self.text = open(run_dir / LOG_FILE, "a", encoding="utf-8")
+        self.text = open(run_dir / LOG_FILE, "a", encoding="utf-8", errors="replace")
         try:
             fcntl.flock(self.text.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.text.close()
             raise LmcliError(f"{run_dir} is being trained by another process right now") from None
-        if resume_step is not None:
-            truncate_metrics(run_dir, resume_step)
+        self.repair_note = truncate_metrics(run_dir, resume_step) if resume_step is not None else None
         self.metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
         self.wandb_run = None
 
@@ -70,15 +70,72 @@ class RunLog(TrainObserver):
             self.wandb_run.finish()
 
 
-def truncate_metrics(run_dir: Path, last_step: int) -> None:
-    """Drop metrics rows after ``last_step`` (they belong to steps a resumed run repeats)."""
-    path = run_dir / METRICS_FILE
+NUMERIC_FIELDS = ("tokens", "elapsed_s", "lr", "loss", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_perplexity")
+
+
+@dataclass
+class MetricsFile:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    bad_lines: list[int] = field(default_factory=list)  # 1-based numbers of the lines that are not rows
+    cut_off: bool = False  # the last line is incomplete (a write that a kill interrupted)
+
+    def problem(self) -> str | None:
+        """What is wrong beyond a cut-off last line, for a note; None if nothing."""
+        bad = [n for n in self.bad_lines if not (self.cut_off and n == self.bad_lines[-1])]
+        if not bad:
+            return None
+        return f"{len(bad)} line(s) of {METRICS_FILE} are not metrics rows (line {bad[0]} first)"
+
+
+def read_metrics(path: Path) -> MetricsFile:
+    """The rows of a metrics.jsonl, and which lines were not rows (left out)."""
+    found = MetricsFile()
     if not path.is_file():
-        return
-    rows = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    kept = [line for line in rows if json.loads(line)["step"] <= last_step]
+        return found
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        row = _metrics_row(line)
+        if row is None:
+            found.bad_lines.append(number)
+            found.cut_off = number == len(lines)  # no newline after it: the write never finished
+        else:
+            found.rows.append(row)
+    return found
+
+
+def _metrics_row(line: bytes) -> dict[str, Any] | None:
+    """A line as a metrics row (a JSON object with a kind, a step and numbers where numbers go), else None."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    if not isinstance(row, dict) or not isinstance(row.get("kind"), str):
+        return None
+    step = row.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        return None
+    numbers_ok = all(
+        row.get(k) is None or (isinstance(row[k], (int, float)) and not isinstance(row[k], bool)) for k in NUMERIC_FIELDS
+    )
+    return row if numbers_ok else None
+
+
+def truncate_metrics(run_dir: Path, last_step: int) -> str | None:
+    """Keep the metrics rows up to ``last_step`` (later ones belong to steps a resumed run repeats) and
+    drop lines that are not rows; returns a note when there were such lines."""
+    path = run_dir / METRICS_FILE
+    found = read_metrics(path)
+    if not path.is_file():
+        return None
     with atomic_open(path, encoding="utf-8") as f:
-        f.writelines(line + "\n" for line in kept)
+        f.writelines(json.dumps(row) + "\n" for row in found.rows if row["step"] <= last_step)
+    if not found.bad_lines:
+        return None
+    what = "a cut-off last line" if found.problem() is None else found.problem()
+    return f"{path}: dropped {what} (the checkpoint of step {last_step:,} is what the run continues from)"
 
 
 def require_wandb():

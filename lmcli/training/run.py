@@ -9,8 +9,11 @@ A run directory ``<workspace>/runs/<name>`` holds::
                      step-NNNNNN.pt when ``training.keep_interval`` is set
 
 Everything the run reads is checked before the directory is created, so a bad config or
-bad data leaves nothing behind. ``run_training`` is what ``lmcli train`` and ``lmcli sweep``
-call; it prints nothing itself: observers and a progress sink show what it does.
+bad data leaves nothing behind, and the memory the run needs is compared with what the device
+has before anything is allocated. An error during training is recorded as a ``failed`` row.
+A run that stopped before its first checkpoint starts again from step 0 on ``--resume``.
+``run_training`` is what ``lmcli train`` and ``lmcli sweep`` call; it prints nothing itself:
+observers and a progress sink show what it does.
 """
 
 from __future__ import annotations
@@ -21,18 +24,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lmcli.accounting.memory import max_batch_size, training_memory
 from lmcli.atomic import atomic_open
 from lmcli.errors import LmcliError
+from lmcli.memory_budget import allocation_errors, available_bytes, require_memory
 from lmcli.model.config import ModelConfig
 from lmcli.progress import SILENT, Progress
-from lmcli.training.checkpoint import BEST, LATEST, read_checkpoint
+from lmcli.training.checkpoint import BEST, LATEST, RESUMABLE, read_checkpoint
 from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
-from lmcli.training.device import setup_runtime
-from lmcli.training.loop import count_parameters, train
+from lmcli.training.device import Runtime, setup_runtime
+from lmcli.training.loop import TrainingDiverged, count_parameters, train
 from lmcli.training.metrics import RunLog, perplexity, require_wandb
 from lmcli.training.observers import TrainObserver
+from lmcli.training.state import TrainState
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import Workspace
 
@@ -58,40 +64,60 @@ def run_training(
     if (spec.config is None) == (spec.resume is None):
         raise LmcliError("give either --config (start a run) or --resume RUN_DIR (continue one)")
     overrides = [*spec.overrides, *([f"system.device={spec.device}"] if spec.device is not None else [])]
+    notes = []
     if spec.resume is not None:
         run_dir = find_run(spec.resume, workspace)
         config = load_config(run_dir / CONFIG_FILE, overrides)
-        checkpoint = read_checkpoint(run_dir / LATEST)
-        check_resumable(config, checkpoint, run_dir)
+        checkpoint = read_checkpoint(run_dir / LATEST, entries=RESUMABLE) if (run_dir / LATEST).is_file() else None
+        if checkpoint is None:
+            notes.append(f"{run_dir} has no checkpoint yet: training it again from step 0")
+        else:
+            check_resumable(config, checkpoint, run_dir)
     else:
         path = resolve_config_path(spec.config)
         config = load_config(path, overrides)
-        run_dir = workspace.runs_dir / (spec.name or f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+        run_dir = workspace.run_dir(spec.name or f"{path.stem}-{time.strftime('%Y%m%d-%H%M%S')}")
         if run_dir.exists():
-            raise LmcliError(f"run directory {run_dir} already exists (choose another --name, or --resume it)")
+            hint = "--resume it" if (run_dir / LATEST).is_file() else f"`lmcli train --resume {run_dir.name}` starts it again"
+            raise LmcliError(f"run directory {run_dir} already exists (choose another --name, or {hint})")
         checkpoint = None
 
     wandb_module = require_wandb() if spec.wandb else None
     s = config.system
     runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops)
+    require_training_memory(config, runtime)
     data = load_training_data(
         workspace.path(config.data.train), workspace.path(config.data.valid), workspace.path(config.data.tokenizer),
         config.model.vocab_size, config.model.context_length, progress,
     )
     if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
         raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
+    with allocation_errors("building the model", "choose a smaller model"):
+        state = TrainState.create(config, runtime.device)  # weights, AdamW and its parameter groups: checked here too
 
     run_dir.mkdir(parents=True, exist_ok=True)
     resumed_step = checkpoint["iteration"] if checkpoint else None
-    log = RunLog(run_dir, resume_step=resumed_step)
+    restarting = spec.resume is not None and checkpoint is None
+    log = RunLog(run_dir, resume_step=0 if restarting else resumed_step)
     tokenizer = {"dir": str(data.tokenizer_dir.resolve()), "fingerprint": data.tokenizer_fingerprint}
+    observers = [log, *observers]
+    for note in [*notes, *([log.repair_note] if log.repair_note else [])]:
+        for observer in observers:
+            observer.on_note(note)
+    checkpointer = Checkpointer(run_dir, config, tokenizer, resumed_step)
     try:
         with atomic_open(run_dir / CONFIG_FILE, encoding="utf-8") as f:
             f.write(config.to_toml())
         if wandb_module is not None:
             log.wandb_run = wandb_module.init(project=WANDB_PROJECT, name=run_dir.name, config=config.to_dict())
-        checkpointer = Checkpointer(run_dir, config, tokenizer, resumed_step)
-        result = train(config, data, runtime, checkpointer, [log, *observers], resume=checkpoint, progress=progress)
+        advice = "lower training.batch_size or the model's size"
+        with allocation_errors("training", advice):
+            result = train(config, data, runtime, state, checkpointer, observers, resume=checkpoint, progress=progress)
+    except TrainingDiverged:  # recorded by its own row
+        raise
+    except LmcliError as e:
+        log.on_row({"kind": "failed", "step": checkpointer.saved_step or 0, "error": str(e)})
+        raise
     finally:
         log.close()
     tokens = config.max_steps * config.training.batch_size * config.model.context_length
@@ -112,12 +138,21 @@ def run_training(
     }
 
 
+def require_training_memory(config: TrainConfig, runtime: Runtime) -> None:
+    """An LmcliError, before anything is allocated, when the run's estimated peak (parameters, gradients,
+    AdamW state, activations: ``lmcli accounting``'s model) exceeds the device's available memory."""
+    dtype = "bf16" if runtime.autocast else "fp32"
+    batch = config.training.batch_size
+    memory = training_memory(config.model, config.model.context_length, batch, dtype)
+    fits = max_batch_size(memory, available_bytes(runtime.device))
+    what_fits = f"at most training.batch_size={fits} fits" if fits else "not even the model's weights and AdamW state fit"
+    require_memory(memory["peak"], runtime.device, f"training.batch_size={batch} with this model", what_fits)
+
+
 def find_run(resume: str, workspace: Workspace) -> Path:
     """A run directory given as a path or as a name under the workspace's runs/."""
     for candidate in (Path(resume).expanduser(), workspace.runs_dir / resume):
         if (candidate / CONFIG_FILE).is_file():
-            if not (candidate / LATEST).is_file():
-                raise LmcliError(f"{candidate} has no checkpoint yet ({LATEST}): start it again instead")
             return candidate
     raise LmcliError(f"no run directory {resume} (looked for {CONFIG_FILE} there and in {workspace.runs_dir})")
 

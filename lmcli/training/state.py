@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from lmcli.errors import LmcliError
 from lmcli.model.transformer import TransformerLM
 from lmcli.training.checkpoint import capture_rng, load_model_state, restore_rng, uncompiled_state_dict
 from lmcli.training.config import TrainConfig
@@ -57,8 +58,13 @@ class TrainState:
         }
 
     def load_state_dict(self, checkpoint: dict[str, Any]) -> None:
-        load_model_state(self.model, checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
-        restore_rng(checkpoint["rng"], self.batch_rng)
-        self.step, self.best_val_loss = checkpoint["iteration"], checkpoint["best_val_loss"]
-        self.elapsed_before, self.started = checkpoint["elapsed_s"], time.perf_counter()
+        """Restore everything from a checkpoint dict (read with ``RESUMABLE`` entries); LmcliError if its
+        content does not fit this run (a damaged or foreign file)."""
+        try:
+            load_model_state(self.model, checkpoint["model"])
+            self.optimizer.load_state_dict(checkpoint["optimizer"])
+            restore_rng(checkpoint["rng"], self.batch_rng)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
+            raise LmcliError(f"the checkpoint is damaged: it cannot be restored ({type(e).__name__}: {e})") from None
+        self.step, self.best_val_loss = checkpoint["iteration"], float(checkpoint["best_val_loss"])
+        self.elapsed_before, self.started = float(checkpoint["elapsed_s"]), time.perf_counter()

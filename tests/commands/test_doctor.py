@@ -68,6 +68,7 @@ def test_doctor_sees_what_the_workspace_holds(cli, tmp_path):
         "path": str(ws / "tokenizer"),
         "vocab_size": 257,
         "special_tokens": ["<|endoftext|>"],
+        "problem": None,
     }
     assert report["text"] == [{"file": "demo-train.txt", "bytes": 20}]
     assert report["encoded"] == [{"file": "train.npy", "bytes": (ws / "data" / "train.npy").stat().st_size, "tokens": 1234}]

@@ -97,7 +97,7 @@ def test_reading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     with pytest.raises(LmcliError, match="is not an lmcli checkpoint"):
         load_model_from_checkpoint(tmp_path / "other.pt")
     save_checkpoint(model, optimizer, 1, tmp_path / "bare.pt")  # API checkpoint: no model config inside
-    with pytest.raises(LmcliError, match="holds no model config"):
+    with pytest.raises(LmcliError, match="has no 'model_config'"):
         load_model_from_checkpoint(tmp_path / "bare.pt")
 
 

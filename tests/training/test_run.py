@@ -181,7 +181,7 @@ def _write_ids(workspace, name: str, ids) -> None:
          "contains token id 300, outside the model's vocabulary of 256"),
         (lambda ws: (ws / "data" / "valid.npy").unlink(), [], "validation data file"),
         (lambda ws: _write_ids(ws, "train.npy", []), [], "is empty"),
-        (lambda ws: (ws / "data" / "train.npy").write_text("not numpy"), [], "is not a .npy array"),
+        (lambda ws: (ws / "data" / "train.npy").write_text("not numpy"), [], "is not a .npy file (a text file?"),
         (lambda ws: _write_ids(ws, "valid.npy", range(50)), ["--set", "model.context_length=64"],
          "has 50 tokens, fewer than the 65 one context window needs"),
         (lambda ws: None, ["--set", "model.vocab_size=128"], "has 256 tokens but model.vocab_size is 128"),
