@@ -16,6 +16,7 @@ from lmcli.accounting.presets import resolve_model
 from lmcli.errors import LmcliError
 
 GIB = 2**30
+MAX_MEMORY_GIB = 2.0**30  # an exabyte: a budget beyond it is a typo
 
 
 @dataclass(frozen=True)
@@ -36,8 +37,8 @@ class Setup:
         for name in ("batch_size", "steps"):
             if getattr(self, name) < 1:
                 raise LmcliError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
-        if self.memory_gib <= 0:
-            raise LmcliError(f"--memory must be positive, got {self.memory_gib}")
+        if not 0 < self.memory_gib <= MAX_MEMORY_GIB:
+            raise LmcliError(f"--memory must be positive and at most {MAX_MEMORY_GIB:,.0f} GiB, got {self.memory_gib}")
         if not 0 < self.mfu <= 1:
             raise LmcliError(f"--mfu must be in (0, 1], got {self.mfu}")
         if self.hardware not in PEAK_FLOPS:

@@ -67,8 +67,8 @@ def run(
     prompt_ids = tokenizer.encode(prompt) or ([eos_id] if eos_id is not None else [])
     generator = None if seed is None else torch.Generator(chosen_device).manual_seed(seed)
     sampling = Sampling(temperature, top_p, generator, num_tokens=tokenizer.max_id + 1)
+    steps = generate_batch(model, prompt_ids, max_tokens, sampling, eos_id, num_samples)  # checks every size first
     completions = [Completion(TextStream(tokenizer.vocab)) for _ in range(num_samples)]
-    steps = generate_batch(model, prompt_ids, max_tokens, sampling, eos_id, num_samples)
 
     started = time.perf_counter()
     if as_json:

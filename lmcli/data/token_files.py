@@ -21,7 +21,7 @@ NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
 def open_token_ids(path: Path, what: str = "token ids", min_length: int = 0) -> np.ndarray:
     """Memory-map a 1-D integer ``.npy`` of token ids with at least ``min_length`` of them."""
     if not path.is_file():
-        kind = "a directory, not a .npy file" if path.is_dir() else "does not exist (write it with `lmcli encode`)"
+        kind = "is a directory, not a .npy file" if path.is_dir() else "does not exist (write it with `lmcli encode`)"
         raise LmcliError(f"{what} file {path} {kind}")
     with open(path, "rb") as f:
         if f.read(len(NPY_MAGIC)) != NPY_MAGIC:

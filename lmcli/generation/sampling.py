@@ -45,7 +45,11 @@ def sample_next(
     """One token id per row of ``logits`` (batch, vocab): argmax at temperature 0, else a nucleus sample."""
     if temperature == 0:
         return logits.argmax(dim=-1)
-    probs = nucleus(softmax(logits.float() / temperature, dim=-1), top_p)
+    # Shifted before dividing and in float64 (any positive temperature is one), so a tiny temperature
+    # sends the other tokens to -inf and leaves the best at 0: never inf - inf or 0 / 0.
+    logits = logits.double()
+    scaled = (logits - logits.amax(dim=-1, keepdim=True)) / temperature
+    probs = nucleus(softmax(scaled, dim=-1), top_p)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -84,6 +84,17 @@ TRAINED = ("iteration", "model", "model_config")  # what generate, eval and expo
 RESUMABLE = tuple(ENTRY_TYPES)  # what --resume restores
 
 
+def checkpoint_bytes(entries: Any) -> int:
+    """About how many bytes ``torch.save`` writes for ``entries``: the bytes of the tensors in it."""
+    if isinstance(entries, torch.Tensor):
+        return entries.numel() * entries.element_size()
+    if isinstance(entries, dict):
+        return sum(map(checkpoint_bytes, entries.values()))
+    if isinstance(entries, (list, tuple)):
+        return sum(map(checkpoint_bytes, entries))
+    return 0
+
+
 def read_checkpoint(
     src: str | os.PathLike | BinaryIO | IO[bytes], map_location: str | torch.device = "cpu",
     entries: tuple[str, ...] = ("iteration", "model"),

@@ -14,11 +14,12 @@ with one line that says so.
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 from typing import Any
 
 from lmcli.errors import LmcliError
-from lmcli.training.checkpoint import BEST, LATEST, write_checkpoint
+from lmcli.training.checkpoint import BEST, LATEST, checkpoint_bytes, write_checkpoint
 from lmcli.training.config import TrainConfig
 from lmcli.training.state import TrainState
 
@@ -57,6 +58,9 @@ class Checkpointer:
             write_checkpoint(entries, path)
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
+            needed, free = checkpoint_bytes(entries), shutil.disk_usage(self.run_dir).free
+            if free < needed:  # what torch's message means
+                reason = f"No space left on device: {free / 2**20:,.1f} MiB free, the checkpoint needs {needed / 2**20:,.1f} MiB"
             kept = "no earlier one exists"
             if path.is_file():
                 kept = f"the one of step {self.saved_step:,} is kept" if name == LATEST and self.saved_step else "the previous one is kept"

@@ -12,7 +12,7 @@ from collections import Counter
 import pytest
 
 from lmcli.errors import LmcliError
-from lmcli.tokenizer import fast_count, reference, train_bpe
+from lmcli.tokenizer import fast_count, fast_merges, reference, train_bpe
 from lmcli.tokenizer.chunks import bounded_pieces, chunk_ranges, read_text
 from lmcli.tokenizer.fast_encode import GPT2_ASCII_PATTERN
 from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
@@ -303,3 +303,29 @@ def test_unreadable_input(tmp_path):
     path.chmod(0)
     with pytest.raises(LmcliError, match="not readable"):
         train_bpe(path, 300, [EOT])
+
+
+# --- pathological input ----------------------------------------------------------------------
+
+
+def test_long_words_take_the_linked_list_path_and_give_the_same_merges(monkeypatch):
+    rng = random.Random(6)
+    for _ in range(60):
+        words = Counter()
+        for _ in range(rng.randrange(1, 5)):
+            alphabet = rng.choice([b"ab", b"abc", b"a", b"abcd"])
+            words[bytes(rng.choice(alphabet) for _ in range(rng.choice([2, 5, 30, 70, 200])))] += rng.randrange(1, 4)
+        n = rng.randrange(1, 60)
+        monkeypatch.setattr(fast_merges, "LONG_WORD", 10**9)
+        as_lists = fast_merges.MergeLoop(dict(words), n).run(n)
+        monkeypatch.setattr(fast_merges, "LONG_WORD", 4)
+        assert fast_merges.MergeLoop(dict(words), n).run(n) == as_lists, words
+
+
+def test_one_very_long_word_trains_like_the_reference_and_prints_short(cli, tmp_path):
+    word = "".join(random.Random(3).choice("acgt") for _ in range(3000))
+    path = write(tmp_path, word)
+    vocab, merges = train_bpe(path, 300, [EOT])
+    assert merges == reference_merges(word, 300, [EOT])
+    result = cli("train-bpe", path, "--vocab", "300", "--out", tmp_path / "tok", "--json")
+    assert all(len(t) < 80 for t in json.loads(result.stdout)["longest_tokens"])
