@@ -248,6 +248,7 @@ def train(
     device: Annotated[Optional[str], typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log metrics to Weights & Biases (needs the wandb package).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel or progress bars; only the summary.")] = False,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Train in this many processes on this machine (one per GPU; on a CPU they share the cores), launched as torchrun does.")] = 1,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -257,7 +258,7 @@ def train(
 
     Example: lmcli train --config demo --set training.max_steps=500
     """
-    run("train")(config, overrides or [], resume, name, device, wandb, quiet, workspace, json_)
+    run("train")(config, overrides or [], resume, name, device, wandb, quiet, workspace, json_, nproc)
 
 
 @command("plot")
@@ -310,8 +311,10 @@ def accounting(
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="gpt2-small, gpt2-medium, gpt2-large, gpt2-xl, tinystories or a CONFIG.toml with a \\[model] table \\[default: tinystories].", show_default=False)] = None,
     compare: Annotated[Optional[str], typer.Option("--compare", help="Comma-separated models to put side by side, e.g. gpt2-small,gpt2-medium,gpt2-large,gpt2-xl.", show_default=False)] = None,
     context_length: Annotated[Optional[int], typer.Option("--context-length", max=INT64, help="Tokens per sequence \\[default: the model's context length].", show_default=False)] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", "-b", max=INT64, help="Sequences per step, for memory and training time.")] = 1024,
-    memory: Annotated[float, typer.Option("--memory", parser=finite_float, help="Memory budget in GiB for the largest batch that fits.")] = 80.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", max=INT64, help="Sequences per optimizer step, for the training time.")] = 1024,
+    micro_batch_size: Annotated[Optional[int], typer.Option("--micro-batch-size", max=INT64, help="Sequences per forward pass (gradient accumulation), for memory \\[default: --batch-size].", show_default=False)] = None,
+    shards: Annotated[int, typer.Option("--fsdp", max=INT64, help="Devices FSDP shards the weights, gradients and AdamW state over (1: no sharding).")] = 1,
+    memory: Annotated[float, typer.Option("--memory", parser=finite_float, help="Memory budget in GiB per device, for the largest micro-batch that fits.")] = 80.0,
     dtype: Annotated[str, typer.Option("--dtype", help="fp32, or bf16 (autocast: bf16 activations and peak FLOP/s; weights and AdamW state stay fp32).")] = "fp32",
     hardware: Annotated[str, typer.Option("--hardware", help="a100 or h100 (peak dense FLOP/s from NVIDIA's datasheets).")] = "a100",
     mfu: Annotated[float, typer.Option("--mfu", parser=finite_float, help="Model FLOPs utilization: the fraction of peak FLOP/s the run achieves.")] = 0.5,
@@ -319,13 +322,14 @@ def accounting(
     json_: JsonOption = False,
 ) -> None:
     """Parameters, forward FLOPs by component (matmuls; backward = 2x), peak AdamW training memory
-    (a·batch + b, largest batch for --memory) and training time at an MFU: where a Transformer's cost goes.
+    per device (a·micro-batch + b, largest micro-batch for --memory) and training time at an MFU: where a Transformer's cost goes.
 
     Defaults are the CS336 exercise: fp32 on one 80 GB A100 at 50% MFU, 400K steps of batch 1,024.
 
     Example: lmcli accounting --model gpt2-xl    |    lmcli accounting --compare gpt2-small,gpt2-medium,gpt2-large,gpt2-xl
     """
-    run("accounting")(model, compare, context_length, batch_size, memory, dtype, hardware, mfu, steps, json_)
+    run("accounting")(model, compare, context_length, batch_size, micro_batch_size, shards, memory, dtype, hardware, mfu,
+                      steps, json_)
 
 
 @command("eval")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
 from typing import Any, Literal
 
@@ -36,6 +37,13 @@ def dataclass_from_table(cls: type, table: str, values: dict[str, Any]) -> Any:
 def checked_value(key: str, value: Any, kind: Any) -> Any:
     """``value`` converted to type ``kind`` (ints widen to floats, lists to tuples), or an error naming ``key``."""
     origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):  # the first alternative that takes the value
+        for alternative in args:
+            try:
+                return checked_value(key, value, alternative)
+            except LmcliError:
+                continue
+        raise LmcliError(f"{key} must be {' or '.join(map(_type_name, args))}, got {shown(value)}")
     if origin is Literal:
         if value not in args:
             raise LmcliError(f"{key} must be one of {', '.join(map(repr, args))}; got {shown(value)}")
@@ -65,4 +73,7 @@ def shown(value: Any, limit: int = 60) -> str:
 
 
 def _type_name(kind: Any) -> str:
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, str(item))
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))

@@ -1,5 +1,11 @@
 """Peak training memory: parameters, gradients, AdamW state and activations, as a·batch + b.
 
+The batch here is what one process runs forward at once: the micro-batch of gradient
+accumulation (``training.micro_batch_size``), which is what decides memory; the global batch
+of an optimizer step can be any multiple of it. Under FSDP over ``shards`` devices, each keeps
+1/shards of the parameters, gradients and AdamW state (plus, transiently, one block's full
+weights, not counted here).
+
 Parameters, gradients and AdamW's two moments are kept in float32 (also under bf16 autocast,
 which only lowers the activations): b = 4 · 4 bytes per parameter. Activations follow the CS336
 model: per sequence of T tokens, each layer saves the outputs of
@@ -40,9 +46,10 @@ def activation_elements(cfg: ModelConfig, seq_len: int) -> dict[str, int]:
     return {**elements, "total": sum(elements.values())}
 
 
-def training_memory(cfg: ModelConfig, seq_len: int, batch_size: int, dtype: str) -> dict[str, int]:
-    """Peak training memory in bytes at ``batch_size``, with its linear model a·batch + b."""
-    params = count_params(cfg)
+def training_memory(cfg: ModelConfig, seq_len: int, batch_size: int, dtype: str, shards: int = 1) -> dict[str, int]:
+    """Peak training memory in bytes of one process at (micro-)batch ``batch_size``, with its linear
+    model a·batch + b; ``shards``: the devices FSDP divides the weights and optimizer state over."""
+    params = -(-count_params(cfg) // shards)
     per_sequence = activation_elements(cfg, seq_len)["total"] * ACTIVATION_BYTES[dtype]
     parts = {
         "parameters": params * WEIGHT_BYTES,

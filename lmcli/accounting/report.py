@@ -25,6 +25,8 @@ class Setup:
 
     context_length: int | None = None  # None: the model's own
     batch_size: int = 1024
+    micro_batch_size: int | None = None  # sequences per forward pass; None: batch_size
+    shards: int = 1  # devices FSDP shards the weights and optimizer state over
     memory_gib: float = 80.0
     dtype: str = "fp32"
     hardware: str = "a100"
@@ -34,9 +36,11 @@ class Setup:
     def validate(self) -> None:
         if self.context_length is not None and self.context_length < 1:
             raise LmcliError(f"--context-length must be positive, got {self.context_length}")
-        for name in ("batch_size", "steps"):
+        for name in ("batch_size", "steps", "shards", *(("micro_batch_size",) if self.micro_batch_size is not None else ())):
             if getattr(self, name) < 1:
                 raise LmcliError(f"--{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.micro_batch_size is not None and self.batch_size % self.micro_batch_size:
+            raise LmcliError(f"--batch-size ({self.batch_size}) must be a multiple of --micro-batch-size ({self.micro_batch_size})")
         if not 0 < self.memory_gib <= MAX_MEMORY_GIB:
             raise LmcliError(f"--memory must be positive and at most {MAX_MEMORY_GIB:,.0f} GiB, got {self.memory_gib}")
         if not 0 < self.mfu <= 1:
@@ -54,7 +58,8 @@ def account(spec: str, setup: Setup) -> dict:
     if setup.context_length is not None:
         cfg = dataclasses.replace(cfg, context_length=setup.context_length)
     T, B = cfg.context_length, setup.batch_size
-    memory = training_memory(cfg, T, B, setup.dtype)
+    micro = setup.micro_batch_size or B
+    memory = training_memory(cfg, T, micro, setup.dtype, setup.shards)
     budget = int(setup.memory_gib * GIB)
     time = training_time(cfg, T, B, setup.steps, setup.hardware, setup.dtype, setup.mfu)
     return {
@@ -63,10 +68,11 @@ def account(spec: str, setup: Setup) -> dict:
         "forward_flops": forward_flops(cfg, T),
         "memory": {
             **memory,
-            "batch_size": B,
+            "micro_batch_size": micro,
+            "shards": setup.shards,
             "dtype": setup.dtype,
             "budget_bytes": budget,
-            "max_batch_size": max_batch_size(memory, budget),
+            "max_micro_batch_size": max_batch_size(memory, budget),
         },
         "training": {
             "hardware": setup.hardware,

@@ -27,11 +27,12 @@ PARAM_LABELS = {
 
 
 def run(
-    model: str | None, compare: str | None, context_length: int | None, batch_size: int, memory_gib: float,
-    dtype: str, hardware: str, mfu: float, steps: int, as_json: bool,
+    model: str | None, compare: str | None, context_length: int | None, batch_size: int, micro_batch_size: int | None,
+    shards: int, memory_gib: float, dtype: str, hardware: str, mfu: float, steps: int, as_json: bool,
 ) -> None:
     """One model (default tinystories) or a comma-separated comparison."""
-    setup = Setup(context_length, batch_size, memory_gib, dtype.lower(), hardware.lower(), mfu, steps)
+    setup = Setup(context_length=context_length, batch_size=batch_size, micro_batch_size=micro_batch_size, shards=shards,
+                  memory_gib=memory_gib, dtype=dtype.lower(), hardware=hardware.lower(), mfu=mfu, steps=steps)
     if model and compare:
         raise LmcliError("give either --model or --compare, not both")
     if compare is not None:
@@ -131,20 +132,22 @@ def flops_table(flops: dict[str, int], seq_len: int) -> Table:
 
 
 def memory_table(memory: dict) -> Table:
-    table = Table(title=f"Peak training memory (AdamW, {memory['dtype']} activations)", title_justify="left", min_width=60)
+    sharded = f", FSDP over {memory['shards']} devices" if memory["shards"] > 1 else ""
+    title = f"Peak training memory per device (AdamW, {memory['dtype']} activations{sharded})"
+    table = Table(title=title, title_justify="left", min_width=60)
     table.add_column("part")
     table.add_column("size", justify="right")
     rows = {
         "parameters (fp32)": memory["parameters"],
         "gradients (fp32)": memory["gradients"],
         "AdamW state (m, v)": memory["optimizer_state"],
-        f"activations (batch {memory['batch_size']:,})": memory["activations"],
+        f"activations (micro-batch {memory['micro_batch_size']:,})": memory["activations"],
     }
     for label, size in rows.items():
         table.add_row(label, human_bytes(size))
     table.add_row("[bold]peak", f"[bold]{human_bytes(memory['peak'])}")
-    table.add_row("peak = a · batch + b", f"{human_bytes(memory['bytes_per_sequence'])} · batch + {human_bytes(memory['fixed_bytes'])}")
-    table.add_row(f"largest batch in {human_bytes(memory['budget_bytes'])}", f"[bold]{memory['max_batch_size']:,}")
+    table.add_row("peak = a · micro-batch + b", f"{human_bytes(memory['bytes_per_sequence'])} · micro-batch + {human_bytes(memory['fixed_bytes'])}")
+    table.add_row(f"largest micro-batch in {human_bytes(memory['budget_bytes'])}", f"[bold]{memory['max_micro_batch_size']:,}")
     return table
 
 
@@ -166,9 +169,9 @@ def render_comparison(reports: list[dict]) -> None:
     row("forward FLOPs / sequence", lambda r: si(r["forward_flops"]["total"], "FLOP"))
     for key, label in FLOP_LABELS.items():
         row(f"  {label}", lambda r, key=key: f"{r['forward_flops'][key] / r['forward_flops']['total']:.1%}")
-    batch = reports[0]["memory"]["batch_size"]
-    row(f"peak memory (batch {batch:,})", lambda r: human_bytes(r["memory"]["peak"]))
-    row(f"largest batch in {human_bytes(reports[0]['memory']['budget_bytes'])}", lambda r: f"{r['memory']['max_batch_size']:,}")
+    micro = reports[0]["memory"]["micro_batch_size"]
+    row(f"peak memory (micro-batch {micro:,})", lambda r: human_bytes(r["memory"]["peak"]))
+    row(f"largest micro-batch in {human_bytes(reports[0]['memory']['budget_bytes'])}", lambda r: f"{r['memory']['max_micro_batch_size']:,}")
     t = reports[0]["training"]
     row(f"{t['steps']:,} steps, {t['hardware'].upper()} {t['dtype']} @ {t['mfu']:.0%} MFU", lambda r: duration(r["training"]["seconds"]))
     console.print(table)

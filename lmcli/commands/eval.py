@@ -30,7 +30,7 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
         return
     table = Table(title="evaluation", show_header=False, title_justify="left")
     table.add_row("checkpoint", f"{result['checkpoint']} (step {result['step']:,})")
-    table.add_row("data", result["data"])
+    table.add_row("data", result["data"] if isinstance(result["data"], str) else ", ".join(result["data"]))
     table.add_row("tokens", f"{result['tokens']:,} in windows of {result['context_length']}")
     table.add_row("loss", f"{result['loss']:.4f}")
     table.add_row("perplexity", f"{result['perplexity']:.2f}")

@@ -1,14 +1,27 @@
-"""``lmcli train``: start or resume a run with a live display, then print its summary."""
+"""``lmcli train``: start or resume a run with a live display, then print its summary.
+
+With ``--nproc N`` it checks the run and launches N worker processes (``lmcli.training.launch``),
+each running this same command; under ``torchrun`` each process is such a worker. Only rank 0
+shows the display and the summary, and a job's error is printed once, by the first rank that
+reports one (the others, which only lost contact with it, exit quietly).
+"""
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
+from lmcli.errors import LmcliError
 from lmcli.json_output import dumps
-from lmcli.training.run import RunSpec, run_training
+from lmcli.training import distributed
+from lmcli.training.distributed import World
+from lmcli.training.launch import INTERRUPTED, launch_local
+from lmcli.training.run import RunSpec, prepare_run, run_training
 from lmcli.ui.console import console
 from lmcli.ui.live import TrainDisplay
 from lmcli.workspace import Workspace
@@ -16,12 +29,56 @@ from lmcli.workspace import Workspace
 
 def run(
     config: str | None, overrides: list[str], resume: str | None, name: str | None, device: str | None,
-    wandb: bool, quiet: bool, workspace: Path | None, as_json: bool,
+    wandb: bool, quiet: bool, workspace: Path | None, as_json: bool, nproc: int = 1,
 ) -> None:
     spec = RunSpec(config=config, resume=resume, overrides=tuple(overrides), name=name, device=device, wandb=wandb)
-    with TrainDisplay(quiet=quiet or as_json) as display:
-        summary = run_training(spec, Workspace.resolve(workspace), [display], progress=display)
-    print_summary(summary, as_json)
+    world, ws = World.from_env(), Workspace.resolve(workspace)
+    if nproc < 1:
+        raise LmcliError(f"--nproc must be positive, got {nproc}")
+    if nproc > 1:
+        if world.size > 1:
+            raise LmcliError("--nproc starts the worker processes itself: under torchrun, leave it out")
+        launch(spec, ws, nproc, quiet, as_json)
+        return
+    with reported_once(world), TrainDisplay(quiet=quiet or as_json or not world.is_main) as display:
+        summary = run_training(spec, ws, [display], progress=display, world=world)
+    if world.is_main:
+        print_summary(summary, as_json)
+
+
+def launch(spec: RunSpec, workspace: Workspace, nproc: int, quiet: bool, as_json: bool) -> None:
+    """Check the run here (a bad config is one error, not one per worker), then run ``nproc`` workers."""
+    _, run_dir, _, _ = prepare_run(spec, workspace, World(size=nproc))
+    args = ["train", "--workspace", str(workspace.root)]
+    if spec.resume is not None:
+        args += ["--resume", str(run_dir)]
+    else:
+        args += ["--config", spec.config, "--name", run_dir.name]  # the name fixed here: workers agree on it
+    for override in spec.overrides:
+        args += ["--set", override]
+    args += [*(["--device", spec.device] if spec.device else []), *(["--wandb"] if spec.wandb else []),
+             *(["--quiet"] if quiet else []), *(["--json"] if as_json else [])]
+    code = launch_local(nproc, args)
+    if code:
+        sys.exit(code)  # the worker that failed has printed why
+
+
+@contextlib.contextmanager
+def reported_once(world: World) -> Iterator[None]:
+    """Let one rank of a job report its error (as every command does), the others exit with its code quietly."""
+    try:
+        yield
+    except BaseException as e:
+        if world.size == 1 or isinstance(e, SystemExit):
+            raise
+        quiet = isinstance(e, distributed.PeerFailed) or distributed.lost_peer(e)
+        if distributed.active():
+            quiet = quiet or not distributed.first_to_report()
+        else:  # before the ranks met: every rank checks the same things, rank 0 speaks
+            quiet = quiet or not world.is_main
+        if quiet:
+            sys.exit(INTERRUPTED if isinstance(e, KeyboardInterrupt) else 1)
+        raise
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:
@@ -32,7 +89,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     table.add_row("run", summary["run_dir"])
     table.add_row("steps / tokens", f"{summary['steps']:,} / {summary['tokens']:,}")
     table.add_row("parameters", f"{summary['parameters']:,}")
-    table.add_row("time", f"{summary['elapsed_s']:,.1f} s on {summary['device']}")
+    processes = f" x {summary['processes']} processes" if summary["processes"] > 1 else ""
+    table.add_row("time", f"{summary['elapsed_s']:,.1f} s on {summary['device']}{processes}")
     table.add_row("train loss (last)", f"{summary['train_loss']:.4f}")
     table.add_row("validation loss", f"{summary['final_val_loss']:.4f} (perplexity {summary['final_val_perplexity']:.2f})")
     table.add_row("unigram entropy", f"{summary['unigram_entropy']:.4f} nats (context-free baseline)")

@@ -1,6 +1,6 @@
 """Held-out evaluation: the loss and perplexity of a checkpoint over a whole token file.
 
-The file is cut into consecutive, non-overlapping windows of the model's context length
+The file (or each shard of a run's validation data) is cut into consecutive, non-overlapping windows of the model's context length
 (every token is predicted once, each with the context that precedes it inside its window) and
 the mean cross-entropy of all predicted tokens is reported, with perplexity = exp(loss). This
 is the training loop's own final evaluation (``lmcli.training.evaluator.validation_loss``), so a
@@ -17,13 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from lmcli.accounting.memory import inference_memory
-from lmcli.data.token_files import open_token_ids
+from lmcli.data.token_shards import TokenShards, shard_paths
 from lmcli.errors import LmcliError
 from lmcli.memory_budget import allocation_errors, available_bytes, require_memory
 from lmcli.progress import SILENT, Progress
+from lmcli.training.batch_plan import BatchPlan
 from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
-from lmcli.training.data import scan_tokens
+from lmcli.training.data import scan_shards
 from lmcli.training.device import setup_runtime
+from lmcli.training.distributed import World
 from lmcli.training.evaluator import validation_loss
 from lmcli.training.metrics import perplexity
 from lmcli.workspace import Workspace
@@ -42,15 +44,13 @@ def evaluate_checkpoint(
     checkpoint_path = find_checkpoint(checkpoint, workspace)
     runtime = setup_runtime(device, compile="off", autocast="auto", peak_flops=0)
     model, model_config, saved = load_model_from_checkpoint(checkpoint_path, runtime.device)
-    data_path = evaluation_file(data, saved, workspace)
+    data_paths = evaluation_files(data, saved, workspace)
     context = model_config.context_length
-    tokens = open_token_ids(data_path, "evaluation data", context + 1)
-    if max_tokens:
-        if max_tokens < context:
-            raise LmcliError(f"--max-tokens {max_tokens:,} is less than one window of the model's context ({context:,} tokens)")
-        tokens = tokens[: max_tokens + 1]
-    scan_tokens(tokens, data_path, model_config.vocab_size)  # an id outside the vocabulary: a clear error, not a crash
-    evaluated = (len(tokens) - 1) // context * context
+    tokens = TokenShards.open(data_paths, "evaluation data", context)
+    if max_tokens and max_tokens < context:
+        raise LmcliError(f"--max-tokens {max_tokens:,} is less than one window of the model's context ({context:,} tokens)")
+    scan_shards(tokens, model_config.vocab_size)  # an id outside the vocabulary: a clear error, not a crash
+    evaluated = len(tokens.sequential_positions(context, max_tokens // context if max_tokens else None)) * context
     batch_size = min(batch_size, evaluated // context)  # a larger batch than there are windows allocates for nothing
     weights, per_window = inference_memory(model_config, context, 0), inference_memory(model_config, context, 1)
     fits = max(0, available_bytes(runtime.device) - weights) // (per_window - weights)
@@ -59,13 +59,13 @@ def evaluate_checkpoint(
 
     started = time.perf_counter()
     with allocation_errors("evaluating", "lower --batch-size"):
-        loss = validation_loss(model, tokens, batch_size, context, 0, runtime, progress, f"evaluating {data_path.name}",
-                               kernels=model_config.kernels)
+        loss = validation_loss(model, tokens, BatchPlan(batch_size, batch_size, World()), context, max_tokens, runtime,
+                               progress, f"evaluating {described(data_paths)}", kernels=model_config.kernels)
     seconds = time.perf_counter() - started
     return {
         "checkpoint": str(checkpoint_path),
         "step": saved.get("iteration"),
-        "data": str(data_path),
+        "data": str(data_paths[0]) if len(data_paths) == 1 else [str(p) for p in data_paths],
         "tokens": evaluated,
         "context_length": context,
         "loss": loss,
@@ -76,17 +76,22 @@ def evaluate_checkpoint(
     }
 
 
-def evaluation_file(data: Path | None, checkpoint: dict[str, Any], workspace: Workspace) -> Path:
-    """``--data`` as given, else relative to the workspace; by default the run's own validation file."""
+def evaluation_files(data: Path | None, checkpoint: dict[str, Any], workspace: Workspace) -> list[Path]:
+    """``--data`` as given, else relative to the workspace; by default the run's own validation data
+    (a file, or the shards its config names)."""
     if data is None:
         valid = checkpoint.get("config", {}).get("data", {}).get("valid")
-        if valid is None:
+        if not (isinstance(valid, str) or (isinstance(valid, list) and valid and all(isinstance(v, str) for v in valid))):
             raise LmcliError("the checkpoint does not name its validation data; give --data FILE.npy")
-        return workspace.path(valid)
+        return shard_paths(valid, workspace.path)
     data = data.expanduser()
     if data.exists() or data.is_absolute():
-        return data
+        return [data]
     for candidate in (workspace.path(data), workspace.data_dir / data):
         if candidate.exists():
-            return candidate
-    return data  # missing everywhere: reading it reports the path as the user gave it
+            return [candidate]
+    return [data]  # missing everywhere: reading it reports the path as the user gave it
+
+
+def described(paths: list[Path]) -> str:
+    return paths[0].name if len(paths) == 1 else f"{len(paths)} files ({paths[0].name}, ...)"

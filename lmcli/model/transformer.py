@@ -18,6 +18,10 @@ switches of ``ModelConfig``:
   lists it under both keys, as PyTorch does for shared parameters, so a tied checkpoint carries
   both (identical) entries and loads strictly. The shared matrix starts from the Linear init
   (σ² = 2/(vocab+d_model)): the embedding's N(0, 1) would make the initial logits ~√d_model large.
+
+``activation_checkpointing`` (set by training, ``training.activation_checkpointing``) keeps only
+each block's input for the backward pass and recomputes the block's activations there: about
+one more forward pass of compute for activation memory of one block instead of all of them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from lmcli.errors import LmcliError
 from lmcli.model.attention import MultiHeadSelfAttention
@@ -91,6 +96,7 @@ class TransformerLM(nn.Module):
         self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
         if config.tie_embeddings:
             self.token_embeddings.weight = self.lm_head.weight
+        self.activation_checkpointing = False
 
     @classmethod
     def from_config(cls, config: ModelConfig, device=None, dtype=None) -> TransformerLM:
@@ -114,7 +120,8 @@ class TransformerLM(nn.Module):
         x = self.token_embeddings(token_ids)
         if kv_cache is None:
             for layer in self.layers:
-                x = layer(x)
+                recompute = self.activation_checkpointing and torch.is_grad_enabled()
+                x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         else:
             positions = kv_cache.positions(token_ids.shape[-1])
             for layer, layer_cache in zip(self.layers, kv_cache.layers):

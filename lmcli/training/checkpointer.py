@@ -8,7 +8,8 @@
 A checkpoint holds the run's ``TrainState`` and what is needed to use the model alone: the
 resolved config, the model config and the tokenizer's directory and fingerprint. Each file is
 written atomically; a write that fails (a full disk) keeps the previous file and stops the run
-with one line that says so.
+with one line that says so. With several processes every rank takes part in collecting the
+state (FSDP gathers its shards) and rank 0 alone writes; all ranks learn whether it succeeded.
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from typing import Any
 from lmcli.errors import LmcliError
 from lmcli.training.checkpoint import BEST, LATEST, checkpoint_bytes, write_checkpoint
 from lmcli.training.config import TrainConfig
+from lmcli.training.distributed import PeerFailed, World, any_rank
 from lmcli.training.state import TrainState
 
 
 class Checkpointer:
-    def __init__(self, run_dir: Path, config: TrainConfig, tokenizer: dict[str, str], resumed_step: int | None = None):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, config: TrainConfig, tokenizer: dict[str, str], resumed_step: int | None = None,
+                 world: World = World()):
+        self.run_dir, self.writes = run_dir, world.is_main
         self.interval, self.keep_interval = config.training.checkpoint_interval, config.training.keep_interval
         self.max_steps = config.max_steps
         self.about_run = {"config": config.to_dict(), "model_config": dataclasses.asdict(config.model), "tokenizer": tokenizer}
@@ -53,9 +56,16 @@ class Checkpointer:
 
     def _write(self, state: TrainState, name: str) -> None:
         entries: dict[str, Any] = {**state.state_dict(), **self.about_run}
-        path = self.run_dir / name
+        error = self._write_entries(entries, self.run_dir / name, state.step) if self.writes else None
+        if any_rank(error is not None):
+            raise error or PeerFailed(f"rank 0 could not write {name}")
+
+    def _write_entries(self, entries: dict[str, Any], path: Path, step: int) -> LmcliError | None:
+        """The error that stops the run, if the write fails."""
+        name = path.name
         try:
             write_checkpoint(entries, path)
+            return None
         except (OSError, RuntimeError) as e:  # torch.save reports a failed write as a RuntimeError
             reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0]
             needed, free = checkpoint_bytes(entries), shutil.disk_usage(self.run_dir).free
@@ -64,4 +74,4 @@ class Checkpointer:
             kept = "no earlier one exists"
             if path.is_file():
                 kept = f"the one of step {self.saved_step:,} is kept" if name == LATEST and self.saved_step else "the previous one is kept"
-            raise LmcliError(f"could not write {path} at step {state.step:,} ({reason}); {kept}") from None
+            return LmcliError(f"could not write {path} at step {step:,} ({reason}); {kept}")

@@ -27,8 +27,10 @@ from lmcli.toml_config import apply_override, read_toml
 
 @dataclass(frozen=True)
 class DataConfig:
-    train: str = "data/train.npy"  # token ids from `lmcli encode`; relative paths live in the workspace
-    valid: str = "data/valid.npy"
+    # token ids from `lmcli encode`: a .npy path, a glob pattern or a list of them (shards);
+    # relative paths live in the workspace
+    train: str | tuple[str, ...] = "data/train.npy"
+    valid: str | tuple[str, ...] = "data/valid.npy"
     tokenizer: str = "tokenizer"  # the tokenizer directory the ids were encoded with
 
 
@@ -47,7 +49,10 @@ class OptimizerConfig:
 
 @dataclass(frozen=True)
 class TrainingConfig:
-    batch_size: int = 32
+    batch_size: int = 32  # sequences per optimizer step, over all processes (the global batch)
+    micro_batch_size: int = 0  # sequences one process runs forward at once; 0 = batch_size / processes
+    parallel: Literal["auto", "ddp", "fsdp"] = "auto"  # with several processes; auto = ddp
+    activation_checkpointing: bool = False  # recompute each block's activations in the backward pass
     total_tokens: int = 40_960_000  # steps = total_tokens / (batch_size * context_length)
     max_steps: int = 0  # when > 0, the number of steps, overriding total_tokens
     seed: int = 0
@@ -83,6 +88,22 @@ class TrainConfig:
     @property
     def cosine_steps(self) -> int:
         return self.optimizer.cosine_steps or self.max_steps
+
+    def micro_batch_size(self, world_size: int = 1) -> int:
+        """The sequences one process runs forward at once."""
+        return self.training.micro_batch_size or self.training.batch_size // world_size
+
+    def accumulation_steps(self, world_size: int = 1) -> int:
+        """Micro-batches per process in one optimizer step: batch_size / (micro_batch_size x processes),
+        which must divide exactly, so a step sees the same global batch on any number of processes."""
+        batch, micro = self.training.batch_size, self.micro_batch_size(world_size)
+        if micro <= 0 or batch % (micro * world_size):
+            processes = f" x {world_size} processes" if world_size > 1 else ""
+            raise LmcliError(
+                f"training.batch_size ({batch}) must be a multiple of training.micro_batch_size ({micro}){processes}: "
+                f"each optimizer step accumulates whole micro-batches"
+            )
+        return batch // (micro * world_size)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         return {f.name: _plain(dataclasses.asdict(getattr(self, f.name))) for f in dataclasses.fields(self)}
@@ -144,7 +165,7 @@ def check_config(config: TrainConfig) -> None:
         "training.eval_batches": t.eval_batches, "training.checkpoint_interval": t.checkpoint_interval,
     }
     non_negative = {
-        "training.max_steps": t.max_steps, "training.final_eval_tokens": t.final_eval_tokens,
+        "training.micro_batch_size": t.micro_batch_size, "training.max_steps": t.max_steps, "training.final_eval_tokens": t.final_eval_tokens,
         "training.keep_interval": t.keep_interval, "optimizer.min_lr": o.min_lr, "optimizer.eps": o.eps,
         "optimizer.weight_decay": o.weight_decay, "optimizer.grad_clip": o.grad_clip,
         "optimizer.warmup_steps": o.warmup_steps, "optimizer.cosine_steps": o.cosine_steps,
@@ -156,6 +177,7 @@ def check_config(config: TrainConfig) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise LmcliError(f"{key} must not be negative, got {value}")
+    config.accumulation_steps()
     if not o.lr > 0:
         raise LmcliError(f"optimizer.lr must be positive, got {o.lr}")
     if o.min_lr > o.lr:

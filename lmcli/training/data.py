@@ -1,28 +1,31 @@
 """Training data: token ids on disk, memory-mapped, sampled as random context windows.
 
-``lmcli encode`` writes a corpus as one flat ``.npy`` array of token ids (uint16 or uint32),
-opened as a memory map (``lmcli.data.token_files``): the operating system pages in only the
-parts a batch touches, so a corpus larger than RAM trains as well as a small one.
+``lmcli encode`` writes a corpus as flat ``.npy`` arrays of token ids (uint16 or uint32), one
+file or several shards (``lmcli.data.token_shards``), opened as memory maps: the operating
+system pages in only the parts a batch touches, so a corpus larger than RAM trains as well as a
+small one.
 
 A batch is ``batch_size`` windows of ``context_length + 1`` consecutive ids starting at
 uniformly random offsets; the inputs are the first ``context_length`` ids of each window and
-the targets the same window shifted by one (the next token at every position).
+the targets the same window shifted by one (the next token at every position). ``get_batch``
+is the CS336 function for one array; a run draws window positions over all its shards with
+``draw_positions`` and reads the micro-batches of its rank (``batch_plan``) with ``read_batch``.
 
-Before training, ``scan_tokens`` reads the file once in chunks to check every id fits the
+Before training, ``scan_shards`` reads the files once in chunks to check every id fits the
 model's vocabulary and to count token frequencies, from which ``unigram_entropy`` gives the
 loss of the best model that ignores context: the number a language model must beat.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from lmcli.data.token_files import open_token_ids
+from lmcli.data.token_shards import TokenShards
 from lmcli.errors import LmcliError
 from lmcli.progress import SILENT, Progress
 from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
@@ -35,31 +38,27 @@ def get_batch(
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random windows of ``x``: (inputs, next-token targets), each [batch_size, context_length] int64."""
-    starts = torch.randint(len(x) - context_length, (batch_size,), generator=generator).numpy()
-    return windows_at(x, starts, context_length, device)
+    data = TokenShards([x])
+    return read_batch(data, draw_positions(data, batch_size, context_length, generator), context_length, device)
 
 
-def windows_at(
-    x: np.ndarray, starts: np.ndarray, context_length: int, device: str | torch.device
+def draw_positions(
+    data: TokenShards, batch_size: int, context_length: int, generator: torch.Generator | None = None
+) -> np.ndarray:
+    """``batch_size`` uniformly random window positions of ``data`` (see ``TokenShards``)."""
+    return torch.randint(data.num_windows(context_length), (batch_size,), generator=generator).numpy()
+
+
+def read_batch(
+    data: TokenShards, positions: np.ndarray, context_length: int, device: str | torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(inputs, targets) of the windows of ``context_length + 1`` ids at ``starts``, on ``device``."""
-    windows = x[starts[:, None] + np.arange(context_length + 1)]  # reads only these ids from a memmap
-    batch = torch.from_numpy(windows.astype(np.int64))
+    """(inputs, targets) of the windows at ``positions``, on ``device``."""
+    batch = torch.from_numpy(data.read(positions, context_length))  # reads only these ids from the memmaps
     if torch.device(device).type == "cuda":
         batch = batch.pin_memory().to(device, non_blocking=True)
     else:
         batch = batch.to(device)
     return batch[:, :-1], batch[:, 1:]
-
-
-def sequential_batches(
-    x: np.ndarray, batch_size: int, context_length: int, device: str | torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Non-overlapping windows covering ``x`` from the start, batched (the last batch may be short)."""
-    n_windows = (len(x) - 1) // context_length
-    for first in range(0, n_windows, batch_size):
-        starts = np.arange(first, min(first + batch_size, n_windows)) * context_length
-        yield windows_at(x, starts, context_length, device)
 
 
 @dataclass(frozen=True)
@@ -79,8 +78,20 @@ class TokenStats:
 
 def scan_tokens(x: np.ndarray, path: Path, vocab_size: int, progress: Progress = SILENT) -> TokenStats:
     """Count every id of ``x`` chunk by chunk; error if one is outside ``[0, vocab_size)``."""
+    return scan_shards(TokenShards([x], [path]), vocab_size, progress)
+
+
+def scan_shards(data: TokenShards, vocab_size: int, progress: Progress = SILENT) -> TokenStats:
+    """``scan_tokens`` over every shard of ``data``, as one count."""
+    name = data.paths[0].name if len(data.paths) == 1 else f"{len(data.paths)} files"
+    task = progress.task(f"checking {name}", total=data.nbytes, unit="bytes")
+    counts = sum(count_ids(x, path, vocab_size, task.advance) for x, path in zip(data.arrays, data.paths))
+    return TokenStats(count=len(data), counts=counts)
+
+
+def count_ids(x: np.ndarray, path: Path, vocab_size: int, advance) -> np.ndarray:
+    """Occurrences of each id of ``x``, read in chunks (``advance`` is told the bytes done)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
-    task = progress.task(f"checking {path.name}", total=x.nbytes, unit="bytes")
     for start in range(0, len(x), SCAN_CHUNK):
         chunk = np.asarray(x[start : start + SCAN_CHUNK])
         if np.issubdtype(chunk.dtype, np.signedinteger) and chunk.min() < 0:
@@ -92,29 +103,29 @@ def scan_tokens(x: np.ndarray, path: Path, vocab_size: int, progress: Progress =
                 f"{vocab_size:,} (was it encoded with another tokenizer? check model.vocab_size)"
             )
         counts += chunk_counts
-        task.advance(chunk.nbytes)
-    return TokenStats(count=len(x), counts=counts)
+        advance(chunk.nbytes)
+    return counts
 
 
 @dataclass(frozen=True)
 class TrainingData:
-    train: np.ndarray
-    valid: np.ndarray
+    train: TokenShards
+    valid: TokenShards
     train_stats: TokenStats
     tokenizer_dir: Path
     tokenizer_fingerprint: str
 
 
 def load_training_data(
-    train_path: Path, valid_path: Path, tokenizer_dir: Path, vocab_size: int, context_length: int,
-    progress: Progress = SILENT,
+    train_paths: Sequence[Path], valid_paths: Sequence[Path], tokenizer_dir: Path, vocab_size: int,
+    context_length: int, progress: Progress = SILENT,
 ) -> TrainingData:
-    """Open and check everything a run reads, so bad input fails before the first step."""
+    """Open and check everything a run reads (every shard, every id), so bad input fails before the first step."""
     fingerprint = check_tokenizer(tokenizer_dir, vocab_size)
-    train = open_token_ids(train_path, "training data", context_length + 1)
-    valid = open_token_ids(valid_path, "validation data", context_length + 1)
-    train_stats = scan_tokens(train, train_path, vocab_size, progress)
-    scan_tokens(valid, valid_path, vocab_size, progress)
+    train = TokenShards.open(train_paths, "training data", context_length)
+    valid = TokenShards.open(valid_paths, "validation data", context_length)
+    train_stats = scan_shards(train, vocab_size, progress)
+    scan_shards(valid, vocab_size, progress)
     return TrainingData(train, valid, train_stats, tokenizer_dir, fingerprint)
 
 

@@ -58,11 +58,16 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def setup_runtime(device: str, compile: str, autocast: str, peak_flops: float) -> Runtime:
-    """Choose the device and its settings from the ``[system]`` config ("auto"/"on"/"off" switches)."""
+def setup_runtime(device: str, compile: str, autocast: str, peak_flops: float, local_rank: int = 0) -> Runtime:
+    """Choose the device and its settings from the ``[system]`` config ("auto"/"on"/"off" switches);
+    the process of ``local_rank`` on a machine with several GPUs takes ``cuda:local_rank``."""
     chosen = pick_device(device)
     on_cuda = chosen.type == "cuda"
     if on_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise LmcliError(f"LOCAL_RANK {local_rank} has no GPU: this machine has {torch.cuda.device_count()}")
+        chosen = torch.device("cuda", local_rank)
+        torch.cuda.set_device(chosen)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     use_autocast = on_cuda if autocast == "auto" else autocast == "on"

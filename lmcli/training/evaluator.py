@@ -1,10 +1,15 @@
 """When a run evaluates, and on what: the validation loss during training and at its end.
 
 During training, every ``training.eval_interval`` steps (and at the last step) the loss is
-measured on ``training.eval_batches`` random validation batches, the same ones every time, so
-the losses of one run are comparable with each other. At the end, the loss over the whole
-validation file (or its first ``training.final_eval_tokens``) in consecutive windows: every
-token predicted once. ``lmcli eval`` reports that same measurement for any checkpoint.
+measured on ``training.eval_batches`` random validation batches of ``training.batch_size``
+windows, the same ones every time, so the losses of one run are comparable with each other.
+At the end, the loss over the whole validation data (or its first ``training.final_eval_tokens``)
+in consecutive windows: every token predicted once. ``lmcli eval`` reports that same
+measurement for any checkpoint.
+
+Several processes share the work (each the rows ``batch_plan`` gives it, in micro-batches)
+and sum their losses and token counts over all ranks, so the result is the same number on
+every rank and for any number of processes.
 """
 
 from __future__ import annotations
@@ -15,22 +20,28 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from lmcli.data.token_shards import TokenShards
 from lmcli.progress import SILENT, Progress
+from lmcli.training.batch_plan import BatchPlan
 from lmcli.training.config import TrainConfig
-from lmcli.training.data import get_batch, sequential_batches
+from lmcli.training.data import draw_positions, read_batch
 from lmcli.training.device import Runtime
+from lmcli.training.distributed import all_reduce_sum
 from lmcli.training.loss import cross_entropy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
 class Evaluator:
-    def __init__(self, valid: np.ndarray, config: TrainConfig, runtime: Runtime):
+    def __init__(self, valid: TokenShards, config: TrainConfig, runtime: Runtime, plan: BatchPlan):
         t = config.training
-        self.valid, self.runtime, self.kernels = valid, runtime, config.model.kernels
-        self.batch_size, self.context = t.batch_size, config.model.context_length
+        self.valid, self.runtime, self.kernels, self.plan = valid, runtime, config.model.kernels, plan
+        self.context = config.model.context_length
         self.interval, self.max_steps, self.final_tokens = t.eval_interval, config.max_steps, t.final_eval_tokens
-        self.batches = fixed_batches(valid, self.batch_size, self.context, runtime.device, t.eval_batches, t.seed + 1)
+        generator = torch.Generator().manual_seed(t.seed + 1)
+        positions = [draw_positions(valid, t.batch_size, self.context, generator) for _ in range(t.eval_batches)]
+        self.batches = [(read_batch(valid, micro, self.context, runtime.device), 1.0)
+                        for batch in positions for micro in plan.micro_batches(batch)]
 
     def due(self, step: int) -> bool:
         return step % self.interval == 0 or step == self.max_steps
@@ -40,42 +51,41 @@ class Evaluator:
         return mean_loss(model, self.batches, self.runtime, self.kernels)
 
     def final(self, model: torch.nn.Module, progress: Progress = SILENT) -> float:
-        """The loss over the whole validation file (or its first ``final_eval_tokens``)."""
-        return validation_loss(model, self.valid, self.batch_size, self.context, self.final_tokens, self.runtime,
+        """The loss over the whole validation data (or its first ``final_eval_tokens``)."""
+        return validation_loss(model, self.valid, self.plan, self.context, self.final_tokens, self.runtime,
                                progress, kernels=self.kernels)
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, batches: Iterable[Batch], runtime: Runtime, kernels: str = "fast") -> float:
-    """Mean cross-entropy over every predicted token of ``batches``."""
-    total, count = torch.zeros((), device=runtime.device), 0
-    for x, y in batches:
+def mean_loss(
+    model: torch.nn.Module, batches: Iterable[tuple[Batch, float]], runtime: Runtime, kernels: str = "fast"
+) -> float:
+    """Mean cross-entropy over every predicted token of the (batch, weight) pairs of all ranks."""
+    # float64 sums where the device has them (MPS does not): a long evaluation adds up many losses
+    dtype = torch.float32 if runtime.device.type == "mps" else torch.float64
+    totals = torch.zeros(2, dtype=dtype, device=runtime.device)  # loss x tokens, tokens
+    for (x, y), weight in batches:
         with runtime.autocast_context():
-            total += cross_entropy(model(x), y, kernels) * y.numel()
-        count += y.numel()
-    return (total / count).item()
-
-
-def fixed_batches(
-    x: np.ndarray, batch_size: int, context: int, device: torch.device, n_batches: int, seed: int
-) -> list[Batch]:
-    """The same random validation batches at every evaluation, so losses are comparable."""
-    generator = torch.Generator().manual_seed(seed)
-    return [get_batch(x, batch_size, context, device, generator) for _ in range(n_batches)]
+            loss = cross_entropy(model(x), y, kernels)
+        totals += torch.stack([loss.to(dtype) * y.numel(), torch.tensor(y.numel(), dtype=dtype, device=x.device)]) * weight
+    loss_sum, count = all_reduce_sum(totals).tolist()
+    return loss_sum / count if count else math.nan
 
 
 def validation_loss(
-    model: torch.nn.Module, tokens: np.ndarray, batch_size: int, context: int, max_tokens: int, runtime: Runtime,
-    progress: Progress = SILENT, description: str = "final validation", kernels: str = "fast",
+    model: torch.nn.Module, data: TokenShards | np.ndarray, plan: BatchPlan, context: int, max_tokens: int,
+    runtime: Runtime, progress: Progress = SILENT, description: str = "final validation", kernels: str = "fast",
 ) -> float:
-    """Loss over ``tokens`` (or their first ``max_tokens``) in consecutive windows of ``context`` tokens."""
-    if max_tokens:
-        tokens = tokens[: max_tokens + 1]
-    task = progress.task(description, total=math.ceil((len(tokens) - 1) // context / batch_size))
+    """Loss over ``data`` (or its first ``max_tokens``) in consecutive windows of ``context`` tokens, each
+    rank evaluating its share in micro-batches of ``plan``."""
+    data = data if isinstance(data, TokenShards) else TokenShards([data])
+    positions = data.sequential_positions(context, max_tokens // context if max_tokens else None)
+    batches = plan.shared_batches(positions)
+    task = progress.task(description, total=len(batches))
 
-    def counted(batches: Iterable[Batch]) -> Iterable[Batch]:
-        for batch in batches:
-            yield batch
+    def read(pairs: list[tuple[np.ndarray, float]]) -> Iterable[tuple[Batch, float]]:
+        for micro, weight in pairs:
+            yield read_batch(data, micro, context, runtime.device), weight
             task.advance()
 
-    return mean_loss(model, counted(sequential_batches(tokens, batch_size, context, runtime.device)), runtime, kernels)
+    return mean_loss(model, read(batches), runtime, kernels)

@@ -2,7 +2,10 @@
 
 Each step: set the learning rate from the schedule, draw a random batch of windows, run the
 model (under bf16 autocast on GPUs) and the cross-entropy, backpropagate, clip the global
-gradient norm, take an AdamW step. Around that, each concern has its own object:
+gradient norm, take an AdamW step. The batch may be run as several micro-batches whose
+gradients add up (gradient accumulation) and shared among processes (``batch_plan``,
+``parallelize``): each micro-batch's loss is divided by their number, so the step's gradient
+is that of the mean loss over the global batch. Around that, each concern has its own object:
 
 - ``TrainState`` (state): the model, optimizer, batch sampler and counters a checkpoint saves;
 - ``Evaluator`` (evaluator): every ``eval_interval`` steps the loss on fixed validation
@@ -15,7 +18,8 @@ gradient norm, take an AdamW step. Around that, each concern has its own object:
 
 A NaN or infinite loss stops the run with the last good checkpoint untouched. Ctrl-C (or
 SIGTERM, what schedulers send) finishes the current step, saves ``latest.pt`` and stops; a
-second one stops at once. ``lmcli train --resume`` continues bit for bit where the checkpoint
+second one (a second later: the launcher forwards the first) stops at once. With several
+processes they agree after every step whether one was asked to stop, so all stop together. ``lmcli train --resume`` continues bit for bit where the checkpoint
 left off, because the checkpoint holds the batch sampler's random state with the weights.
 """
 
@@ -28,23 +32,26 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from lmcli.accounting.costs import forward_flops
 from lmcli.errors import LmcliError
 from lmcli.json_output import finite_or_none
 from lmcli.progress import SILENT, Progress
+from lmcli.training.batch_plan import BatchPlan
 from lmcli.training.checkpoint import LATEST
 from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.clip import clip_grad_norm
 from lmcli.training.config import TrainConfig
-from lmcli.training.data import TrainingData, get_batch
+from lmcli.training.data import TrainingData, draw_positions, read_batch
 from lmcli.training.device import Runtime
+from lmcli.training.distributed import World, all_reduce_sum, any_rank
 from lmcli.training.evaluator import Evaluator
 from lmcli.training.loss import cross_entropy
 from lmcli.training.metrics import perplexity
 from lmcli.training.observers import Observers, RunPlan, TrainObserver
+from lmcli.training.optim import decay_groups
+from lmcli.training.parallelize import DataParallel, parallel_mode, shard_optimizer
 from lmcli.training.schedule import cosine_lr
 from lmcli.training.state import TrainState
 
@@ -63,35 +70,39 @@ class TrainResult:
 def train(
     config: TrainConfig, data: TrainingData, runtime: Runtime, state: TrainState, checkpointer: Checkpointer,
     observers: list[TrainObserver], resume: dict[str, Any] | None = None, progress: Progress = SILENT,
+    world: World = World(),
 ) -> TrainResult:
     """Train ``state`` (fresh from ``TrainState.create``), or the ``resume`` checkpoint dict restored into
-    it, to ``config.max_steps``."""
+    it, to ``config.max_steps``; with several processes, every rank calls this (observers on rank 0)."""
     if resume is not None:
         try:
             state.load_state_dict(resume)
         except LmcliError as e:
             raise LmcliError(f"{checkpointer.run_dir / LATEST}: {e}") from None
-    model = runtime.compile_model(state.model)
-    evaluator, events = Evaluator(data.valid, config, runtime), Observers(observers)
+    plan = BatchPlan.of(config, world)
+    model = parallelize(state, config, world, runtime)
+    evaluator, events = Evaluator(data.valid, config, runtime, plan), Observers(observers)
     tokens_per_step, log_interval = config.training.batch_size * config.model.context_length, config.training.log_interval
     meter = Throughput(config, runtime, state.step)
     events.on_note(
-        f"training {count_parameters(state.model):,} parameters on {runtime.describe()} for {config.max_steps:,} "
-        f"steps of {tokens_per_step:,} tokens" + (f", resuming at step {state.step:,}" if state.step else "")
+        f"training {count_parameters(state.model):,} parameters on {runtime.describe()}{describe_split(plan, model)} "
+        f"for {config.max_steps:,} steps of {tokens_per_step:,} tokens"
+        + (f", resuming at step {state.step:,}" if state.step else "")
     )
     events.on_note(f"unigram entropy of the training ids: {data.train_stats.unigram_entropy():.3f} nats (the loss to beat)")
     events.on_start(RunPlan(state.step, config.max_steps, tokens_per_step, finite_or_none(state.best_val_loss)))
     loss_value = math.nan
     with StopRequest() as stop:
         for step in range(state.step + 1, config.max_steps + 1):
-            lr, loss, grad_norm = train_step(state, model, data.train, config, runtime)
+            lr, loss, grad_norm = train_step(state, model, plan, data, config, runtime)
             state.step = step
             events.on_step(step)
-            evaluating, saving = evaluator.due(step), checkpointer.due(step, stop.requested)
+            stopping = any_rank(stop.requested)  # all ranks stop after the same step
+            evaluating, saving = evaluator.due(step), checkpointer.due(step, stopping)
             if not (step % log_interval == 0 or evaluating or saving):
                 continue
-            # Reading the loss synchronises with the device: only done on these steps.
-            loss_value, norm_value = loss.item(), grad_norm.item()
+            # Reading the loss synchronises with the device: only done on these steps (the same on every rank).
+            loss_value, norm_value = all_reduce_sum(loss).item() / world.size, grad_norm.item()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 events.on_row({"kind": "diverged", "step": step, "loss": loss_value, "grad_norm": norm_value})
                 raise TrainingDiverged(
@@ -103,7 +114,7 @@ def train(
                            "elapsed_s": round(state.elapsed_s, 3), "lr": lr, "loss": loss_value,
                            "grad_norm": norm_value, "tokens_per_s": round(tokens_per_s, 1), "mfu": mfu})
             if evaluating:
-                val_loss = evaluator.evaluate(model)
+                val_loss = evaluator.evaluate(model.evaluated)
                 events.on_row({"kind": "eval", "step": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
                                "val_perplexity": perplexity(val_loss)})
                 events.on_note(f"step {step:,}: train loss {loss_value:.4f}, val loss {val_loss:.4f}, lr {lr:.2e}, "
@@ -113,35 +124,60 @@ def train(
                     checkpointer.save_best(state)
             if saving:
                 checkpointer.save_latest(state)
-            if stop.requested:
+            if stopping:
                 events.on_row({"kind": "interrupted", "step": step})
                 events.on_note(f"interrupted: checkpoint of step {step:,} saved; continue with "
                                f"`lmcli train --resume {checkpointer.run_dir}`")
                 raise KeyboardInterrupt
             meter.restart(step)  # evaluating and saving are not training time
 
-    final_val_loss = evaluator.final(model, progress)
+    final_val_loss = evaluator.final(model.evaluated, progress)
     events.on_row({"kind": "final_eval", "step": config.max_steps, "tokens": config.max_steps * tokens_per_step,
                    "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss)})
     return TrainResult(state, loss_value, final_val_loss)
 
 
 def train_step(
-    state: TrainState, model: torch.nn.Module, train_ids: np.ndarray, config: TrainConfig, runtime: Runtime
+    state: TrainState, model: DataParallel, plan: BatchPlan, data: TrainingData, config: TrainConfig, runtime: Runtime
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
-    """One optimizer step of ``model`` (``state.model``, maybe compiled); returns (lr, loss, gradient norm)."""
-    o = config.optimizer
+    """One optimizer step over the global batch (this rank's micro-batches of it); returns (lr, this rank's
+    mean loss, gradient norm)."""
+    o, context = config.optimizer, config.model.context_length
     lr = cosine_lr(state.step + 1, o.lr, o.min_lr, o.warmup_steps, config.cosine_steps)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
-    x, y = get_batch(train_ids, config.training.batch_size, config.model.context_length, runtime.device, state.batch_rng)
-    with runtime.autocast_context():
-        loss = cross_entropy(model(x), y, config.model.kernels)
+    micro_batches = plan.micro_batches(draw_positions(data.train, plan.batch_size, context, state.batch_rng))
     state.optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    total = torch.zeros((), device=runtime.device)
+    for i, positions in enumerate(micro_batches):
+        x, y = read_batch(data.train, positions, context, runtime.device)
+        last = i == len(micro_batches) - 1
+        with model.sync_gradients(last):  # gradients add up over the micro-batches; averaged over ranks after the last
+            with runtime.autocast_context():
+                loss = cross_entropy(model.trained(x), y, config.model.kernels) / len(micro_batches)
+            loss.backward()
+        total += loss.detach()
     grad_norm = clip_grad_norm(state.model.parameters(), o.grad_clip or math.inf)
     state.optimizer.step()
-    return lr, loss, grad_norm
+    return lr, total, grad_norm
+
+
+def parallelize(state: TrainState, config: TrainConfig, world: World, runtime: Runtime) -> DataParallel:
+    """The model as this rank trains it (compiled, and with several processes under DDP or FSDP)."""
+    state.model.activation_checkpointing = config.training.activation_checkpointing
+    model = DataParallel(state.model, parallel_mode(config.training.parallel, world), runtime.compile_model, runtime.device)
+    if model.mode == "fsdp":  # sharding made new (sliced) parameters: the optimizer must update those
+        o = config.optimizer
+        state.optimizer = shard_optimizer(state.optimizer, decay_groups(state.model, o.weight_decay, list(o.no_decay)))
+    return model
+
+
+def describe_split(plan: BatchPlan, model: DataParallel) -> str:
+    """How the batch is computed, for the run's first line ("" for one process without accumulation)."""
+    parts = [f"{plan.world.size} processes, {model.mode}"] if plan.world.size > 1 else []
+    if plan.accumulation_steps > 1:
+        parts.append(f"{plan.accumulation_steps} micro-batches of {plan.micro_batch_size} per step")
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 class Throughput:

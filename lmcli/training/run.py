@@ -14,6 +14,10 @@ has before anything is allocated. An error during training is recorded as a ``fa
 A run that stopped before its first checkpoint starts again from step 0 on ``--resume``.
 ``run_training`` is what ``lmcli train`` and ``lmcli sweep`` call; it prints nothing itself:
 observers and a progress sink show what it does.
+
+Under ``torchrun`` (or ``lmcli train --nproc N``) every process runs ``run_training``: each
+checks the config and the data, joins the others (``distributed``) and trains its share; only
+rank 0 creates the run directory, writes its files and reports to the observers.
 """
 
 from __future__ import annotations
@@ -26,15 +30,18 @@ from typing import Any
 
 from lmcli.accounting.memory import max_batch_size, training_memory
 from lmcli.atomic import atomic_open
+from lmcli.data.token_shards import shard_paths
 from lmcli.errors import LmcliError
 from lmcli.memory_budget import allocation_errors, available_bytes, require_memory
 from lmcli.model.config import ModelConfig
 from lmcli.progress import SILENT, Progress
+from lmcli.training import distributed
 from lmcli.training.checkpoint import BEST, LATEST, RESUMABLE, read_checkpoint
 from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
 from lmcli.training.device import Runtime, setup_runtime
+from lmcli.training.distributed import World
 from lmcli.training.loop import TrainingDiverged, count_parameters, train
 from lmcli.training.metrics import RunLog, perplexity, require_wandb
 from lmcli.training.observers import TrainObserver
@@ -58,9 +65,33 @@ class RunSpec:
 
 
 def run_training(
-    spec: RunSpec, workspace: Workspace, observers: Sequence[TrainObserver] = (), progress: Progress = SILENT
+    spec: RunSpec, workspace: Workspace, observers: Sequence[TrainObserver] = (), progress: Progress = SILENT,
+    world: World | None = None,
 ) -> dict[str, Any]:
-    """Start or continue the run ``spec`` names, train it to its last step; returns its summary."""
+    """Start or continue the run ``spec`` names, train it to its last step; returns its summary. With
+    several processes (``world``, default: from torchrun's environment) every rank calls this."""
+    world = world or World.from_env()
+    config, run_dir, checkpoint, notes = prepare_run(spec, workspace, world)
+    wandb_module = require_wandb() if spec.wandb and world.is_main else None
+    s = config.system
+    runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank)
+    require_training_memory(config, runtime, world)
+    resolve = workspace.path
+    data = load_training_data(
+        shard_paths(config.data.train, resolve), shard_paths(config.data.valid, resolve), resolve(config.data.tokenizer),
+        config.model.vocab_size, config.model.context_length, progress if world.is_main else SILENT,
+    )
+    if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
+        raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
+    distributed.start(world, runtime.device)
+    summary = train_run(spec, config, run_dir, checkpoint, notes, data, runtime, world, wandb_module,
+                        list(observers) if world.is_main else [], progress if world.is_main else SILENT)
+    distributed.stop()  # after an error the group stays up, so the ranks can agree which one reports it
+    return summary
+
+
+def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[TrainConfig, Path, dict | None, list[str]]:
+    """The run's config, directory, checkpoint to resume (if any) and notes, all checked."""
     if (spec.config is None) == (spec.resume is None):
         raise LmcliError("give either --config (start a run) or --resume RUN_DIR (continue one)")
     overrides = [*spec.overrides, *([f"system.device={spec.device}"] if spec.device is not None else [])]
@@ -81,45 +112,48 @@ def run_training(
             hint = "--resume it" if (run_dir / LATEST).is_file() else f"`lmcli train --resume {run_dir.name}` starts it again"
             raise LmcliError(f"run directory {run_dir} already exists (choose another --name, or {hint})")
         checkpoint = None
+    config.accumulation_steps(world.size)  # the batch divides among the processes
+    return config, run_dir, checkpoint, notes
 
-    wandb_module = require_wandb() if spec.wandb else None
-    s = config.system
-    runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops)
-    require_training_memory(config, runtime)
-    data = load_training_data(
-        workspace.path(config.data.train), workspace.path(config.data.valid), workspace.path(config.data.tokenizer),
-        config.model.vocab_size, config.model.context_length, progress,
-    )
-    if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
-        raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
+
+def train_run(
+    spec: RunSpec, config: TrainConfig, run_dir: Path, checkpoint: dict | None, notes: list[str], data, runtime: Runtime,
+    world: World, wandb_module, observers: list[TrainObserver], progress: Progress,
+) -> dict[str, Any]:
+    """Build the state, open the run's files (rank 0), train; the summary."""
     with allocation_errors("building the model", "choose a smaller model"):
         state = TrainState.create(config, runtime.device)  # weights, AdamW and its parameter groups: checked here too
-
-    run_dir.mkdir(parents=True, exist_ok=True)
+    distributed.any_rank(False)  # every rank has checked that the run directory is new before rank 0 makes it
     resumed_step = checkpoint["iteration"] if checkpoint else None
-    restarting = spec.resume is not None and checkpoint is None
-    log = RunLog(run_dir, resume_step=0 if restarting else resumed_step)
+    log = None
+    if world.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        restarting = spec.resume is not None and checkpoint is None
+        log = RunLog(run_dir, resume_step=0 if restarting else resumed_step)
+        observers = [log, *observers]
+        for note in [*notes, *([log.repair_note] if log.repair_note else [])]:
+            for observer in observers:
+                observer.on_note(note)
     tokenizer = {"dir": str(data.tokenizer_dir.resolve()), "fingerprint": data.tokenizer_fingerprint}
-    observers = [log, *observers]
-    for note in [*notes, *([log.repair_note] if log.repair_note else [])]:
-        for observer in observers:
-            observer.on_note(note)
-    checkpointer = Checkpointer(run_dir, config, tokenizer, resumed_step)
+    checkpointer = Checkpointer(run_dir, config, tokenizer, resumed_step, world)
     try:
-        with atomic_open(run_dir / CONFIG_FILE, encoding="utf-8") as f:
-            f.write(config.to_toml())
-        if wandb_module is not None:
+        if log is not None:
+            with atomic_open(run_dir / CONFIG_FILE, encoding="utf-8") as f:
+                f.write(config.to_toml())
+        if wandb_module is not None and log is not None:
             log.wandb_run = wandb_module.init(project=WANDB_PROJECT, name=run_dir.name, config=config.to_dict())
-        advice = "lower training.batch_size or the model's size"
+        advice = "lower training.micro_batch_size or the model's size"
         with allocation_errors("training", advice):
-            result = train(config, data, runtime, state, checkpointer, observers, resume=checkpoint, progress=progress)
+            result = train(config, data, runtime, state, checkpointer, observers, checkpoint, progress, world)
     except TrainingDiverged:  # recorded by its own row
         raise
     except LmcliError as e:
-        log.on_row({"kind": "failed", "step": checkpointer.saved_step or 0, "error": str(e)})
+        if log is not None and not isinstance(e, distributed.PeerFailed):
+            log.on_row({"kind": "failed", "step": checkpointer.saved_step or 0, "error": str(e)})
         raise
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     tokens = config.max_steps * config.training.batch_size * config.model.context_length
     return {
         "run_dir": str(run_dir),
@@ -127,6 +161,7 @@ def run_training(
         "tokens": tokens,
         "parameters": count_parameters(result.state.model),
         "device": runtime.describe(),
+        "processes": world.size,
         "elapsed_s": round(result.state.elapsed_s, 1),
         "train_loss": result.train_loss,
         "best_val_loss": result.state.best_val_loss,
@@ -138,15 +173,20 @@ def run_training(
     }
 
 
-def require_training_memory(config: TrainConfig, runtime: Runtime) -> None:
-    """An LmcliError, before anything is allocated, when the run's estimated peak (parameters, gradients,
-    AdamW state, activations: ``lmcli accounting``'s model) exceeds the device's available memory."""
+def require_training_memory(config: TrainConfig, runtime: Runtime, world: World = World()) -> None:
+    """An LmcliError, before anything is allocated, when the run's estimated peak per process (parameters,
+    gradients, AdamW state, activations of one micro-batch: ``lmcli accounting``'s model) exceeds the
+    device's available memory (on a CPU, shared by the machine's processes)."""
     dtype = "bf16" if runtime.autocast else "fp32"
-    batch = config.training.batch_size
-    memory = training_memory(config.model, config.model.context_length, batch, dtype)
-    fits = max_batch_size(memory, available_bytes(runtime.device))
-    what_fits = f"at most training.batch_size={fits} fits" if fits else "not even the model's weights and AdamW state fit"
-    require_memory(memory["peak"], runtime.device, f"training.batch_size={batch} with this model", what_fits)
+    micro = config.micro_batch_size(world.size)
+    fsdp = world.size > 1 and config.training.parallel == "fsdp"
+    memory = training_memory(config.model, config.model.context_length, micro, dtype, world.size if fsdp else 1)
+    sharing = world.local_size if runtime.device.type == "cpu" else 1
+    fits = max_batch_size(memory, available_bytes(runtime.device) // sharing)
+    what_fits = f"at most training.micro_batch_size={fits} fits" if fits else "not even the model's weights and AdamW state fit"
+    per_process = f" in each of {sharing} processes" if sharing > 1 else ""
+    require_memory(memory["peak"] * sharing, runtime.device,
+                   f"training.micro_batch_size={micro} with this model{per_process}", what_fits)
 
 
 def find_run(resume: str, workspace: Workspace) -> Path:

@@ -4,7 +4,9 @@
 steps taken, the best validation loss so far and the wall time of the run's earlier sessions.
 ``state_dict()`` is the dict a checkpoint stores (the CS336 ``iteration`` / ``model`` /
 ``optimizer`` entries and the rest); ``load_state_dict`` puts a resumed run back exactly
-where it was, random generators included, so it continues bit for bit.
+where it was, random generators included, so it continues bit for bit. Under FSDP the state
+dict gathers the sharded tensors whole (a collective: every rank calls it), so a checkpoint is
+the same whatever wrote it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lmcli.model.transformer import TransformerLM
 from lmcli.training.checkpoint import capture_rng, load_model_state, restore_rng, uncompiled_state_dict
 from lmcli.training.config import TrainConfig
 from lmcli.training.optim import AdamW, decay_groups
+from lmcli.training.parallelize import full_tensors
 
 
 @dataclass
@@ -50,8 +53,8 @@ class TrainState:
     def state_dict(self) -> dict[str, Any]:
         return {
             "iteration": self.step,
-            "model": uncompiled_state_dict(self.model),
-            "optimizer": self.optimizer.state_dict(),
+            "model": full_tensors(uncompiled_state_dict(self.model)),
+            "optimizer": full_tensors(self.optimizer.state_dict()),
             "rng": capture_rng(self.batch_rng),
             "best_val_loss": self.best_val_loss,
             "elapsed_s": self.elapsed_s,

@@ -1,0 +1,90 @@
+"""A dataset of several token-id files (shards), read as context windows that never straddle two.
+
+A large corpus is often encoded in pieces: one ``lmcli encode`` run per input file or per
+machine, each writing its own ``.npy``. ``data.train`` / ``data.valid`` name such a dataset as
+one path, a glob pattern (``data/owt-*.npy``) or a list of paths and patterns.
+
+Each shard is a memory map (``lmcli.data.token_files``), so memory stays bounded by what is
+read, not by the total size. A window of ``context + 1`` ids starts at an offset ``o`` of one
+shard with ``o + context < len(shard)``. All valid starts of all shards are numbered in one
+sequence, shard after shard (the *position* of a window)::
+
+    position = (starts in the shards before this one) + o
+
+so that a uniformly random position is a uniformly random window of the whole dataset, and a
+dataset of one file numbers its windows exactly as ``get_batch`` does (``o`` itself).
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lmcli.data.token_files import open_token_ids
+from lmcli.errors import LmcliError
+
+
+def shard_paths(spec: str | Sequence[str], resolve: Callable[[str], Path] = Path) -> list[Path]:
+    """The files a ``data.train``-style value names: paths and glob patterns, in order, each pattern's
+    matches sorted; ``resolve`` turns a config string into a path (e.g. relative to the workspace)."""
+    paths: list[Path] = []
+    for item in [spec] if isinstance(spec, str) else spec:
+        path = resolve(item)
+        if glob.has_magic(str(path)):
+            matches = sorted(Path(m) for m in glob.glob(str(path)))
+            if not matches:
+                raise LmcliError(f"no file matches {path}")
+            paths += matches
+        else:
+            paths.append(path)
+    if not paths:
+        raise LmcliError("an empty list of token files")
+    return paths
+
+
+class TokenShards:
+    """Token-id arrays read as one dataset of context windows."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], paths: Sequence[Path] = ()):
+        self.arrays, self.paths = list(arrays), list(paths)
+
+    @classmethod
+    def open(cls, paths: Sequence[Path], what: str, context: int) -> TokenShards:
+        """Memory-map every shard, each long enough for one window of ``context + 1`` ids."""
+        return cls([open_token_ids(p, what, context + 1) for p in paths], paths)
+
+    def __len__(self) -> int:
+        return sum(len(a) for a in self.arrays)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.arrays)
+
+    def num_windows(self, context: int) -> int:
+        """How many positions a window of ``context + 1`` ids can start at."""
+        return int(self._starts_per_shard(context).sum())
+
+    def sequential_positions(self, context: int, max_windows: int | None = None) -> np.ndarray:
+        """Positions of non-overlapping windows covering each shard from its start, shard after shard
+        (every id predicted once), or only the first ``max_windows`` of them."""
+        before = np.concatenate([[0], np.cumsum(self._starts_per_shard(context))[:-1]])
+        per_shard = [base + np.arange((len(a) - 1) // context) * context for base, a in zip(before, self.arrays)]
+        return np.concatenate(per_shard)[:max_windows]
+
+    def read(self, positions: np.ndarray, context: int) -> np.ndarray:
+        """The windows of ``context + 1`` ids at ``positions``, as an int64 array [len(positions), context + 1]."""
+        starts = self._starts_per_shard(context)
+        ends = np.cumsum(starts)
+        shard = np.searchsorted(ends, positions, side="right")
+        offsets = positions - (ends - starts)[shard]
+        windows = np.empty((len(positions), context + 1), dtype=np.int64)
+        for s in np.unique(shard):
+            rows = shard == s
+            windows[rows] = self.arrays[s][offsets[rows][:, None] + np.arange(context + 1)]  # reads only these ids
+        return windows
+
+    def _starts_per_shard(self, context: int) -> np.ndarray:
+        return np.array([len(a) - context for a in self.arrays], dtype=np.int64)

@@ -1,0 +1,57 @@
+"""``lmcli train --nproc N``: N worker processes on this machine, started as ``torchrun`` starts them.
+
+The launcher is PyTorch's own (``torch.distributed.launcher``, what ``torchrun`` and
+``python -m torch.distributed.run`` run): a rendezvous on a free local port, one worker per
+process with ``RANK`` / ``WORLD_SIZE`` / ``LOCAL_RANK`` set, each running ``python -m lmcli``
+with the same arguments minus ``--nproc``. What it adds is the ending:
+
+- a worker that fails makes the launcher stop the others (SIGTERM, then SIGKILL after
+  ``SHUTDOWN_S``); the worker printed its own error, the launcher only says which rank died
+  when it was killed by a signal (no message of its own);
+- Ctrl-C reaches every worker (they share the terminal), and the launcher forwards it too:
+  the ranks finish their step, rank 0 saves, all exit with 130.
+
+On a CPU each worker gets ``cores / N`` threads (``OMP_NUM_THREADS``, unless already set), so
+N processes do not fight over the cores.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+
+from lmcli.errors import LmcliError
+
+SHUTDOWN_S = 60  # how long stopping workers may take (rank 0 saving a checkpoint) before they are killed
+INTERRUPTED = 130
+
+
+def launch_local(nproc: int, args: list[str]) -> int:
+    """Run ``python -m lmcli *args`` in ``nproc`` processes; the job's exit code (0, the failing worker's
+    code, or 130 after Ctrl-C), or an LmcliError naming a worker killed by a signal."""
+    # torch's launcher is imported only here: `lmcli train` without --nproc never needs it
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the failing rank speaks for itself
+    if "OMP_NUM_THREADS" not in os.environ:
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    config = LaunchConfig(
+        min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1, shutdown_timeout=SHUTDOWN_S,
+    )
+    try:
+        elastic_launch(config, entrypoint=sys.executable)("-m", "lmcli", *args)
+    except ChildFailedError as e:
+        rank, failure = e.get_first_failure()
+        if failure.exitcode >= 0:
+            return failure.exitcode
+        if failure.signal_name() in ("SIGINT", "SIGTERM") and all(f.exitcode < 0 for f in e.failures.values()):
+            return INTERRUPTED
+        raise LmcliError(f"rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}; the other ranks were stopped") from None
+    except SignalException:
+        return INTERRUPTED
+    return 0
