@@ -183,10 +183,11 @@ def train_bpe(
 
 @command("encode")
 def encode(
-    input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 text file to encode \\[default: both demo splits of the workspace, to data/train.npy and data/valid.npy].", show_default=False)] = None,
+    inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="[INPUT]...", help="UTF-8 text files to encode, one .npy each (shards of one dataset) \\[default: both demo splits of the workspace, to data/train.npy and data/valid.npy].", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (vocab.json, merges.txt) \\[default: the workspace's tokenizer/].", show_default=False)] = None,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token, never split (repeatable) \\[default: the tokenizer's, else <|endoftext|>].", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="Output .npy \\[default: the workspace's data/INPUT-NAME.npy].", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Output .npy of a single INPUT \\[default: the workspace's data/INPUT-NAME.npy].", show_default=False)] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out-dir", help="Directory for the outputs, one INPUT-NAME.npy per input \\[default: the workspace's data/].", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto: uint16 when every id is below 65,536 (half the size of uint32), else uint32; or force uint16 / uint32.")] = "auto",
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
@@ -199,9 +200,9 @@ def encode(
     and written atomically: the ids equal encoding the whole file in one piece, and an interrupted run
     leaves no partial .npy behind. With GPT-2's files the ids are exactly tiktoken's gpt2 ids.
 
-    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy
+    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy    |    lmcli encode owt-*.txt --out-dir data/owt
     """
-    run("encode")(input_path, tokenizer, special_tokens, out, workers, dtype, errors, workspace, json_)
+    run("encode")(inputs or [], tokenizer, special_tokens, out, out_dir, workers, dtype, errors, workspace, json_)
 
 
 @command("decode")

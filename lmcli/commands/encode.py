@@ -18,33 +18,40 @@ from lmcli.workspace import DEMO_SPLITS, Workspace
 
 
 def run(
-    input_path: Path | None,
+    input_paths: list[Path],
     tokenizer_dir: Path | None,
     special_tokens: list[str] | None,
     out: Path | None,
+    out_dir: Path | None,
     workers: int | None,
     dtype: str,
     errors: str,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
-    """Encode INPUT (default: both demo splits) with the workspace's tokenizer; print a line per file (or JSON)."""
+    """Encode the inputs (default: both demo splits) with the workspace's tokenizer; print a line per file (or JSON)."""
     workers = workers or available_cores()
     ws = Workspace.resolve(workspace)
     tokenizer_dir = tokenizer_dir or ws.tokenizer_dir
     tokenizer = Tokenizer.from_dir(tokenizer_dir, special_tokens or None)
-    if input_path is None:
-        if out is not None:
-            raise LmcliError("--out needs an INPUT file (without one, both demo splits are encoded into the workspace)")
-        inputs = [demo_split(ws, split) for split in DEMO_SPLITS]
-    else:
-        inputs = [input_path]
+    if out is not None and out_dir is not None:
+        raise LmcliError("give --out (one output file) or --out-dir (a directory for several), not both")
+    if not input_paths:
+        if out is not None or out_dir is not None:
+            raise LmcliError("--out and --out-dir need INPUT files (without them, both demo splits are encoded into the workspace)")
+        input_paths = [demo_split(ws, split) for split in DEMO_SPLITS]
+    elif out is not None and len(input_paths) != 1:
+        raise LmcliError("--out names one output: give exactly one INPUT, or --out-dir DIR for several")
     # Check everything before the progress bar starts, so bad input fails with one clear line.
-    inputs = [check_text_file(p) for p in inputs]
+    inputs = [check_text_file(p) for p in input_paths]
     check_errors_mode(errors)
     choose_dtype(tokenizer, dtype)
-    jobs = [(p, out or ws.encoded_path(p)) for p in inputs]
+    if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
+        raise LmcliError(f"--out-dir {out_dir} is a file, not a directory")
+    jobs = [(p, out or (out_dir / f"{p.stem}.npy" if out_dir is not None else ws.encoded_path(p))) for p in inputs]
     check_outputs(jobs)
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
     with Bars(quiet=as_json) as bars:
         results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars)
     if as_json:

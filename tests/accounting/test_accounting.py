@@ -216,14 +216,28 @@ def test_cli_json_gpt2_xl(cli):
     assert set(report) >= {"params", "forward_flops", "memory", "training"}
     assert report["params"]["total"] == 2_127_057_600
     assert report["forward_flops"]["total"] == 4_513_336_524_800
-    assert report["memory"]["max_batch_size"] == max_batch_size(report["memory"], 80 * 2**30)
+    assert report["memory"]["max_micro_batch_size"] == max_batch_size(report["memory"], 80 * 2**30)
     assert report["training"]["days"] == pytest.approx(6_583.6, rel=1e-4)
+
+
+def test_cli_memory_is_per_micro_batch_and_per_fsdp_shard(cli):
+    def memory(*args):
+        result = cli("accounting", "--model", "gpt2-xl", "--json", *args)
+        assert result.exit_code == 0, result.output
+        return json.loads(result.stdout)["memory"]
+
+    whole, micro, sharded = memory(), memory("--micro-batch-size", "4"), memory("--micro-batch-size", "4", "--fsdp", "8")
+    assert micro["activations"] * 256 == whole["activations"]  # batch 1,024 as micro-batches of 4
+    assert micro["fixed_bytes"] == whole["fixed_bytes"] == 16 * 2_127_057_600  # fp32 weights, grads, m, v
+    assert sharded["fixed_bytes"] == 16 * 2_127_057_600 // 8 and sharded["shards"] == 8
+    assert sharded["max_micro_batch_size"] > micro["max_micro_batch_size"]  # sharding leaves room for activations
+    assert whole["max_micro_batch_size"] == 2  # fp32 GPT-2 XL on one 80 GB device: 2 sequences of 1,024
 
 
 def test_cli_tables_and_bar_chart(cli):
     result = cli("accounting", "--model", "gpt2-small", "--batch-size", "8", "--hardware", "h100", "--dtype", "bf16")
     assert result.exit_code == 0, result.output
-    for text in ("Parameters", "Q/K/V projections", "feed-forward", "LM head", "█", "largest batch in 80.00 GiB", "H100"):
+    for text in ("Parameters", "Q/K/V projections", "feed-forward", "LM head", "█", "largest micro-batch in 80.00 GiB", "H100"):
         assert text in result.stdout, text
     assert result.stderr == ""
 

@@ -133,7 +133,7 @@ def test_cli_encode_input_summary(cli, gpt2_dir, fixtures, tmp_path):
         (["stats", "{gpt2}", "--tokenizer", "{gpt2}"], "is a directory, not a text file"),
         (["encode", "{sample}", "--tokenizer", "no-such-dir"], "does not exist"),
         (["encode", "{sample}", "--tokenizer", "{mismatched}"], "do not belong together"),
-        (["encode", "--tokenizer", "{gpt2}", "--out", "x.npy"], "--out needs an INPUT"),
+        (["encode", "--tokenizer", "{gpt2}", "--out", "x.npy"], "--out and --out-dir need INPUT files"),
         (["decode", "{ids}", "--tokenizer", "{gpt2}"], "out of range"),
         (["decode", "{sample}", "--tokenizer", "{gpt2}"], "not a .npy"),
     ],

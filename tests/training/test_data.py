@@ -12,7 +12,8 @@ import torch
 import lmcli.training.data as data
 from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
-from lmcli.training.data import scan_tokens, sequential_batches
+from lmcli.data.token_shards import TokenShards
+from lmcli.training.data import draw_positions, get_batch, read_batch, scan_tokens
 from lmcli.training.device import pick_device, setup_runtime
 
 
@@ -56,14 +57,31 @@ def test_open_token_ids_rejects_what_is_not_token_ids(tmp_path, ids, message):
         open_token_ids(tmp_path / "missing.npy", "training data", 2)
 
 
-def test_sequential_batches_cover_the_file_once_in_order(tmp_path):
-    x = _memmap(tmp_path, np.arange(103), dtype=np.uint32)
-    batches = list(sequential_batches(x, batch_size=4, context_length=10, device="cpu"))
-    inputs = torch.cat([b[0] for b in batches])
-    targets = torch.cat([b[1] for b in batches])
-    assert [len(b[0]) for b in batches] == [4, 4, 2]  # 10 windows of 10 (+1 target) in 103 ids
-    assert torch.equal(inputs.flatten(), torch.arange(100))
-    assert torch.equal(targets, inputs + 1)
+def test_sequential_windows_cover_each_shard_once_in_order():
+    shards = TokenShards([np.arange(103), np.arange(1000, 1025)])
+    x, y = read_batch(shards, shards.sequential_positions(10), 10, "cpu")
+    assert len(x) == 10 + 2  # 10 windows of 10 (+1 target) in 103 ids, 2 in 25
+    assert torch.equal(x[:10].flatten(), torch.arange(100))
+    assert torch.equal(x[10:].flatten(), torch.arange(1000, 1020))
+    assert torch.equal(y, x + 1)  # no window straddles the two shards
+    assert len(shards.sequential_positions(10, max_windows=3)) == 3
+
+
+def test_random_windows_of_shards_never_straddle_and_reach_every_start():
+    shards = TokenShards([np.arange(50), np.arange(1000, 1013)])  # 40 + 3 starts for context 10
+    assert shards.num_windows(10) == 43
+    x, y = read_batch(shards, np.arange(43), 10, "cpu")
+    assert torch.equal(y, x + 1)  # consecutive ids: inside one shard
+    assert x[:, 0].tolist() == [*range(40), 1000, 1001, 1002]
+    starts = read_batch(shards, draw_positions(shards, 2000, 10, torch.Generator().manual_seed(0)), 10, "cpu")[0][:, 0]
+    assert set(starts.tolist()) == {*range(40), 1000, 1001, 1002}
+
+
+def test_one_shard_draws_the_windows_get_batch_draws(tmp_path):
+    x = _memmap(tmp_path, np.arange(500), dtype=np.uint32)
+    positions = draw_positions(TokenShards([x]), 8, 16, torch.Generator().manual_seed(3))
+    inputs, _ = read_batch(TokenShards([x]), positions, 16, "cpu")
+    assert torch.equal(inputs, get_batch(x, 8, 16, "cpu", torch.Generator().manual_seed(3))[0])
 
 
 def test_device_choice_is_checked():

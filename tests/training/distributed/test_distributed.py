@@ -1,0 +1,200 @@
+"""Training past one process, on CPU with gloo: 2 processes of 1 thread, each launch with a timeout.
+
+The claim under test: the global batch, not the hardware, defines a step. The same 20 steps as
+1 process, 1 process with 4 micro-batches, 2 processes with DDP and 2 with FSDP give the same
+losses and weights (to float rounding), a run resumes on another number of processes, and a
+failing, killed or interrupted rank ends the whole job with one message.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+import pytest
+import torch
+
+from lmcli.tokenizer.files import save_tokenizer
+from lmcli.training.distributed import World
+from lmcli.training.run import RunSpec, run_training
+from lmcli.workspace import Workspace
+from tests.training.test_run import TINY_CONFIG, _text
+
+LAUNCH_TIMEOUT = 180  # seconds; a hung collective fails the test instead of hanging CI
+STEPS = ["--set", "training.max_steps=20", "--set", "optimizer.cosine_steps=20", "--set", "training.batch_size=8"]
+HALF = ["--set", "training.max_steps=10", *STEPS[2:]]  # the first 10 of the same 20 steps
+MICRO = ["--set", "training.micro_batch_size=2"]
+FAILING_WORKER = Path(__file__).with_name("failing_worker.py")
+LOSS_RTOL, WEIGHT_RTOL = 1e-4, 1e-5
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("distributed")
+    ws = root / "workspace"
+    save_tokenizer(ws / "tokenizer", {i: bytes([i]) for i in range(256)}, [], [])
+    (ws / "data").mkdir()
+    np.save(ws / "data" / "train.npy", np.frombuffer(_text(4000, 0), dtype=np.uint8).astype(np.uint16))
+    np.save(ws / "data" / "valid.npy", np.frombuffer(_text(500, 1), dtype=np.uint8).astype(np.uint16))
+    (root / "tiny.toml").write_text(TINY_CONFIG)
+    return ws
+
+
+def env(workspace: Path) -> dict[str, str]:
+    return {**os.environ, "LMCLI_WORKSPACE": str(workspace), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+
+
+def lmcli(workspace: Path, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    """``python -m lmcli ARGS`` (or under ``launcher``), to its end or LAUNCH_TIMEOUT."""
+    command = [sys.executable, *launcher, "-m", "lmcli", *args]
+    return subprocess.run(command, env=env(workspace), capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+
+
+TORCHRUN = ("-m", "torch.distributed.run", "--nproc-per-node", "2")
+
+
+def train_in_process(workspace: Path, name: str, *overrides: str) -> Path:
+    spec = RunSpec(config=str(workspace.parent / "tiny.toml"), name=name, overrides=overrides)
+    run_training(spec, Workspace(workspace), world=World())
+    return workspace / "runs" / name
+
+
+def config_args(workspace: Path, name: str) -> list[str]:
+    return ["train", "--config", str(workspace.parent / "tiny.toml"), "--name", name, "--quiet"]
+
+
+def losses(run_dir: Path) -> list[float]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows if r["kind"] == "train"]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "latest.pt", weights_only=True)["model"]
+
+
+def weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """The largest ||a - b|| / ||a|| over the tensors."""
+    assert a.keys() == b.keys()
+    return max(((a[k] - b[k]).norm() / a[k].norm()).item() for k in a)
+
+
+def loss_difference(a: list[float], b: list[float]) -> float:
+    assert len(a) == len(b) == 20
+    return max(abs(x - y) / abs(x) for x, y in zip(a, b))
+
+
+@pytest.fixture(scope="module")
+def straight(workspace) -> dict[str, Path]:
+    """The 20 steps four ways: 1 process, 1 process x 4 micro-batches, 2 processes (DDP) x 2, 2 with FSDP."""
+    runs = {
+        "one": train_in_process(workspace, "one", *STEPS[1::2]),
+        "accumulated": train_in_process(workspace, "accumulated", *STEPS[1::2], *MICRO[1::2]),
+    }
+    ddp = lmcli(workspace, *config_args(workspace, "ddp"), *STEPS, *MICRO, "--nproc", "2")
+    assert ddp.returncode == 0, ddp.stderr
+    fsdp = lmcli(workspace, *config_args(workspace, "fsdp"), *STEPS, *MICRO, "--set", "training.parallel='fsdp'",
+                 launcher=TORCHRUN)
+    assert fsdp.returncode == 0, fsdp.stderr
+    return {**runs, "ddp": workspace / "runs" / "ddp", "fsdp": workspace / "runs" / "fsdp"}
+
+
+@pytest.mark.parametrize("way", ["accumulated", "ddp", "fsdp"])
+def test_every_step_is_the_same_on_any_number_of_processes(straight, way):
+    assert loss_difference(losses(straight["one"]), losses(straight[way])) < LOSS_RTOL
+    assert weight_difference(weights(straight["one"]), weights(straight[way])) < WEIGHT_RTOL
+
+
+def test_checkpoints_of_several_processes_are_those_of_one(straight):
+    one, fsdp = (torch.load(straight[w] / "latest.pt", weights_only=True) for w in ("one", "fsdp"))
+    assert one["model"].keys() == fsdp["model"].keys()  # the CS336 names, no wrapper prefixes
+    moments = fsdp["optimizer"]["state"][0]["exp_avg"]
+    assert type(moments) is torch.Tensor and moments.shape == one["optimizer"]["state"][0]["exp_avg"].shape  # gathered whole
+    rows = [json.loads(line) for line in (straight["ddp"] / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if r["kind"] == "final_eval"]) == 1  # rank 0 alone writes
+
+
+def test_resume_on_one_process_continues_two(workspace, straight):
+    first = lmcli(workspace, *config_args(workspace, "two-then-one"), *HALF, *MICRO, "--nproc", "2")
+    assert first.returncode == 0, first.stderr
+    resumed = lmcli(workspace, "train", "--resume", "two-then-one", "--set", "training.max_steps=20", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    run_dir = workspace / "runs" / "two-then-one"
+    assert loss_difference(losses(straight["one"]), losses(run_dir)) < LOSS_RTOL
+    assert weight_difference(weights(straight["one"]), weights(run_dir)) < WEIGHT_RTOL
+
+
+def test_resume_on_as_many_processes_is_bit_exact(workspace, straight):
+    first = lmcli(workspace, *config_args(workspace, "two-then-two"), *HALF, *MICRO, "--nproc", "2")
+    assert first.returncode == 0, first.stderr
+    resumed = lmcli(workspace, "train", "--resume", "two-then-two", "--set", "training.max_steps=20", "--quiet",
+                    "--nproc", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = weights(straight["ddp"]), weights(workspace / "runs" / "two-then-two")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(straight["ddp"]) == losses(workspace / "runs" / "two-then-two")
+
+
+def test_a_batch_that_does_not_divide_among_processes_is_one_error(workspace):
+    result = lmcli(workspace, *config_args(workspace, "odd"), "--set", "training.batch_size=6",
+                   "--set", "training.micro_batch_size=2", "--nproc", "2")
+    assert result.returncode == 1
+    assert result.stderr.strip() == ("error: training.batch_size (6) must be a multiple of training.micro_batch_size (2) "
+                                     "x 2 processes: each optimizer step accumulates whole micro-batches")
+    assert not (workspace / "runs" / "odd").exists()
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_failing_rank_ends_the_job_with_its_error_once(workspace, rank):
+    started = time.perf_counter()
+    result = subprocess.run([sys.executable, *TORCHRUN, str(FAILING_WORKER), *config_args(workspace, f"fail-{rank}"), *STEPS],
+                            env={**env(workspace), "FAIL_RANK": rank}, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert result.returncode != 0 and time.perf_counter() - started < 60
+    lmcli_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert lmcli_lines == [f"error: injected failure on rank {rank}"]
+    assert "lmcli/" not in result.stderr.split("Traceback")[0]  # no traceback of lmcli's own (torchrun prints its report)
+
+
+def start_nproc_run(workspace: Path, name: str) -> tuple[subprocess.Popen, Path]:
+    """A long `lmcli train --nproc 2` in its own process group, returned once it has logged a step."""
+    args = [*config_args(workspace, name), "--set", "training.max_steps=100000", "--set", "training.checkpoint_interval=100000",
+            "--set", "training.eval_interval=100000", "--nproc", "2"]
+    process = subprocess.Popen([sys.executable, "-m", "lmcli", *args], env=env(workspace), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    metrics = workspace / "runs" / name / "metrics.jsonl"
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while not (metrics.is_file() and metrics.stat().st_size) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert process.poll() is None, process.communicate()
+    return process, workspace / "runs" / name
+
+
+def test_a_killed_rank_ends_the_job_within_seconds(workspace):
+    process, _ = start_nproc_run(workspace, "killed")
+    rank1 = [p for p in psutil.Process(process.pid).children(recursive=True) if p.environ().get("RANK") == "1"]
+    rank1[0].kill()
+    started = time.perf_counter()
+    _, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+    assert time.perf_counter() - started < 30
+    assert process.returncode == 1
+    assert stderr.splitlines() == [f"error: rank 1 (pid {rank1[0].pid}) was killed by SIGKILL; the other ranks were stopped"]
+
+
+def test_ctrl_c_saves_once_and_every_rank_exits_130(workspace):
+    process, run_dir = start_nproc_run(workspace, "interrupted")
+    workers = psutil.Process(process.pid).children(recursive=True)
+    os.killpg(process.pid, signal.SIGINT)  # what the terminal does: every process of the job gets it
+    _, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+    assert process.returncode == 130
+    assert stderr.splitlines() == ["error: interrupted"]
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    stopped = [r for r in rows if r["kind"] == "interrupted"]
+    assert len(stopped) == 1
+    assert torch.load(run_dir / "latest.pt", weights_only=True)["iteration"] == stopped[0]["step"]
