@@ -2,7 +2,7 @@
 
 Each script runs lmcli and its comparator side by side in one process tree and prints its own
 table and ratios; this runner only sequences them and stops at the first failure.
-Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model generate adamw train_throughput)
+Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model generate adamw train_throughput parallel)
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ BENCHMARKS = {
     "generate": "bench_generate.py",
     "adamw": "bench_adamw.py",
     "train_throughput": "train_throughput.py",
+    "parallel": "bench_parallel.py",
 }
 
 

@@ -19,6 +19,8 @@ and the ratio lmcli / PyTorch. ``--profile`` prints where each side spends its t
 
     python benchmarks/train_throughput.py                      # CPU, TinyStories shape, batch 8 x 256
     python benchmarks/train_throughput.py --device cuda --dtype bf16 --compile --config tinystories
+    python benchmarks/train_throughput.py --device cuda --nproc 8 --config tinystories   # data parallel:
+        hands over to bench_parallel.py (accumulation overhead and scaling over N processes)
 """
 
 from __future__ import annotations
@@ -203,11 +205,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--peak-flops", type=float, help="device peak FLOP/s for MFU [default: known GPUs only]")
     p.add_argument("--profile", action="store_true", help="also print a torch.profiler table for each side")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--nproc", type=int, default=1, help="N > 1: measure data-parallel training instead (bench_parallel.py)")
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def main(argv: list[str] | None = None) -> dict | None:
     args = parse_args(argv)
+    if args.nproc > 1:
+        import bench_parallel  # the script beside this one (benchmarks/ is on sys.path when run as a script)
+
+        forwarded = ["--device", args.device, "--nproc", str(args.nproc), "--dtype", args.dtype,
+                     *(["--config", args.config] if args.config else []), *(["--batch-size", str(args.batch_size)] if args.batch_size else []),
+                     *(["--compile"] if args.compile else []), *(["--json"] if args.json else [])]
+        bench_parallel.main(forwarded)
+        return None
     if args.config:
         config = load_config(args.config)
         cfg, batch_size = config.model, args.batch_size or config.training.batch_size

@@ -132,8 +132,8 @@ def test_sizes_are_checked_against_memory_before_allocating(cli, ws):
                           "10,000,000,000 samples at once needs about", "is available on cpu")
     assert "fit" in line
     one_error_line(cli("train", "--config", ws.parent / "tiny.toml", "--set", "training.batch_size=100000000000"),
-                   "training.batch_size=100000000000 with this model needs about",
-                   "at most training.batch_size=")
+                   "training.micro_batch_size=100000000000 with this model needs about",
+                   "at most training.micro_batch_size=")
     # eval caps its batch at the number of windows: nothing to refuse
     result = cli("eval", "--checkpoint", "tiny", "--batch-size", "100000000000")
     assert result.exit_code == 0, result.stderr

@@ -11,8 +11,8 @@ import torch
 
 import lmcli.training.data as data
 from lmcli.data.token_files import open_token_ids
-from lmcli.errors import LmcliError
 from lmcli.data.token_shards import TokenShards
+from lmcli.errors import LmcliError
 from lmcli.training.data import draw_positions, get_batch, read_batch, scan_tokens
 from lmcli.training.device import pick_device, setup_runtime
 
