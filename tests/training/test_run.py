@@ -55,16 +55,21 @@ def _text(n_words: int, seed: int) -> bytes:
     return " ".join(rng.choice(words) for _ in range(n_words)).encode()
 
 
-@pytest.fixture
-def workspace(tmp_path):
-    """A workspace with a byte-level tokenizer (256 tokens) and byte ids of a small text as data."""
-    ws = tmp_path / "workspace"
+def byte_workspace(root):
+    """``root/workspace`` with a byte-level tokenizer (256 tokens) and byte ids of a small text as data,
+    and the tiny config as ``root/tiny.toml``."""
+    ws = root / "workspace"
     save_tokenizer(ws / "tokenizer", {i: bytes([i]) for i in range(256)}, [], [])
     (ws / "data").mkdir()
     np.save(ws / "data" / "train.npy", np.frombuffer(_text(4000, 0), dtype=np.uint8).astype(np.uint16))
     np.save(ws / "data" / "valid.npy", np.frombuffer(_text(500, 1), dtype=np.uint8).astype(np.uint16))
-    (tmp_path / "tiny.toml").write_text(TINY_CONFIG)
+    (root / "tiny.toml").write_text(TINY_CONFIG)
     return ws
+
+
+@pytest.fixture
+def workspace(tmp_path):
+    return byte_workspace(tmp_path)
 
 
 @pytest.fixture

@@ -16,16 +16,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import psutil
 import pytest
 import torch
 
-from lmcli.tokenizer.files import save_tokenizer
 from lmcli.training.distributed import World
 from lmcli.training.run import RunSpec, run_training
 from lmcli.workspace import Workspace
-from tests.training.test_run import TINY_CONFIG, _text
+from tests.training.test_run import byte_workspace
 
 LAUNCH_TIMEOUT = 180  # seconds; a hung collective fails the test instead of hanging CI
 STEPS = ["--set", "training.max_steps=20", "--set", "optimizer.cosine_steps=20", "--set", "training.batch_size=8"]
@@ -37,14 +35,7 @@ LOSS_RTOL, WEIGHT_RTOL = 1e-4, 1e-5
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("distributed")
-    ws = root / "workspace"
-    save_tokenizer(ws / "tokenizer", {i: bytes([i]) for i in range(256)}, [], [])
-    (ws / "data").mkdir()
-    np.save(ws / "data" / "train.npy", np.frombuffer(_text(4000, 0), dtype=np.uint8).astype(np.uint16))
-    np.save(ws / "data" / "valid.npy", np.frombuffer(_text(500, 1), dtype=np.uint8).astype(np.uint16))
-    (root / "tiny.toml").write_text(TINY_CONFIG)
-    return ws
+    return byte_workspace(tmp_path_factory.mktemp("distributed"))
 
 
 def env(workspace: Path) -> dict[str, str]:
