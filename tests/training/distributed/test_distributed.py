@@ -61,9 +61,9 @@ def config_args(workspace: Path, name: str) -> list[str]:
     return ["train", "--config", str(workspace.parent / "tiny.toml"), "--name", name, "--quiet"]
 
 
-def losses(run_dir: Path) -> list[float]:
+def losses(run_dir: Path, kind: str = "train", key: str = "loss") -> list[float]:
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [r["loss"] for r in rows if r["kind"] == "train"]
+    return [r[key] for r in rows if r["kind"] == kind]
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -77,7 +77,7 @@ def weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) ->
 
 
 def loss_difference(a: list[float], b: list[float]) -> float:
-    assert len(a) == len(b) == 20
+    assert len(a) == len(b) == 20  # log_interval = 1: every step
     return max(abs(x - y) / abs(x) for x, y in zip(a, b))
 
 
@@ -100,6 +100,9 @@ def straight(workspace) -> dict[str, Path]:
 def test_every_step_is_the_same_on_any_number_of_processes(straight, way):
     assert loss_difference(losses(straight["one"]), losses(straight[way])) < LOSS_RTOL
     assert weight_difference(weights(straight["one"]), weights(straight[way])) < WEIGHT_RTOL
+    for kind in ("eval", "final_eval"):  # validation shared among the ranks, summed: the same loss
+        one, other = losses(straight["one"], kind, "val_loss"), losses(straight[way], kind, "val_loss")
+        assert len(one) == len(other) > 0 and all(abs(a - b) / a < LOSS_RTOL for a, b in zip(one, other))
 
 
 def test_checkpoints_of_several_processes_are_those_of_one(straight):
