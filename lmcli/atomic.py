@@ -5,12 +5,17 @@ file, never a half-written one that looks like a result. The temporary file is n
 ``.<target>.<pid>.<random>.tmp``; one that a killed process left behind is removed by the next
 write to the same target (its process no longer exists). An error while writing names the
 target, not the temporary file.
+
+A directory written as a unit (``atomic_directory``: an exported model) is built the same way,
+as a temporary directory beside the target renamed into place; replacing an existing one
+moves the old one aside first and deletes it only once the new one is in place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,12 +54,37 @@ def atomic_open(target: str | os.PathLike, mode: str = "w", **kwargs) -> Iterato
         os.fsync(f.fileno())
 
 
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
+    """Yield a temporary directory beside ``target``; on success it becomes ``target`` (replacing an
+    existing one when ``replace``), on failure it is removed."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        if replace and target.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+            os.replace(target, old / target.name)
+            os.replace(tmp, target)
+            shutil.rmtree(old)
+        else:
+            os.rename(tmp, target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
 def remove_stale_temporaries(target: Path) -> None:
-    """Remove the temporary files of writes to ``target`` whose process has died (a kill -9, a crash)."""
+    """Remove the temporary files (and directories) of writes to ``target`` whose process has died (a kill -9, a crash)."""
     for path in target.parent.glob(f".{target.name}.*.tmp"):
         pid = path.name[len(target.name) + 2 :].split(".", 1)[0]
         if pid.isdigit() and not process_exists(int(pid)):
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def process_exists(pid: int) -> bool:

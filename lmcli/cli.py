@@ -249,6 +249,7 @@ def train(
     device: Annotated[Optional[str], typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log metrics to Weights & Biases (needs the wandb package).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel or progress bars; only the summary.")] = False,
+    init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start a new run from the weights of this checkpoint (a file, run directory or run name, e.g. one from `lmcli import`): its model, a fresh optimizer.", show_default=False)] = None,
     nproc: Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Train in this many processes on this machine (one per GPU; on a CPU they share the cores), launched as torchrun does.")] = 1,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
@@ -259,7 +260,38 @@ def train(
 
     Example: lmcli train --config demo --set training.max_steps=500
     """
-    run("train")(config, overrides or [], resume, name, device, wandb, quiet, workspace, json_, nproc)
+    run("train")(config, overrides or [], resume, name, device, wandb, quiet, workspace, json_, nproc, init_from)
+
+
+@command("export")
+def export(
+    checkpoint: Annotated[Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="A checkpoint .pt file, a run directory or a run name \\[default: the workspace's most recent run].", show_default=False)] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (transformers' from_pretrained reads it).")] = Path("hf-model"),
+    fmt: Annotated[str, typer.Option("--format", help="hf: a Hugging Face Llama directory (config.json, model.safetensors, tokenizer.json).")] = "hf",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16 weights.")] = "float32",
+    force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Export a checkpoint as a Hugging Face Llama: transformers' AutoModelForCausalLM and AutoTokenizer load it with no custom code.
+
+    Example: lmcli export demo --out hf-demo
+    """
+    run("export")(checkpoint, out, fmt, dtype, force, workspace, json_)
+
+
+@command("import")
+def import_(
+    src: Annotated[Path, typer.Argument(metavar="HF_DIR", help="A local Hugging Face Llama directory (config.json, safetensors, tokenizer.json or vocab.json + merges.txt).", show_default=False)],
+    name: Annotated[Optional[str], typer.Option("--name", help="Run name under runs/ \\[default: the directory's name].", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+    json_: JsonOption = False,
+) -> None:
+    """Import a Hugging Face Llama from disk as a run (checkpoint and tokenizer) for generate, eval and train --init-from.
+
+    Example: lmcli import ./TinyLlama-dir --name tinyllama
+    """
+    run("import_hf")(src, name, workspace, json_)
 
 
 @command("plot")

@@ -27,7 +27,7 @@ RANKS = {
     "lmcli.accounting": 4,
     "lmcli.training": 5,
     "lmcli.generation": 5, "lmcli.generate": 5,  # the CS336 name of lmcli.generation's API
-    "lmcli.experiments": 6,
+    "lmcli.experiments": 6, "lmcli.interop": 6,
     "lmcli.ui": 7,
     "lmcli.commands": 8,
     "lmcli.cli": 9,

@@ -22,6 +22,7 @@ rank 0 creates the run directory, writes its files and reports to the observers.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from lmcli.memory_budget import allocation_errors, available_bytes, require_memo
 from lmcli.model.config import ModelConfig
 from lmcli.progress import SILENT, Progress
 from lmcli.training import distributed
-from lmcli.training.checkpoint import BEST, LATEST, RESUMABLE, read_checkpoint
+from lmcli.training.checkpoint import BEST, LATEST, RESUMABLE, TRAINED, find_checkpoint, load_model_state, read_checkpoint
 from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
@@ -62,6 +63,7 @@ class RunSpec:
     name: str | None = None  # the new run's directory name (default: config name + timestamp)
     device: str | None = None  # overrides system.device
     wandb: bool = False  # also log to Weights & Biases
+    init_from: str | None = None  # start a new run from this checkpoint's weights (a file, run directory or run name)
 
 
 def run_training(
@@ -72,6 +74,12 @@ def run_training(
     several processes (``world``, default: from torchrun's environment) every rank calls this."""
     world = world or World.from_env()
     config, run_dir, checkpoint, notes = prepare_run(spec, workspace, world)
+    init = initial_weights(spec, workspace)
+    if init is not None:  # the model is the checkpoint's, whatever the config's [model] says
+        config = dataclasses.replace(config, model=dataclasses.replace(ModelConfig.from_dict(init["model_config"]),
+                                                                       kernels=config.model.kernels))
+        notes.append(f"initialized from {spec.init_from} (its model: {config.model.num_layers} layers, d_model "
+                     f"{config.model.d_model}); the optimizer starts fresh")
     wandb_module = require_wandb() if spec.wandb and world.is_main else None
     s = config.system
     runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank)
@@ -83,11 +91,25 @@ def run_training(
     )
     if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
         raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
+    if init is not None and init.get("tokenizer", {}).get("fingerprint", data.tokenizer_fingerprint) != data.tokenizer_fingerprint:
+        raise LmcliError(f"the tokenizer in {data.tokenizer_dir} (data.tokenizer) is not the one {spec.init_from} was trained "
+                         "with: encode the data with that tokenizer and point data.tokenizer at it")
     distributed.start(world, runtime.device)
     summary = train_run(spec, config, run_dir, checkpoint, notes, data, runtime, world, wandb_module,
-                        list(observers) if world.is_main else [], progress if world.is_main else SILENT)
+                        list(observers) if world.is_main else [], progress if world.is_main else SILENT, init)
     distributed.stop()  # after an error the group stays up, so the ranks can agree which one reports it
     return summary
+
+
+def initial_weights(spec: RunSpec, workspace: Workspace) -> dict | None:
+    """The checkpoint ``--init-from`` names (its weights, model config and tokenizer), or None."""
+    if spec.init_from is None:
+        return None
+    if spec.resume is not None:
+        raise LmcliError("--init-from starts a new run; a resumed run continues from its own checkpoint")
+    checkpoint = read_checkpoint(find_checkpoint(spec.init_from, workspace), entries=TRAINED)
+    ModelConfig.from_dict(checkpoint["model_config"])  # checked here, before the run is set up
+    return checkpoint
 
 
 def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[TrainConfig, Path, dict | None, list[str]]:
@@ -118,11 +140,16 @@ def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[Trai
 
 def train_run(
     spec: RunSpec, config: TrainConfig, run_dir: Path, checkpoint: dict | None, notes: list[str], data, runtime: Runtime,
-    world: World, wandb_module, observers: list[TrainObserver], progress: Progress,
+    world: World, wandb_module, observers: list[TrainObserver], progress: Progress, init: dict | None = None,
 ) -> dict[str, Any]:
-    """Build the state, open the run's files (rank 0), train; the summary."""
+    """Build the state (from ``init``'s weights, if given), open the run's files (rank 0), train; the summary."""
     with allocation_errors("building the model", "choose a smaller model"):
         state = TrainState.create(config, runtime.device)  # weights, AdamW and its parameter groups: checked here too
+    if init is not None:
+        try:
+            load_model_state(state.model, init["model"])
+        except RuntimeError as e:
+            raise LmcliError(f"{spec.init_from}: its weights do not fit its model config ({str(e).splitlines()[-1].strip()})") from None
     distributed.any_rank(False)  # every rank has checked that the run directory is new before rank 0 makes it
     resumed_step = checkpoint["iteration"] if checkpoint else None
     log = None

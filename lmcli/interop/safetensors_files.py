@@ -1,0 +1,53 @@
+"""Weights as safetensors files: one ``model.safetensors``, or shards listed by an index.
+
+safetensors stores named tensors as raw bytes after a JSON header: no pickle, so loading
+never runs code from the file. Hugging Face writes large models as several shards and
+``model.safetensors.index.json`` (``weight_map``: tensor name -> shard file). Reading checks
+what can go wrong: no weights at all, an index naming a missing shard, a cut-off or foreign file.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from lmcli.errors import LmcliError
+from lmcli.readers import read_json
+
+WEIGHTS_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+
+
+def write_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+
+
+def read_weights(model_dir: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of ``model_dir``'s ``model.safetensors`` or of the shards its index names."""
+    single, index = model_dir / WEIGHTS_FILE, model_dir / INDEX_FILE
+    if single.is_file():
+        return read_file(single)
+    if not index.is_file():
+        raise LmcliError(f"{model_dir} has no weights: neither {WEIGHTS_FILE} nor {INDEX_FILE} (only safetensors are read, never pickles)")
+    content = read_json(index, "safetensors index")
+    weight_map = content.get("weight_map") if isinstance(content, dict) else None
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise LmcliError(f"{index} has no weight_map of tensor names to files")
+    tensors: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(weight_map.values())):
+        path = model_dir / shard
+        if not path.is_file() or Path(shard).name != shard:
+            raise LmcliError(f"{index} names the shard {shard}, which is not a file in {model_dir}")
+        tensors.update(read_file(path))
+    return tensors
+
+
+def read_file(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, json.JSONDecodeError, ValueError) as e:
+        raise LmcliError(f"{path} is not a complete safetensors file ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
