@@ -5,6 +5,8 @@ The directory holds ``config.json`` (``LlamaForCausalLM``), ``generation_config.
 the tokenizer (``hf_tokenizer``). Everything is checked before anything is written (an
 ablation Llama cannot express, a tokenizer that is not the one the model was trained with or
 whose size differs), and the directory is written as a unit: complete, or not at all.
+
+``--format gguf`` writes one file for llama.cpp instead (``gguf_file``), atomically too.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 
 import torch
 
-from lmcli.atomic import atomic_directory
+from lmcli.atomic import atomic_directory, atomic_path
 from lmcli.errors import LmcliError
+from lmcli.interop.gguf_file import write_gguf
 from lmcli.interop.hf_tokenizer import write_hf_tokenizer
 from lmcli.interop.llama_config import llama_config
 from lmcli.interop.llama_weights import to_hf
@@ -32,12 +35,14 @@ def export_checkpoint(
     checkpoint: str | None, out: Path, workspace: Workspace, fmt: str = "hf", dtype: str = "float32", force: bool = False,
 ) -> dict[str, Any]:
     """Write ``checkpoint`` (a file, run directory or run name) to ``out``; a summary of what was written."""
-    if fmt != "hf":
-        raise LmcliError(f"unknown --format {fmt!r}: this lmcli writes hf (GGUF is not supported, see the README)")
+    if fmt not in ("hf", "gguf"):
+        raise LmcliError(f"unknown --format {fmt!r}: use hf (a Hugging Face directory) or gguf (a llama.cpp file)")
     if dtype not in DTYPES:
         raise LmcliError(f"unknown --dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    if out.exists() and not out.is_dir():
+    if fmt == "hf" and out.exists() and not out.is_dir():
         raise LmcliError(f"--out {out} is a file; give a directory")
+    if fmt == "gguf" and out.is_dir():
+        raise LmcliError(f"--out {out} is a directory; give the .gguf file to write")
     if out.exists() and not force:
         raise LmcliError(f"{out} already exists (add --force to replace it)")
     path = find_checkpoint(checkpoint, workspace)
@@ -50,6 +55,11 @@ def export_checkpoint(
         raise LmcliError(f"the tokenizer in {tokenizer_dir} has {tokenizer.vocab_size:,} tokens, the model {cfg.vocab_size:,}")
     special_id = tokenizer.special_ids.get(tokenizer.special_tokens[0]) if tokenizer.special_tokens else None
     config = llama_config(cfg, special_id, special_id, dtype)  # refuses the ablations
+    if fmt == "gguf":
+        with atomic_path(out) as tmp:
+            write_gguf(tmp, model.state_dict(), cfg, tokenizer, dtype, Path(path).parent.name)
+        return {"checkpoint": str(path), "out": str(out), "format": fmt, "dtype": dtype,
+                "parameters": sum(p.numel() for p in model.parameters()), "files": [out.name]}
     tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(model.state_dict(), cfg).items()}
     with atomic_directory(out, replace=force) as tmp:
         (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -12,6 +12,7 @@ import json
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -19,49 +20,14 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from lmcli.generate import generate  # noqa: E402
-from lmcli.model import ModelConfig, TransformerLM  # noqa: E402
+from lmcli.interop.export import export_checkpoint  # noqa: E402
+from lmcli.model import ModelConfig  # noqa: E402
 from lmcli.tokenizer import Tokenizer  # noqa: E402
-from lmcli.tokenizer.files import save_tokenizer, tokenizer_fingerprint  # noqa: E402
+from lmcli.tokenizer.files import token_to_str  # noqa: E402
 from lmcli.tokenizer.reference import train_bpe  # noqa: E402
 from lmcli.training import load_model_from_checkpoint  # noqa: E402
-from lmcli.training.checkpoint import write_checkpoint  # noqa: E402
-
-SPECIAL = "<|endoftext|>"
-WORDS = ["the", "cat", "sat", "on", "a", "mat", "Tom", "dog", "ran", "to", "park", "with", "ball", "und", "über", "naïve", "日本"]
-SHAPES = [  # vocab, context, d_model, heads, layers, theta, tied
-    dict(vocab_size=300, context_length=32, d_model=64, num_heads=4, num_layers=2, d_ff=128, rope_theta=10_000.0),
-    dict(vocab_size=310, context_length=48, d_model=96, num_heads=3, num_layers=1, d_ff=160, rope_theta=500_000.0),
-    dict(vocab_size=300, context_length=16, d_model=32, num_heads=2, num_layers=3, d_ff=64, rope_theta=10_000.0, tie_embeddings=True),
-]
-
-
-def sample_text(n_words: int = 3000, seed: int = 0) -> str:
-    rng = random.Random(seed)
-    return " ".join(rng.choice(WORDS) + ("." if rng.random() < 0.1 else "") for _ in range(n_words)) + f"{SPECIAL}done"
-
-
-@pytest.fixture(scope="module")
-def tokenizers_by_size(tmp_path_factory) -> dict[int, Path]:
-    """A trained byte-level BPE tokenizer directory for each vocabulary size of SHAPES."""
-    root = tmp_path_factory.mktemp("tokenizers")
-    dirs = {}
-    for size in {s["vocab_size"] for s in SHAPES}:
-        vocab, merges = train_bpe(sample_text(), size, [SPECIAL])
-        save_tokenizer(root / str(size), vocab, merges, [SPECIAL])
-        dirs[size] = root / str(size)
-    return dirs
-
-
-def lmcli_checkpoint(path: Path, cfg: ModelConfig, tokenizer_dir: Path, seed: int = 0) -> Path:
-    torch.manual_seed(seed)
-    model = TransformerLM.from_config(cfg)
-    with torch.no_grad():  # norm gains away from 1, so a wrong norm mapping would show
-        for name, p in model.named_parameters():
-            if name.endswith("ln1.weight") or name.endswith("ln2.weight") or name.startswith("ln_final"):
-                p.uniform_(0.5, 1.5)
-    write_checkpoint({"iteration": 0, "model": model.state_dict(), "model_config": dataclasses.asdict(cfg),
-                      "tokenizer": {"dir": str(tokenizer_dir), "fingerprint": tokenizer_fingerprint(tokenizer_dir)}}, path)
-    return path
+from lmcli.workspace import Workspace  # noqa: E402
+from tests.interop.conftest import SHAPES, SPECIAL, lmcli_checkpoint, sample_text  # noqa: E402
 
 
 def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -124,9 +90,6 @@ def random_unicode(rng: random.Random, n: int) -> str:
 def exported_tokenizer(tmp_path: Path, tokenizer_dir: Path, vocab_size: int):
     cfg = ModelConfig(**{**SHAPES[0], "vocab_size": vocab_size})
     checkpoint = lmcli_checkpoint(tmp_path / "model.pt", cfg, tokenizer_dir)
-    from lmcli.interop.export import export_checkpoint
-    from lmcli.workspace import Workspace
-
     export_checkpoint(str(checkpoint), tmp_path / "hf", Workspace(tmp_path / "ws"))
     return transformers.AutoTokenizer.from_pretrained(tmp_path / "hf"), Tokenizer.from_dir(tokenizer_dir)
 
@@ -175,8 +138,6 @@ def transformers_llama(out: Path, tied: bool = False, **overrides) -> Path:
             if "norm" in name:
                 p.uniform_(0.5, 1.5)
     model.save_pretrained(out)
-    from lmcli.tokenizer.files import token_to_str
-
     bpe = tokenizers.models.BPE(vocab={(SPECIAL if t == SPECIAL.encode() else token_to_str(t)): i for i, t in vocab.items()},
                                 merges=[(token_to_str(a), token_to_str(b)) for a, b in merges])
     tokenizer = tokenizers.Tokenizer(bpe)
@@ -224,8 +185,6 @@ def test_train_init_from_an_imported_model_starts_from_its_weights(cli, tmp_path
     assert cli("import", str(transformers_llama(tmp_path / "llama")), "--name", "base").exit_code == 0
     tokenizer = Tokenizer.from_dir(ws / "runs" / "base" / "tokenizer")
     (ws / "data").mkdir(parents=True)
-    import numpy as np
-
     for split, seed in (("train", 0), ("valid", 1)):
         np.save(ws / "data" / f"{split}.npy", np.array(tokenizer.encode(sample_text(2000, seed)), dtype=np.uint16))
     config = tmp_path / "finetune.toml"
