@@ -14,7 +14,7 @@ from lmcli.workspace import Workspace
 
 STATUS_STYLE = {
     "running": "cyan", "finished": "green", "diverged": "red", "interrupted": "yellow", "resumable": "yellow",
-    "failed": "red", "damaged": "red",
+    "failed": "red", "damaged": "red", "imported": "blue",
 }
 
 

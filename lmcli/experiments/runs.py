@@ -15,6 +15,8 @@ on its ``train.log``:
     diverged     the last row is a ``diverged`` row (the loop stopped on a NaN/inf loss)
     interrupted  the last row is an ``interrupted`` row (Ctrl-C or SIGTERM; resumable)
     failed       the last row is a ``failed`` row: an error stopped it (its message is in the row)
+    imported     its only row is the ``imported`` row of ``lmcli import``: weights to generate
+                 with or to start a run from (``train --init-from``), not a run to resume
     resumable    no final row: the process died (killed, out of memory) and ``lmcli train
                  --resume`` continues it (from latest.pt, or from the start if it had none)
     damaged      its config.toml or metrics.jsonl cannot be read; the problem is shown
@@ -40,7 +42,8 @@ from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
 from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
 from lmcli.workspace import Workspace
 
-TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted", "failed": "failed"}
+TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted", "failed": "failed",
+                   "imported": "imported"}
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """``lmcli import``: a Hugging Face Llama directory on disk as an lmcli run (checkpoint and tokenizer).
 
 The run directory ``runs/<name>/`` holds ``latest.pt`` (the weights at step 0, with the model
-config and the tokenizer's fingerprint), ``config.toml`` and ``tokenizer/``: what ``generate``,
+config and the tokenizer's fingerprint), ``config.toml``, ``tokenizer/`` and a ``metrics.jsonl``
+whose one ``imported`` row names the source: what ``generate``,
 ``eval`` and ``train --init-from`` need. Everything is read and checked first (a Llama lmcli can
 represent, complete weights of the right shapes, a byte-level BPE tokenizer of the model's
 vocabulary size), then the run directory is written as a unit. Nothing is downloaded: a hub
@@ -11,6 +12,7 @@ name is an error that says how to fetch it.
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +30,7 @@ from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer.files import save_tokenizer, tokenizer_fingerprint
 from lmcli.training.checkpoint import LATEST, load_model_state, write_checkpoint
 from lmcli.training.config import DataConfig, TrainConfig
-from lmcli.workspace import RUN_CONFIG_FILE, Workspace
+from lmcli.workspace import RUN_CONFIG_FILE, RUN_METRICS_FILE, Workspace
 
 
 def import_hf(src: Path, name: str | None, workspace: Workspace) -> dict[str, Any]:
@@ -66,6 +68,8 @@ def import_hf(src: Path, name: str | None, workspace: Workspace) -> dict[str, An
                           "model_config": dataclasses.asdict(cfg), "tokenizer": recorded, "imported_from": str(src)},
                          tmp / LATEST)
         (tmp / RUN_CONFIG_FILE).write_text(config.to_toml(), encoding="utf-8")
+        row = {"kind": "imported", "step": 0, "source": str(src)}  # `lmcli runs` shows it as imported, not resumable
+        (tmp / RUN_METRICS_FILE).write_text(json.dumps(row) + "\n", encoding="utf-8")
     return {"source": str(src), "run_dir": str(run_dir), "checkpoint": str(run_dir / LATEST),
             "parameters": sum(p.numel() for p in model.parameters()), "vocab_size": cfg.vocab_size,
             "special_tokens": tokenizer.special_tokens}

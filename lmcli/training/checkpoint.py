@@ -114,6 +114,11 @@ def read_checkpoint(
         raise LmcliError(f"{name} is not an lmcli checkpoint")
     if checkpoint.get("version") != VERSION:
         raise LmcliError(f"{name} has checkpoint version {checkpoint.get('version')}; this lmcli reads {VERSION}")
+    return check_entries(checkpoint, entries, name)
+
+
+def check_entries(checkpoint: dict, entries: tuple[str, ...], name: str | os.PathLike) -> dict:
+    """``checkpoint``, after checking it has the ``entries`` a reader needs; LmcliError naming the first problem."""
     problem = next((p for key in entries if (p := _entry_problem(checkpoint, key))), None)
     if problem:
         raise LmcliError(f"{name} is damaged or incomplete: {problem}")

@@ -37,7 +37,16 @@ from lmcli.memory_budget import allocation_errors, available_bytes, require_memo
 from lmcli.model.config import ModelConfig
 from lmcli.progress import SILENT, Progress
 from lmcli.training import distributed
-from lmcli.training.checkpoint import BEST, LATEST, RESUMABLE, TRAINED, find_checkpoint, load_model_state, read_checkpoint
+from lmcli.training.checkpoint import (
+    BEST,
+    LATEST,
+    RESUMABLE,
+    TRAINED,
+    check_entries,
+    find_checkpoint,
+    load_model_state,
+    read_checkpoint,
+)
 from lmcli.training.checkpointer import Checkpointer
 from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
@@ -121,7 +130,12 @@ def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[Trai
     if spec.resume is not None:
         run_dir = find_run(spec.resume, workspace)
         config = load_config(run_dir / CONFIG_FILE, overrides)
-        checkpoint = read_checkpoint(run_dir / LATEST, entries=RESUMABLE) if (run_dir / LATEST).is_file() else None
+        checkpoint = read_checkpoint(run_dir / LATEST, entries=TRAINED) if (run_dir / LATEST).is_file() else None
+        if checkpoint is not None and "imported_from" in checkpoint:
+            raise LmcliError(f"{run_dir} holds an imported model, not a run to resume: start a run from it with "
+                             f"`lmcli train --config CONFIG --init-from {run_dir.name}`")
+        if checkpoint is not None:
+            check_entries(checkpoint, RESUMABLE, run_dir / LATEST)
         if checkpoint is None:
             notes.append(f"{run_dir} has no checkpoint yet: training it again from step 0")
         else:
