@@ -266,16 +266,16 @@ def train(
 @command("export")
 def export(
     checkpoint: Annotated[Optional[str], typer.Argument(metavar="[CHECKPOINT]", help="A checkpoint .pt file, a run directory or a run name \\[default: the workspace's most recent run].", show_default=False)] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write (transformers' from_pretrained reads it).")] = Path("hf-model"),
-    fmt: Annotated[str, typer.Option("--format", help="hf: a Hugging Face Llama directory (config.json, model.safetensors, tokenizer.json).")] = "hf",
-    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16 weights.")] = "float32",
+    out: Annotated[Path, typer.Option("--out", "-o", help="The directory (hf: transformers' from_pretrained reads it) or .gguf file to write.")] = Path("hf-model"),
+    fmt: Annotated[str, typer.Option("--format", help="hf: a Hugging Face Llama directory (config.json, model.safetensors, tokenizer.json); gguf: one file for llama.cpp (needs the gguf package).")] = "hf",
+    dtype: Annotated[str, typer.Option("--dtype", help="float32, bfloat16 or float16 weights (gguf: float32 or float16).")] = "float32",
     force: Annotated[bool, typer.Option("--force", help="Replace --out if it exists.")] = False,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
     """Export a checkpoint as a Hugging Face Llama: transformers' AutoModelForCausalLM and AutoTokenizer load it with no custom code.
 
-    Example: lmcli export demo --out hf-demo
+    Example: lmcli export demo --out hf-demo    |    lmcli export demo --format gguf --out demo.gguf
     """
     run("export")(checkpoint, out, fmt, dtype, force, workspace, json_)
 

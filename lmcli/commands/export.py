@@ -15,5 +15,6 @@ def run(checkpoint: str | None, out: Path, fmt: str, dtype: str, force: bool, wo
     if as_json:
         print(dumps(summary))
         return
-    console.print(f"[bold]{summary['checkpoint']}[/] -> [bold]{summary['out']}[/]: LlamaForCausalLM, "
+    what = "LlamaForCausalLM" if summary["format"] == "hf" else "GGUF for llama.cpp (llama)"
+    console.print(f"[bold]{summary['checkpoint']}[/] -> [bold]{summary['out']}[/]: {what}, "
                   f"{summary['parameters']:,} parameters in {summary['dtype']} ({', '.join(summary['files'])})", highlight=False)

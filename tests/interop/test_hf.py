@@ -184,7 +184,7 @@ def test_train_init_from_an_imported_model_starts_from_its_weights(cli, tmp_path
     monkeypatch.setenv("LMCLI_WORKSPACE", str(ws))
     assert cli("import", str(transformers_llama(tmp_path / "llama")), "--name", "base").exit_code == 0
     runs = json.loads(cli("runs", "--json").stdout)
-    assert [r["status"] for r in (runs["runs"] if isinstance(runs, dict) else runs)] == ["imported"]
+    assert [r["status"] for r in runs["runs"]] == ["imported"]
     resumed = cli("train", "--resume", "base")
     assert resumed.exit_code == 1 and "holds an imported model, not a run to resume" in resumed.stderr
     tokenizer = Tokenizer.from_dir(ws / "runs" / "base" / "tokenizer")
