@@ -21,9 +21,10 @@ tokenizers = pytest.importorskip("tokenizers")
 
 from lmcli.generate import generate  # noqa: E402
 from lmcli.interop.export import export_checkpoint  # noqa: E402
+from lmcli.interop.hf_tokenizer import read_hf_tokenizer  # noqa: E402
 from lmcli.model import ModelConfig  # noqa: E402
 from lmcli.tokenizer import Tokenizer  # noqa: E402
-from lmcli.tokenizer.files import token_to_str  # noqa: E402
+from lmcli.tokenizer.files import save_tokenizer, token_to_str  # noqa: E402
 from lmcli.tokenizer.reference import train_bpe  # noqa: E402
 from lmcli.training import load_model_from_checkpoint  # noqa: E402
 from lmcli.workspace import Workspace  # noqa: E402
@@ -166,6 +167,24 @@ def test_import_of_a_transformers_llama_gives_its_logits(cli, tmp_path, monkeypa
 
     result = cli("generate", "--checkpoint", "llama", "--prompt", "the cat", "--max-tokens", "5", "--temperature", "0", "--json")
     assert result.exit_code == 0, result.output
+
+
+def test_import_reads_sharded_weights_and_gpt2_tokenizer_files(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("LMCLI_WORKSPACE", str(tmp_path / "ws"))
+    src = transformers_llama(tmp_path / "llama")
+    theirs = transformers.AutoModelForCausalLM.from_pretrained(src).eval()
+    sharded = tmp_path / "sharded"
+    theirs.save_pretrained(sharded, max_shard_size="100KB")
+    assert (sharded / "model.safetensors.index.json").is_file() and len(list(sharded.glob("*.safetensors"))) > 1
+    imported = Tokenizer(*read_hf_tokenizer(src))
+    save_tokenizer(sharded, imported.vocab, imported.merges, imported.special_tokens)  # vocab.json + merges.txt only
+    result = cli("import", str(sharded), "--name", "sharded")
+    assert result.exit_code == 0, result.output
+    ours = load_model_from_checkpoint(tmp_path / "ws" / "runs" / "sharded" / "latest.pt")[0]
+    ids = torch.randint(300, (2, 32), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        assert relative_error(theirs(ids).logits, ours(ids)) < 1e-5
+    assert Tokenizer.from_dir(tmp_path / "ws" / "runs" / "sharded" / "tokenizer").encode(sample_text(30)) == imported.encode(sample_text(30))
 
 
 def test_export_import_export_keeps_the_weights_byte_for_byte(cli, tmp_path, monkeypatch, tokenizers_by_size):
