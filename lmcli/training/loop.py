@@ -213,14 +213,17 @@ class StopRequest:
     """Turns the first Ctrl-C (SIGINT) or SIGTERM into a request to stop after the current step.
 
     The loop then checkpoints a consistent state; a second signal raises KeyboardInterrupt at
-    once. Signal handlers can only be set from the main thread; elsewhere the signals keep
+    once, unless it comes within ``REPEAT_S`` of the first: under ``--nproc`` or torchrun, Ctrl-C
+    reaches each worker from the terminal and again from the launcher, which forwards it. Signal handlers can only be set from the main thread; elsewhere the signals keep
     their default behaviour.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
+    REPEAT_S = 1.0  # a second signal sooner than this is the same request (a launcher forwarding Ctrl-C)
 
     def __init__(self):
         self.requested = False
+        self.requested_at = 0.0
         self.previous: dict[int, Any] = {}
 
     def __enter__(self) -> StopRequest:
@@ -229,9 +232,10 @@ class StopRequest:
         return self
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        if self.requested and time.monotonic() - self.requested_at > self.REPEAT_S:
             raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested, self.requested_at = True, time.monotonic()
 
     def __exit__(self, *exc) -> None:
         for s, handler in self.previous.items():

@@ -266,3 +266,15 @@ def test_wandb_receives_the_config_and_every_row(cli, workspace, config, monkeyp
     assert [step for step, values in logged[:-1] if "train/loss" in values] == list(range(1, 11))
     assert [step for step, values in logged[:-1] if "eval/val_loss" in values] == [10]
     assert logged[-1] == "finished"
+
+
+def test_a_repeated_signal_is_one_request_unless_it_comes_a_second_later():
+    from lmcli.training.loop import StopRequest
+
+    with StopRequest() as stop:
+        signal.raise_signal(signal.SIGINT)  # Ctrl-C from the terminal
+        signal.raise_signal(signal.SIGINT)  # the launcher forwarding it: the same request
+        assert stop.requested
+        stop.requested_at -= 2 * StopRequest.REPEAT_S  # a second Ctrl-C, pressed later: stop at once
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
