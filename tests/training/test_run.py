@@ -16,6 +16,7 @@ import torch
 from lmcli.tokenizer.files import save_tokenizer
 from lmcli.training import load_model_from_checkpoint
 from lmcli.training.checkpoint import read_checkpoint
+from lmcli.training.loop import StopRequest
 from lmcli.training.observers import TrainObserver
 from lmcli.training.run import RunSpec, run_training
 from lmcli.workspace import Workspace
@@ -269,8 +270,6 @@ def test_wandb_receives_the_config_and_every_row(cli, workspace, config, monkeyp
 
 
 def test_a_repeated_signal_is_one_request_unless_it_comes_a_second_later():
-    from lmcli.training.loop import StopRequest
-
     with StopRequest() as stop:
         signal.raise_signal(signal.SIGINT)  # Ctrl-C from the terminal
         signal.raise_signal(signal.SIGINT)  # the launcher forwarding it: the same request
