@@ -18,12 +18,14 @@ from typing import Any
 
 import torch
 
+from lmcli.accounting.costs import count_params
 from lmcli.atomic import atomic_directory
 from lmcli.errors import LmcliError
 from lmcli.interop.hf_tokenizer import read_hf_tokenizer
 from lmcli.interop.llama_config import model_config
 from lmcli.interop.llama_weights import from_hf
 from lmcli.interop.safetensors_files import read_weights
+from lmcli.memory_budget import require_memory
 from lmcli.model.transformer import TransformerLM
 from lmcli.readers import read_json
 from lmcli.tokenizer import Tokenizer
@@ -45,6 +47,9 @@ def import_hf(src: Path, name: str | None, workspace: Workspace) -> dict[str, An
         raise LmcliError(f"{src} has no config.json: not a Hugging Face model directory")
     raw = read_json(config_path, "model config")
     cfg = model_config(raw if isinstance(raw, dict) else {}, str(config_path))
+    weights = count_params(cfg) * 4  # float32
+    require_memory(2 * weights, torch.device("cpu"), f"importing this model ({count_params(cfg):,} parameters)",
+                   "lmcli imports into float32 on the CPU")
     state = {k: v.to(torch.float32) for k, v in from_hf(read_weights(src), cfg, str(src)).items()}
     model = TransformerLM.from_config(cfg)
     try:

@@ -62,35 +62,45 @@ def refuse_ablations(cfg: ModelConfig) -> None:
                              "this model cannot be exported")
 
 
+HF_FIELDS = {  # ModelConfig field -> LlamaConfig key
+    "vocab_size": "vocab_size", "context_length": "max_position_embeddings", "d_model": "hidden_size",
+    "num_layers": "num_hidden_layers", "num_heads": "num_attention_heads", "d_ff": "intermediate_size",
+}
+
+
 def model_config(config: dict[str, Any], source: str) -> ModelConfig:
     """The ``ModelConfig`` of a Hugging Face Llama ``config.json``; LmcliError for what lmcli cannot represent."""
     if config.get("model_type") != "llama":
         raise LmcliError(f"{source} is a {config.get('model_type')!r} model, not a Llama (model_type 'llama')")
+    missing = [theirs for theirs in HF_FIELDS.values() if theirs not in config]
+    if missing:
+        raise LmcliError(f"{source} lacks {', '.join(missing)}")
+    rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
+    table = {ours: config[theirs] for ours, theirs in HF_FIELDS.items()}
+    table.update(rope_theta=rope.get("rope_theta", config.get("rope_theta", 10_000.0)),
+                 tie_embeddings=config.get("tie_word_embeddings", False))
     try:
-        heads, hidden = int(config["num_attention_heads"]), int(config["hidden_size"])
-        fields = dict(vocab_size=int(config["vocab_size"]), context_length=int(config["max_position_embeddings"]),
-                      d_model=hidden, num_layers=int(config["num_hidden_layers"]), num_heads=heads,
-                      d_ff=int(config["intermediate_size"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise LmcliError(f"{source} lacks a usable Llama field ({type(e).__name__}: {e})") from None
-    rope = config.get("rope_parameters") or {}
+        cfg = ModelConfig.from_dict(table)  # types, sizes and finiteness checked as for a [model] table
+    except LmcliError as e:
+        message = str(e)
+        for ours, theirs in {**HF_FIELDS, "rope_theta": "rope_theta", "tie_embeddings": "tie_word_embeddings"}.items():
+            message = message.replace(f"model.{ours}", theirs)
+        raise LmcliError(f"{source}: {message}") from None
+    heads, head_dim = cfg.num_heads, cfg.d_model // cfg.num_heads
     scaling = config.get("rope_scaling")
+    eps = config.get("rms_norm_eps", RMS_NORM_EPS)
     problems = {
         "attention biases (attention_bias)": config.get("attention_bias", False),
         "MLP biases (mlp_bias)": config.get("mlp_bias", False),
         f"grouped-query attention ({config.get('num_key_value_heads')} key/value heads for {heads} heads)":
             config.get("num_key_value_heads", heads) != heads,
-        f"head_dim {config.get('head_dim')} (lmcli's is hidden_size / heads = {hidden // heads if heads else '?'})":
-            config.get("head_dim", hidden // heads if heads else None) != (hidden // heads if heads else None),
+        f"head_dim {config.get('head_dim')} (lmcli's is hidden_size / heads = {head_dim})": config.get("head_dim", head_dim) != head_dim,
         f"the activation {config.get('hidden_act')!r} (lmcli's SwiGLU uses silu)": config.get("hidden_act", "silu") != "silu",
         f"RoPE scaling {scaling or rope.get('rope_type')!r}": bool(scaling) or rope.get("rope_type", "default") != "default",
-        f"rms_norm_eps {config.get('rms_norm_eps')} (lmcli's RMSNorm uses {RMS_NORM_EPS})":
-            abs(float(config.get("rms_norm_eps", RMS_NORM_EPS)) - RMS_NORM_EPS) > 1e-12,
+        f"rms_norm_eps {eps} (lmcli's RMSNorm uses {RMS_NORM_EPS})":
+            not (isinstance(eps, (int, float)) and abs(eps - RMS_NORM_EPS) <= 1e-12),
     }
     unsupported = [what for what, present in problems.items() if present]
     if unsupported:
         raise LmcliError(f"{source}: lmcli's model cannot represent {', '.join(unsupported)}")
-    theta = rope.get("rope_theta", config.get("rope_theta", 10_000.0))
-    cfg = ModelConfig(**fields, rope_theta=float(theta), tie_embeddings=bool(config.get("tie_word_embeddings", False)))
-    cfg.validate()
     return cfg

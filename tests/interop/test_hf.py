@@ -246,7 +246,9 @@ def test_bad_hugging_face_directories_are_one_line_and_write_nothing(cli, tmp_pa
 
     for changes, fragment in (({"model_type": "gpt2"}, "not a Llama"), ({"num_key_value_heads": 2}, "grouped-query attention"),
                               ({"attention_bias": True}, "attention biases"), ({"hidden_size": 32, "head_dim": 8}, "do not fit"),
-                              ({"vocab_size": 310}, "do not fit")):
+                              ({"vocab_size": 310}, "do not fit"), ({"hidden_size": 64.5}, "hidden_size must be an integer"),
+                              ({"rope_theta": float("nan"), "rope_parameters": None}, "rope_theta must be a finite number"),
+                              ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"), ({"vocab_size": 10**12}, "needs about")):
         (src / "config.json").write_text(json.dumps({**config, **changes}))
         bad_import(cli, src, fragment, ws)
     (src / "config.json").write_text(json.dumps(config))
