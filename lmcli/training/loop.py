@@ -83,7 +83,7 @@ def train(
     model = parallelize(state, config, world, runtime)
     evaluator, events = Evaluator(data.valid, config, runtime, plan), Observers(observers)
     tokens_per_step, log_interval = config.training.batch_size * config.model.context_length, config.training.log_interval
-    meter = Throughput(config, runtime, state.step)
+    meter = Throughput(config, runtime, state.step, world.size)
     events.on_note(
         f"training {count_parameters(state.model):,} parameters on {runtime.describe()}{describe_split(plan, model)} "
         f"for {config.max_steps:,} steps of {tokens_per_step:,} tokens"
@@ -181,13 +181,13 @@ def describe_split(plan: BatchPlan, model: DataParallel) -> str:
 
 
 class Throughput:
-    """Tokens per second, and model FLOPs utilization where the device's peak is known, over the
-    steps since the last measurement."""
+    """Tokens per second of all processes, and model FLOPs utilization where the device's peak is known
+    (of all ``devices`` together), over the steps since the last measurement."""
 
-    def __init__(self, config: TrainConfig, runtime: Runtime, step: int):
+    def __init__(self, config: TrainConfig, runtime: Runtime, step: int, devices: int = 1):
         self.tokens_per_step = config.training.batch_size * config.model.context_length
         self.flops_per_token = training_flops_per_token(config) if runtime.peak_flops else None
-        self.peak_flops = runtime.peak_flops
+        self.peak_flops = runtime.peak_flops * devices if runtime.peak_flops else None
         self.restart(step)
 
     def restart(self, step: int) -> None:

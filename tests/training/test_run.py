@@ -16,7 +16,9 @@ import torch
 from lmcli.tokenizer.files import save_tokenizer
 from lmcli.training import load_model_from_checkpoint
 from lmcli.training.checkpoint import read_checkpoint
-from lmcli.training.loop import StopRequest
+from lmcli.training.config import load_config
+from lmcli.training.device import setup_runtime
+from lmcli.training.loop import StopRequest, Throughput, training_flops_per_token
 from lmcli.training.observers import TrainObserver
 from lmcli.training.run import RunSpec, run_training
 from lmcli.workspace import Workspace
@@ -277,3 +279,13 @@ def test_a_repeated_signal_is_one_request_unless_it_comes_a_second_later():
         stop.requested_at -= 2 * StopRequest.REPEAT_S  # a second Ctrl-C, pressed later: stop at once
         with pytest.raises(KeyboardInterrupt):
             signal.raise_signal(signal.SIGINT)
+
+
+def test_mfu_of_several_processes_divides_by_all_their_devices(workspace, config):
+    cfg = load_config(config)
+    runtime = setup_runtime("cpu", "off", "off", peak_flops=1e12)
+    one, two = Throughput(cfg, runtime, 0), Throughput(cfg, runtime, 0, devices=2)
+    two.since = one.since  # the same interval
+    tokens_per_s, mfu = one.measure(10)
+    assert mfu == pytest.approx(tokens_per_s * training_flops_per_token(cfg) / 1e12, rel=1e-3)
+    assert two.measure(10)[1] == pytest.approx(mfu / 2, rel=1e-3)
