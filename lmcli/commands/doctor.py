@@ -28,7 +28,7 @@ from lmcli.tokenizer.files import read_meta, tokenizer_paths
 from lmcli.ui.console import console
 from lmcli.workspace import Workspace
 
-OPTIONAL_PACKAGES = ("tiktoken", "tokenizers", "transformers", "wandb", "matplotlib")
+OPTIONAL_PACKAGES = ("tiktoken", "tokenizers", "transformers", "gguf", "wandb", "matplotlib")  # gguf: export --format gguf
 
 
 def installed_version(package: str) -> str | None:
