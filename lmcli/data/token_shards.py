@@ -67,12 +67,27 @@ class TokenShards:
         """How many positions a window of ``context + 1`` ids can start at."""
         return int(self._starts_per_shard(context).sum())
 
-    def sequential_positions(self, context: int, max_windows: int | None = None) -> np.ndarray:
+    def sequential_positions(self, context: int) -> np.ndarray:
         """Positions of non-overlapping windows covering each shard from its start, shard after shard
-        (every id predicted once), or only the first ``max_windows`` of them."""
+        (every id predicted once)."""
         before = np.concatenate([[0], np.cumsum(self._starts_per_shard(context))[:-1]])
         per_shard = [base + np.arange((len(a) - 1) // context) * context for base, a in zip(before, self.arrays)]
-        return np.concatenate(per_shard)[:max_windows]
+        return np.concatenate(per_shard)
+
+    def prefix(self, max_tokens: int, context: int) -> TokenShards:
+        """The dataset cut so that its sequential windows are the first ``max_tokens // context`` of this
+        one's (all of them when ``max_tokens`` is 0): what a capped evaluation reads, and all it checks."""
+        if not max_tokens:
+            return self
+        arrays, paths, windows_left = [], [], max_tokens // context
+        for array, path in zip(self.arrays, self.paths or [None] * len(self.arrays)):
+            windows = min((len(array) - 1) // context, windows_left)
+            if windows == 0:
+                break
+            arrays.append(array[: windows * context + 1])
+            paths.append(path)
+            windows_left -= windows
+        return TokenShards(arrays, paths if self.paths else ())
 
     def read(self, positions: np.ndarray, context: int) -> np.ndarray:
         """The windows of ``context + 1`` ids at ``positions``, as an int64 array [len(positions), context + 1]."""

@@ -1,8 +1,9 @@
 """Held-out evaluation: the loss and perplexity of a checkpoint over a whole token file.
 
-The file (or each shard of a run's validation data) is cut into consecutive, non-overlapping windows of the model's context length
-(every token is predicted once, each with the context that precedes it inside its window) and
-the mean cross-entropy of all predicted tokens is reported, with perplexity = exp(loss). This
+The file (or each shard of a run's validation data) is cut into consecutive, non-overlapping
+windows of the model's context length (every token is predicted once, each with the context
+that precedes it inside its window) and the mean cross-entropy of all predicted tokens is
+reported, with perplexity = exp(loss). This
 is the training loop's own final evaluation (``lmcli.training.evaluator.validation_loss``), so a
 number from ``lmcli eval`` and a run's ``final_eval`` row are the same measurement.
 
@@ -46,11 +47,11 @@ def evaluate_checkpoint(
     model, model_config, saved = load_model_from_checkpoint(checkpoint_path, runtime.device)
     data_paths = evaluation_files(data, saved, workspace)
     context = model_config.context_length
-    tokens = TokenShards.open(data_paths, "evaluation data", context)
     if max_tokens and max_tokens < context:
         raise LmcliError(f"--max-tokens {max_tokens:,} is less than one window of the model's context ({context:,} tokens)")
+    tokens = TokenShards.open(data_paths, "evaluation data", context).prefix(max_tokens, context)
     scan_shards(tokens, model_config.vocab_size)  # an id outside the vocabulary: a clear error, not a crash
-    evaluated = len(tokens.sequential_positions(context, max_tokens // context if max_tokens else None)) * context
+    evaluated = len(tokens.sequential_positions(context)) * context
     batch_size = min(batch_size, evaluated // context)  # a larger batch than there are windows allocates for nothing
     weights, per_window = inference_memory(model_config, context, 0), inference_memory(model_config, context, 1)
     fits = max(0, available_bytes(runtime.device) - weights) // (per_window - weights)
@@ -59,7 +60,7 @@ def evaluate_checkpoint(
 
     started = time.perf_counter()
     with allocation_errors("evaluating", "lower --batch-size"):
-        loss = validation_loss(model, tokens, BatchPlan(batch_size, batch_size, World()), context, max_tokens, runtime,
+        loss = validation_loss(model, tokens, BatchPlan(batch_size, batch_size, World()), context, 0, runtime,  # 0: cut above
                                progress, f"evaluating {described(data_paths)}", kernels=model_config.kernels)
     seconds = time.perf_counter() - started
     return {

@@ -78,8 +78,8 @@ def validation_loss(
 ) -> float:
     """Loss over ``data`` (or its first ``max_tokens``) in consecutive windows of ``context`` tokens, each
     rank evaluating its share in micro-batches of ``plan``."""
-    data = data if isinstance(data, TokenShards) else TokenShards([data])
-    positions = data.sequential_positions(context, max_tokens // context if max_tokens else None)
+    data = (data if isinstance(data, TokenShards) else TokenShards([data])).prefix(max_tokens, context)
+    positions = data.sequential_positions(context)
     batches = plan.shared_batches(positions)
     task = progress.task(description, total=len(batches))
 

@@ -64,7 +64,10 @@ def test_sequential_windows_cover_each_shard_once_in_order():
     assert torch.equal(x[:10].flatten(), torch.arange(100))
     assert torch.equal(x[10:].flatten(), torch.arange(1000, 1020))
     assert torch.equal(y, x + 1)  # no window straddles the two shards
-    assert len(shards.sequential_positions(10, max_windows=3)) == 3
+    assert len(shards.prefix(30, 10).sequential_positions(10)) == 3
+    assert len(shards.prefix(115, 10).sequential_positions(10)) == 11  # all 10 of the first shard, 1 of the second
+    capped = shards.prefix(115, 10)
+    assert np.array_equal(capped.read(capped.sequential_positions(10), 10)[-1], np.arange(1000, 1011))
 
 
 def test_random_windows_of_shards_never_straddle_and_reach_every_start():
