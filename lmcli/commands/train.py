@@ -34,8 +34,6 @@ def run(
     spec = RunSpec(config=config, resume=resume, overrides=tuple(overrides), name=name, device=device, wandb=wandb,
                    init_from=init_from)
     world, ws = World.from_env(), Workspace.resolve(workspace)
-    if nproc < 1:
-        raise LmcliError(f"--nproc must be positive, got {nproc}")
     if nproc > 1:
         if world.size > 1:
             raise LmcliError("--nproc starts the worker processes itself: under torchrun, leave it out")

@@ -30,7 +30,7 @@ from lmcli.model.transformer import TransformerLM
 from lmcli.readers import read_json
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer.files import save_tokenizer, tokenizer_fingerprint
-from lmcli.training.checkpoint import LATEST, load_model_state, write_checkpoint
+from lmcli.training.checkpoint import LATEST, load_weights, write_checkpoint
 from lmcli.training.config import DataConfig, TrainConfig
 from lmcli.workspace import RUN_CONFIG_FILE, RUN_METRICS_FILE, Workspace
 
@@ -47,15 +47,12 @@ def import_hf(src: Path, name: str | None, workspace: Workspace) -> dict[str, An
         raise LmcliError(f"{src} has no config.json: not a Hugging Face model directory")
     raw = read_json(config_path, "model config")
     cfg = model_config(raw if isinstance(raw, dict) else {}, str(config_path))
-    weights = count_params(cfg) * 4  # float32
-    require_memory(2 * weights, torch.device("cpu"), f"importing this model ({count_params(cfg):,} parameters)",
-                   "lmcli imports into float32 on the CPU")
+    parameters = count_params(cfg)
+    require_memory(2 * 4 * parameters, torch.device("cpu"), f"importing this model ({parameters:,} parameters)",
+                   "lmcli imports into float32 on the CPU")  # the read tensors and the model, in float32
     state = {k: v.to(torch.float32) for k, v in from_hf(read_weights(src), cfg, str(src)).items()}
     model = TransformerLM.from_config(cfg)
-    try:
-        load_model_state(model, state)
-    except RuntimeError as e:
-        raise LmcliError(f"{src}: the weights do not fit its config.json ({str(e).splitlines()[-1].strip()})") from None
+    load_weights(model, state, f"{src}: the weights do not fit its config.json")
     vocab, merges, specials = read_hf_tokenizer(src)
     tokenizer = Tokenizer(vocab, merges, specials)
     if tokenizer.vocab_size != cfg.vocab_size:

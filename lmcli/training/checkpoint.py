@@ -152,6 +152,15 @@ def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> 
     getattr(model, "_orig_mod", model).load_state_dict(state)
 
 
+def load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor], mismatch: str) -> None:
+    """``load_model_state``, with names or shapes that do not match reported as one LmcliError: ``mismatch``
+    and the last line of PyTorch's message."""
+    try:
+        load_model_state(model, state)
+    except RuntimeError as e:
+        raise LmcliError(f"{mismatch} ({str(e).splitlines()[-1].strip()})") from None
+
+
 def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """Rebuild the trained model from a checkpoint written by ``lmcli train``.
 
@@ -166,10 +175,7 @@ def load_model_from_checkpoint(path: str | os.PathLike, device: str | torch.devi
     except LmcliError as e:
         raise LmcliError(f"{path} is damaged: its model config: {e}") from None
     model = TransformerLM.from_config(model_config, device=device, dtype=torch.float32)
-    try:
-        load_model_state(model, checkpoint["model"])
-    except RuntimeError as e:
-        raise LmcliError(f"{path} is damaged: its weights do not fit its model config ({str(e).splitlines()[-1].strip()})") from None
+    load_weights(model, checkpoint["model"], f"{path} is damaged: its weights do not fit its model config")
     model.eval()
     return model, model_config, checkpoint
 

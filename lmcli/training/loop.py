@@ -19,8 +19,9 @@ is that of the mean loss over the global batch. Around that, each concern has it
 A NaN or infinite loss stops the run with the last good checkpoint untouched. Ctrl-C (or
 SIGTERM, what schedulers send) finishes the current step, saves ``latest.pt`` and stops; a
 second one (a second later: the launcher forwards the first) stops at once. With several
-processes they agree after every step whether one was asked to stop, so all stop together. ``lmcli train --resume`` continues bit for bit where the checkpoint
-left off, because the checkpoint holds the batch sampler's random state with the weights.
+processes they agree after every step whether one was asked to stop, so all stop together.
+``lmcli train --resume`` continues bit for bit where the checkpoint left off, because the
+checkpoint holds the batch sampler's random state with the weights.
 """
 
 from __future__ import annotations
@@ -214,8 +215,9 @@ class StopRequest:
 
     The loop then checkpoints a consistent state; a second signal raises KeyboardInterrupt at
     once, unless it comes within ``REPEAT_S`` of the first: under ``--nproc`` or torchrun, Ctrl-C
-    reaches each worker from the terminal and again from the launcher, which forwards it. Signal handlers can only be set from the main thread; elsewhere the signals keep
-    their default behaviour.
+    reaches each worker from the terminal and again from the launcher, which forwards it. Signal
+    handlers can only be set from the main thread; elsewhere the signals keep their default
+    behaviour.
     """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)

@@ -44,7 +44,7 @@ from lmcli.training.checkpoint import (
     TRAINED,
     check_entries,
     find_checkpoint,
-    load_model_state,
+    load_weights,
     read_checkpoint,
 )
 from lmcli.training.checkpointer import Checkpointer
@@ -131,14 +131,13 @@ def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[Trai
         run_dir = find_run(spec.resume, workspace)
         config = load_config(run_dir / CONFIG_FILE, overrides)
         checkpoint = read_checkpoint(run_dir / LATEST, entries=TRAINED) if (run_dir / LATEST).is_file() else None
-        if checkpoint is not None and "imported_from" in checkpoint:
-            raise LmcliError(f"{run_dir} holds an imported model, not a run to resume: start a run from it with "
-                             f"`lmcli train --config CONFIG --init-from {run_dir.name}`")
-        if checkpoint is not None:
-            check_entries(checkpoint, RESUMABLE, run_dir / LATEST)
         if checkpoint is None:
             notes.append(f"{run_dir} has no checkpoint yet: training it again from step 0")
+        elif "imported_from" in checkpoint:
+            raise LmcliError(f"{run_dir} holds an imported model, not a run to resume: start a run from it with "
+                             f"`lmcli train --config CONFIG --init-from {run_dir.name}`")
         else:
+            check_entries(checkpoint, RESUMABLE, run_dir / LATEST)
             check_resumable(config, checkpoint, run_dir)
     else:
         path = resolve_config_path(spec.config)
@@ -160,10 +159,7 @@ def train_run(
     with allocation_errors("building the model", "choose a smaller model"):
         state = TrainState.create(config, runtime.device)  # weights, AdamW and its parameter groups: checked here too
     if init is not None:
-        try:
-            load_model_state(state.model, init["model"])
-        except RuntimeError as e:
-            raise LmcliError(f"{spec.init_from}: its weights do not fit its model config ({str(e).splitlines()[-1].strip()})") from None
+        load_weights(state.model, init["model"], f"{spec.init_from}: its weights do not fit its model config")
     distributed.any_rank(False)  # every rank has checked that the run directory is new before rank 0 makes it
     resumed_step = checkpoint["iteration"] if checkpoint else None
     log = None
