@@ -61,11 +61,11 @@ def atomic_directory(target: str | os.PathLike, replace: bool = False) -> Iterat
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    tmp = temporary_directory(target)
     try:
         yield tmp
         if replace and target.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+            old = temporary_directory(target)
             os.replace(target, old / target.name)
             os.replace(tmp, target)
             shutil.rmtree(old)
@@ -74,6 +74,11 @@ def atomic_directory(target: str | os.PathLike, replace: bool = False) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+
+
+def temporary_directory(target: Path) -> Path:
+    """A new empty directory beside ``target``, named as the temporary files are."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
 
 
 def remove_stale_temporaries(target: Path) -> None:

@@ -58,16 +58,16 @@ def export_checkpoint(
     if fmt == "gguf":
         with atomic_path(out) as tmp:
             write_gguf(tmp, model.state_dict(), cfg, tokenizer, dtype, Path(path).parent.name)
-        return {"checkpoint": str(path), "out": str(out), "format": fmt, "dtype": dtype,
-                "parameters": sum(p.numel() for p in model.parameters()), "files": [out.name]}
-    tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(model.state_dict(), cfg).items()}
-    with atomic_directory(out, replace=force) as tmp:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
-        generation = {"bos_token_id": special_id, "eos_token_id": special_id, "_from_model_config": True}
-        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
-        write_weights(tensors, tmp / WEIGHTS_FILE)
-        write_hf_tokenizer(tmp, tokenizer.vocab, tokenizer.merges, tokenizer.special_tokens, cfg.context_length)
+    else:
+        tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(model.state_dict(), cfg).items()}
+        with atomic_directory(out, replace=force) as tmp:
+            (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
+            generation = {"bos_token_id": special_id, "eos_token_id": special_id, "_from_model_config": True}
+            (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2), encoding="utf-8")
+            write_weights(tensors, tmp / WEIGHTS_FILE)
+            write_hf_tokenizer(tmp, tokenizer.vocab, tokenizer.merges, tokenizer.special_tokens, cfg.context_length)
     return {
         "checkpoint": str(path), "out": str(out), "format": fmt, "dtype": dtype,
-        "parameters": sum(t.numel() for t in tensors.values()), "files": sorted(p.name for p in out.iterdir()),
+        "parameters": sum(p.numel() for p in model.parameters()),  # a tied head counted once, as both formats store it
+        "files": [out.name] if fmt == "gguf" else sorted(p.name for p in out.iterdir()),
     }

@@ -20,6 +20,7 @@ import torch
 
 from lmcli.errors import LmcliError
 from lmcli.interop.llama_config import RMS_NORM_EPS, refuse_ablations
+from lmcli.interop.llama_weights import name_map
 from lmcli.model.config import ModelConfig
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer.files import token_to_str
@@ -33,12 +34,9 @@ GGUF_DTYPES = {"float32": np.float32, "float16": np.float16}
 
 
 def gguf_tensors(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    names = {"token_embeddings.weight": "token_embd.weight", "ln_final.weight": "output_norm.weight"}
-    if not cfg.tie_embeddings:
-        names["lm_head.weight"] = "output.weight"
-    for i in range(cfg.num_layers):
-        names.update({f"layers.{i}.{ours}": f"blk.{i}.{theirs}" for ours, theirs in LAYER_NAMES.items()})
-    return {theirs: state[ours] for ours, theirs in names.items()}
+    outer = {"token_embeddings.weight": "token_embd.weight", "ln_final.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    return {theirs: state[ours] for ours, theirs in name_map(cfg, outer, LAYER_NAMES, "blk.{i}.").items()}
 
 
 def write_gguf(path: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, tokenizer: Tokenizer, dtype: str, name: str) -> None:

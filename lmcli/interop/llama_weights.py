@@ -36,14 +36,21 @@ LAYER_NAMES = {  # lmcli name within a block -> Hugging Face name within a decod
 ROTATED = ("attn.q_proj.weight", "attn.k_proj.weight")
 
 
+def name_map(cfg: ModelConfig, outer: dict[str, str], layer_names: dict[str, str], layer_prefix: str) -> dict[str, str]:
+    """lmcli parameter name -> another format's name, for every tensor that format stores: ``outer`` names
+    the embedding, final norm and head (the head is left out when tied to the embedding), ``layer_names``
+    the tensors of block i, found under ``layer_prefix.format(i=i)``."""
+    names = {ours: theirs for ours, theirs in outer.items() if not (cfg.tie_embeddings and ours == "lm_head.weight")}
+    for i in range(cfg.num_layers):
+        names.update({f"layers.{i}.{ours}": f"{layer_prefix.format(i=i)}{theirs}" for ours, theirs in layer_names.items()})
+    return names
+
+
 def hf_name_map(cfg: ModelConfig) -> dict[str, str]:
     """lmcli parameter name -> Hugging Face name, for every tensor a Llama checkpoint stores."""
-    names = {"token_embeddings.weight": "model.embed_tokens.weight", "ln_final.weight": "model.norm.weight"}
-    if not cfg.tie_embeddings:
-        names["lm_head.weight"] = "lm_head.weight"
-    for i in range(cfg.num_layers):
-        names.update({f"layers.{i}.{ours}": f"model.layers.{i}.{theirs}" for ours, theirs in LAYER_NAMES.items()})
-    return names
+    outer = {"token_embeddings.weight": "model.embed_tokens.weight", "ln_final.weight": "model.norm.weight",
+             "lm_head.weight": "lm_head.weight"}
+    return name_map(cfg, outer, LAYER_NAMES, "model.layers.{i}.")
 
 
 def halves_order(head_dim: int) -> torch.Tensor:
