@@ -106,7 +106,10 @@ def read_checkpoint(
         kind = "is a directory (give a .pt file, a run directory or a run name)" if Path(src).is_dir() else "does not exist"
         raise LmcliError(f"checkpoint {src} {kind}")
     try:
-        checkpoint = torch.load(src, map_location=map_location, weights_only=True)
+        # A file is memory-mapped: checking a checkpoint (the launcher, every rank of a resume) reads only
+        # its header, and tensors are paged in when they are copied into a model.
+        mmap = isinstance(src, (str, os.PathLike))
+        checkpoint = torch.load(src, map_location=map_location, weights_only=True, mmap=mmap)
     except Exception as e:  # a foreign file can fail to unpickle in any number of ways
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         raise LmcliError(f"{name} is not an lmcli checkpoint (torch.load failed with {reason})") from None
