@@ -19,6 +19,7 @@ from typer.core import TyperGroup
 from lmcli import __version__
 from lmcli.config_values import INT64  # the largest integer an option takes: counts, sizes and seeds beyond fit no tensor
 from lmcli.errors import LmcliError
+from lmcli.job import INTERRUPTED, reports_interruption
 from lmcli.tokenizer.special_tokens import END_OF_TEXT
 from lmcli.ui.console import print_error
 
@@ -37,9 +38,12 @@ class OneLineErrors(TyperGroup):
             where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) else ""
             print_error(" ".join(e.format_message().split()) + where)
             sys.exit(e.exit_code)
-        except typer.Abort:
+        except typer.Abort:  # end of input at a prompt
+            if reports_interruption():
+                print_error("interrupted")
+            sys.exit(INTERRUPTED)
+        if result == INTERRUPTED and reports_interruption():  # typer's answer to Ctrl-C (KeyboardInterrupt)
             print_error("interrupted")
-            sys.exit(130)
         sys.exit(result if isinstance(result, int) else 0)
 
 
@@ -100,8 +104,6 @@ def command(*args, group: typer.Typer = app, **kwargs):
                 fail(str(e))
             except OSError as e:  # missing/unreadable files, full disk...: the OS message is the clearest
                 fail(f"{e.strerror}: {e.filename}" if e.filename and e.strerror else str(e))
-            except KeyboardInterrupt:
-                fail("interrupted", code=130)
 
         return group.command(*args, **kwargs)(run)
 

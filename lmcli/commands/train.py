@@ -17,12 +17,13 @@ from typing import Any
 from rich.table import Table
 
 from lmcli.errors import LmcliError
+from lmcli.job import INTERRUPTED
 from lmcli.json_output import dumps
 from lmcli.training import distributed
 from lmcli.training.distributed import World
-from lmcli.training.launch import INTERRUPTED, launch_local
+from lmcli.training.launch import launch_local
 from lmcli.training.run import RunSpec, prepare_run, run_training
-from lmcli.ui.console import console
+from lmcli.ui.console import console, print_error
 from lmcli.ui.live import TrainDisplay
 from lmcli.workspace import Workspace
 
@@ -59,8 +60,10 @@ def launch(spec: RunSpec, workspace: Workspace, nproc: int, quiet: bool, as_json
              *(["--init-from", spec.init_from] if spec.init_from else []),
              *(["--quiet"] if quiet else []), *(["--json"] if as_json else [])]
     code = launch_local(nproc, args)
+    if code == INTERRUPTED:  # the workers leave that message to the launcher
+        print_error("interrupted")
     if code:
-        sys.exit(code)  # the worker that failed has printed why
+        sys.exit(code)  # a worker that failed has printed why
 
 
 @contextlib.contextmanager

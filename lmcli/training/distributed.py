@@ -24,6 +24,7 @@ once on gloo, and all ranks wait at most ``TIMEOUT`` for each other otherwise.
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 from dataclasses import dataclass
 
@@ -77,15 +78,30 @@ def start(world: World, device: torch.device) -> None:
     if "MASTER_ADDR" not in os.environ:
         raise LmcliError("WORLD_SIZE is set but MASTER_ADDR is not: start the job with torchrun or `lmcli train --nproc N`")
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT,
-                            device_id=device if device.type == "cuda" else None)
+    try:
+        dist.init_process_group(backend, rank=world.rank, world_size=world.size, timeout=TIMEOUT,
+                                device_id=device if device.type == "cuda" else None)
+    except dist.DistError as e:  # not a lost peer: the job could not meet at all (a port taken, an address wrong)
+        where = f"{os.environ['MASTER_ADDR']}:{os.environ.get('MASTER_PORT', '?')}"
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise LmcliError(f"rank {world.rank} could not join the job at {where} (MASTER_ADDR:MASTER_PORT): {reason}") from None
     _control_group = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else None
 
 
-def stop() -> None:
+def stop(finished: bool) -> None:
+    """Leave the job. After a ``finished`` run every rank first waits for the others, so that no rank
+    closes its connections while a peer still uses them (and a rank that runs ahead, having nothing
+    left to write, does not tear its threads down under a peer's last collective); after a failure
+    the peers may be gone, so each leaves at once. Objects that still hold the group (a DDP
+    reducer in a reference cycle) are collected first: the group then shuts down here, in order,
+    not during interpreter exit."""
     global _control_group
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    if not dist.is_initialized():
+        return
+    if finished:
+        dist.barrier(group=_control_group)
+    gc.collect()
+    dist.destroy_process_group()
     _control_group = None
 
 

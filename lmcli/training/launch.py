@@ -9,7 +9,8 @@ with the same arguments minus ``--nproc``. What it adds is the ending:
   ``SHUTDOWN_S``); the worker printed its own error, the launcher only says which rank died
   when it was killed by a signal (no message of its own);
 - Ctrl-C reaches every worker (they share the terminal), and the launcher forwards it too:
-  the ranks finish their step, rank 0 saves, all exit with 130.
+  the ranks finish their step, rank 0 saves, all exit with 130, and the launcher alone says so
+  (``lmcli.job``: a worker interrupted while it starts is stopped by the launcher, quietly).
 
 On a CPU each worker gets ``cores / N`` threads (``OMP_NUM_THREADS``, unless already set), so
 N processes do not fight over the cores.
@@ -23,9 +24,9 @@ import sys
 import uuid
 
 from lmcli.errors import LmcliError
+from lmcli.job import INTERRUPTED, LAUNCHER_REPORTS
 
 SHUTDOWN_S = 60  # how long stopping workers may take (rank 0 saving a checkpoint) before they are killed
-INTERRUPTED = 130
 
 
 def launch_local(nproc: int, args: list[str]) -> int:
@@ -39,6 +40,7 @@ def launch_local(nproc: int, args: list[str]) -> int:
     for name in list(logging.Logger.manager.loggerDict):  # quiet: the failing rank speaks for itself
         if name.startswith("torch.distributed.elastic"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    os.environ[LAUNCHER_REPORTS] = "1"
     if "OMP_NUM_THREADS" not in os.environ:
         os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
     config = LaunchConfig(

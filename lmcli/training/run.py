@@ -106,7 +106,7 @@ def run_training(
     distributed.start(world, runtime.device)
     summary = train_run(spec, config, run_dir, checkpoint, notes, data, runtime, world, wandb_module,
                         list(observers) if world.is_main else [], progress if world.is_main else SILENT, init)
-    distributed.stop()  # after an error the group stays up, so the ranks can agree which one reports it
+    distributed.stop(finished=True)  # after an error the group stays up, so the ranks can agree which one reports it
     return summary
 
 

@@ -8,7 +8,7 @@ import os
 import sys
 
 import lmcli.training.loop as loop
-from lmcli.cli import app
+from lmcli.__main__ import main
 from lmcli.errors import LmcliError
 
 real_step = loop.train_step
@@ -22,4 +22,4 @@ def failing_step(state, *args, **kwargs):
 
 loop.train_step = failing_step
 sys.argv[0] = "lmcli"
-app()
+main()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ import torch
 from lmcli.training.distributed import World
 from lmcli.training.run import RunSpec, run_training
 from lmcli.workspace import Workspace
+from tests.conftest import REPO
 from tests.training.test_run import byte_workspace
 
 LAUNCH_TIMEOUT = 180  # seconds; a hung collective fails the test instead of hanging CI
@@ -39,7 +41,7 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def env(workspace: Path) -> dict[str, str]:
-    return {**os.environ, "LMCLI_WORKSPACE": str(workspace), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path.cwd())}
+    return {**os.environ, "LMCLI_WORKSPACE": str(workspace), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def lmcli(workspace: Path, *args: str, launcher: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
@@ -124,15 +126,28 @@ def test_resume_on_one_process_continues_two(workspace, straight):
     assert weight_difference(weights(straight["one"]), weights(run_dir)) < WEIGHT_RTOL
 
 
-def test_resume_on_as_many_processes_is_bit_exact(workspace, straight):
-    first = lmcli(workspace, *config_args(workspace, "two-then-two"), *HALF, *MICRO, "--nproc", "2")
+@pytest.mark.parametrize("way", ["ddp", "fsdp"])
+def test_resume_on_as_many_processes_is_bit_exact(workspace, straight, way):
+    mode = ["--set", f"training.parallel='{way}'"]
+    first = lmcli(workspace, *config_args(workspace, f"two-then-two-{way}"), *HALF, *MICRO, *mode, "--nproc", "2")
     assert first.returncode == 0, first.stderr
-    resumed = lmcli(workspace, "train", "--resume", "two-then-two", "--set", "training.max_steps=20", "--quiet",
+    resumed = lmcli(workspace, "train", "--resume", f"two-then-two-{way}", "--set", "training.max_steps=20", "--quiet",
                     "--nproc", "2")
     assert resumed.returncode == 0, resumed.stderr
-    a, b = weights(straight["ddp"]), weights(workspace / "runs" / "two-then-two")
+    a, b = weights(straight[way]), weights(workspace / "runs" / f"two-then-two-{way}")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    assert losses(straight["ddp"]) == losses(workspace / "runs" / "two-then-two")
+    assert losses(straight[way]) == losses(workspace / "runs" / f"two-then-two-{way}")
+
+
+def test_fsdp_resumes_a_checkpoint_of_one_process(workspace, straight):
+    first = lmcli(workspace, *config_args(workspace, "one-then-fsdp"), *HALF, *MICRO)
+    assert first.returncode == 0, first.stderr
+    resumed = lmcli(workspace, "train", "--resume", "one-then-fsdp", "--set", "training.max_steps=20", "--set",
+                    "training.parallel='fsdp'", "--quiet", "--nproc", "2")
+    assert resumed.returncode == 0, resumed.stderr
+    run_dir = workspace / "runs" / "one-then-fsdp"
+    assert loss_difference(losses(straight["one"]), losses(run_dir)) < LOSS_RTOL
+    assert weight_difference(weights(straight["one"]), weights(run_dir)) < WEIGHT_RTOL
 
 
 def test_a_batch_that_does_not_divide_among_processes_is_one_error(workspace):
@@ -152,7 +167,8 @@ def test_a_failing_rank_ends_the_job_with_its_error_once(workspace, rank):
     assert result.returncode != 0 and time.perf_counter() - started < 60
     lmcli_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert lmcli_lines == [f"error: injected failure on rank {rank}"]
-    assert "lmcli/" not in result.stderr.split("Traceback")[0]  # no traceback of lmcli's own (torchrun prints its report)
+    package = str(REPO / "lmcli") + os.sep  # the checkout's own folder may be named lmcli too
+    assert package not in result.stderr.split("Traceback")[0]  # no traceback of lmcli's own (torchrun prints its report)
 
 
 def start_nproc_run(workspace: Path, name: str) -> tuple[subprocess.Popen, Path]:
@@ -192,3 +208,78 @@ def test_ctrl_c_saves_once_and_every_rank_exits_130(workspace):
     stopped = [r for r in rows if r["kind"] == "interrupted"]
     assert len(stopped) == 1
     assert torch.load(run_dir / "latest.pt", weights_only=True)["iteration"] == stopped[0]["step"]
+
+
+SHORT = ["--set", "training.max_steps=4", "--set", "optimizer.warmup_steps=1", "--set", "training.eval_interval=2",
+         "--set", "training.checkpoint_interval=2", "--set", "training.final_eval_tokens=256"]
+FINISHING_LAUNCHES = {  # how a 2-process job is started: launcher, extra arguments
+    "ddp --nproc": ((), ["--nproc", "2"]),
+    "fsdp --nproc": ((), ["--set", "training.parallel='fsdp'", "--nproc", "2"]),
+    "ddp torchrun": (TORCHRUN, []),
+    "fsdp torchrun": (TORCHRUN, ["--set", "training.parallel='fsdp'"]),
+}
+
+
+def test_finished_jobs_exit_0_every_time(workspace):
+    """Each way of running 2 processes, two jobs at a time (a loaded machine is where a rank's shutdown
+    raced its peer's): every finished job exits 0 with nothing on stderr. With the other finishing
+    launches of this file, the suite starts 12 two-process jobs and requires exit 0 of each."""
+    jobs = [(way, launcher, args) for way, (launcher, args) in FINISHING_LAUNCHES.items()]
+    for pair in (jobs[i:i + 2] for i in range(0, len(jobs), 2)):
+        started = [(label, subprocess.Popen(
+            [sys.executable, *launcher, "-m", "lmcli", *config_args(workspace, f"finish-{label.replace(' ', '-')}"),
+             *SHORT, *args], env=env(workspace), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+            for label, launcher, args in pair]
+        for label, process in started:
+            _, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+            assert process.returncode == 0, (label, stderr)
+            if not label.endswith("torchrun"):  # torchrun logs its own lines; --nproc says nothing more
+                assert stderr == "", (label, stderr)
+
+
+def test_a_diverged_job_is_one_error_and_exit_1(workspace):
+    result = lmcli(workspace, *config_args(workspace, "diverged"), *SHORT, "--set", "optimizer.lr=1e9",
+                   "--set", "optimizer.grad_clip=0", "--nproc", "2")
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("error: training diverged at step ")
+
+
+def test_workers_of_a_killed_launcher_save_and_stop(workspace):
+    process, run_dir = start_nproc_run(workspace, "orphaned")
+    workers = psutil.Process(process.pid).children(recursive=True)
+    process.kill()  # kill -9: the launcher cannot stop them itself
+    process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    stopped = [r for r in rows if r["kind"] == "interrupted"]
+    assert len(stopped) == 1
+    assert torch.load(run_dir / "latest.pt", weights_only=True)["iteration"] == stopped[0]["step"]
+
+
+def test_ctrl_c_while_workers_start_is_one_line(workspace):
+    """Ctrl-C at several moments of the start (importing, loading data, joining): one message, exit 130."""
+    for delay in (0.5, 1.5, 3.0):
+        process = subprocess.Popen([sys.executable, "-m", "lmcli", *config_args(workspace, f"early-{delay}"), "--nproc", "2"],
+                                   env=env(workspace), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   start_new_session=True)
+        time.sleep(delay)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+        if process.returncode == 0:  # the run was done before the signal came (a fast machine)
+            continue
+        assert (process.returncode, stderr.splitlines()) == (130, ["error: interrupted"]), (delay, stderr)
+
+
+def test_a_rendezvous_port_in_use_is_one_error(workspace):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        rank0 = {**env(workspace), "RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                 "MASTER_PORT": str(port)}
+        result = subprocess.run([sys.executable, "-m", "lmcli", *config_args(workspace, "port")], env=rank0,
+                                capture_output=True, text=True, timeout=LAUNCH_TIMEOUT)
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"error: rank 0 could not join the job at 127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT): ")
+    assert "address already in use" in result.stderr and len(result.stderr.splitlines()) == 1

@@ -1,0 +1,74 @@
+"""This process's place in a multi-process job, read without torch, and how a worker's life follows the job.
+
+``torchrun`` (and ``lmcli train --nproc N``, which runs the same launcher) starts each worker as
+a child with ``RANK`` and ``WORLD_SIZE`` in its environment. Three things make such a worker
+behave as one part of a job rather than as a program of its own:
+
+- ``follow_launcher``: the worker asks the kernel for SIGTERM when its parent dies (Linux's
+  ``PR_SET_PDEATHSIG``), so a launcher killed with ``kill -9`` does not leave its workers
+  training to the end for nobody; SIGTERM is a stop request (save, then exit), as from a
+  scheduler.
+- ``reports_interruption``: Ctrl-C reaches every process of the terminal, and is reported once:
+  by ``lmcli train --nproc``'s launcher (``LAUNCHER_REPORTS`` in the workers' environment), or
+  under another launcher by rank 0. Until its training loop takes Ctrl-C as a stop request, a
+  worker ignores it: the launcher, which got it too, stops the workers (SIGTERM), so a worker
+  interrupted while it imports or loads data ends quietly instead of with a traceback from
+  half-imported modules.
+- ``exit_worker``: a worker ends with ``os._exit`` once its output is flushed. The interpreter's
+  own teardown would destroy torch's C++ objects that outlive the process group (gloo's and the
+  store's threads, held by module globals) in no defined order, and can abort a process that
+  has already finished its work ("terminate called without an active exception"), which the
+  launcher then reports as a crashed rank.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from typing import NoReturn
+
+INTERRUPTED = 130  # the exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+LAUNCHER_REPORTS = "LMCLI_LAUNCHER_REPORTS"  # set by `lmcli train --nproc` for its workers: it reports Ctrl-C itself
+
+
+def worker_rank() -> int | None:
+    """This process's rank when it is one worker of several (``WORLD_SIZE`` > 1), else None."""
+    size, rank = os.environ.get("WORLD_SIZE", ""), os.environ.get("RANK", "")
+    if not (size.isdigit() and int(size) > 1 and rank.isdigit()):
+        return None
+    return int(rank)
+
+
+def reports_interruption() -> bool:
+    """Whether "interrupted" is this process's to print: alone, or rank 0 of a launcher that does not report it."""
+    return worker_rank() is None or (worker_rank() == 0 and LAUNCHER_REPORTS not in os.environ)
+
+
+def follow_launcher() -> None:
+    """Leave Ctrl-C to the launcher until the training loop handles it, and have the kernel send this
+    worker SIGTERM when the process that launched it dies (Linux only). A launcher that died before
+    this call is caught too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl in this C library: the launcher's own SIGTERM still applies
+        return
+    if os.getppid() != parent:  # orphaned already, before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def exit_worker(code: int) -> NoReturn:
+    """End this worker with ``code`` once its output is flushed, skipping the interpreter's teardown."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed or vanished terminal: nothing more can be said there
+            pass
+    os._exit(code)
