@@ -8,18 +8,26 @@ target, not the temporary file.
 
 A directory written as a unit (``atomic_directory``: an exported model) is built the same way,
 as a temporary directory beside the target renamed into place; replacing an existing one
-moves the old one aside first and deletes it only once the new one is in place.
+moves the old one aside first and deletes it only once the new one is in place. Errors while
+it is written (a full disk, whichever library was writing) name the target too. Both get the
+permissions the umask gives a new file or directory, not the temporary files' private ones.
+
+``check_apart`` refuses an output that is, holds or lies inside one of a command's inputs:
+replacing it would destroy what the command reads (a run exported over its own directory).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
+
+from lmcli.errors import LmcliError
 
 
 @contextlib.contextmanager
@@ -31,9 +39,7 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
     tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; results should be readable like any file
+    os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; results should be readable like any file
     try:
         yield tmp_path
         os.replace(tmp_path, target)
@@ -63,7 +69,10 @@ def atomic_directory(target: str | os.PathLike, replace: bool = False) -> Iterat
     remove_stale_temporaries(target)
     tmp = temporary_directory(target)
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as e:
+            raise about_target(e, tmp, target) from None
         if replace and target.exists():
             old = temporary_directory(target)
             os.replace(target, old / target.name)
@@ -77,8 +86,41 @@ def atomic_directory(target: str | os.PathLike, replace: bool = False) -> Iterat
 
 
 def temporary_directory(target: Path) -> Path:
-    """A new empty directory beside ``target``, named as the temporary files are."""
-    return Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    """A new empty directory beside ``target``, named as the temporary files are, with a new directory's permissions."""
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=target.parent))
+    os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes 0700
+    return tmp
+
+
+def current_umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+NO_SPACE = ("No space left on device", "os error 28", "StorageFull")  # how OSError, Rust (safetensors) and torch say it
+
+
+def about_target(error: Exception, tmp: Path, target: Path) -> Exception:
+    """``error`` raised while writing into ``tmp``, told about ``target``: an OSError names the target's
+    file instead of the temporary one, and a full disk reported by a library as its own error is an OSError."""
+    if isinstance(error, OSError) and error.errno is not None:
+        name = str(error.filename or "")
+        shown = str(target / Path(name).relative_to(tmp)) if name.startswith(str(tmp)) else (name or str(target))
+        return OSError(error.errno, error.strerror, shown)
+    if any(text in str(error) for text in NO_SPACE):
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+    return error
+
+
+def check_apart(out: str | os.PathLike, inputs: dict[str, str | os.PathLike], option: str = "--out") -> None:
+    """An LmcliError when ``out`` is, contains or lies inside one of ``inputs`` (what each is, -> its path)."""
+    written = Path(out).resolve()
+    for what, path in inputs.items():
+        read = Path(path).resolve()
+        if written == read or read.is_relative_to(written) or written.is_relative_to(read):
+            relation = "is" if written == read else ("holds" if read.is_relative_to(written) else "lies inside")
+            raise LmcliError(f"{option} {out} {relation} {what} {path}, which this command reads: choose another {option}")
 
 
 def remove_stale_temporaries(target: Path) -> None:

@@ -33,7 +33,9 @@ class Sampling:
             raise LmcliError(f"top-p must be in (0, 1], got {self.top_p}")
 
     def next_ids(self, logits: torch.Tensor) -> torch.Tensor:
-        """One token id per row of ``logits`` (batch, vocab)."""
+        """One token id per row of ``logits`` (batch, vocab); an LmcliError when they are not numbers."""
+        if not bool(torch.isfinite(logits[:, : self.num_tokens]).all()):  # the caller reads the ids anyway: no extra wait
+            raise LmcliError("the model's logits are NaN or infinite (damaged or diverged weights): nothing can be sampled")
         if self.num_tokens is not None:
             logits[:, self.num_tokens :] = float("-inf")
         return sample_next(logits, self.temperature, self.top_p, self.generator)

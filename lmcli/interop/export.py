@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from lmcli.atomic import atomic_directory, atomic_path
+from lmcli.atomic import atomic_directory, atomic_path, check_apart
 from lmcli.errors import LmcliError
 from lmcli.interop.gguf_file import write_gguf
 from lmcli.interop.hf_tokenizer import write_hf_tokenizer
@@ -26,7 +26,7 @@ from lmcli.interop.llama_weights import to_hf
 from lmcli.interop.safetensors_files import WEIGHTS_FILE, write_weights
 from lmcli.tokenizer import Tokenizer
 from lmcli.training.checkpoint import checkpoint_tokenizer, find_checkpoint, load_model_from_checkpoint
-from lmcli.workspace import Workspace
+from lmcli.workspace import RUN_CONFIG_FILE, Workspace
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -46,8 +46,11 @@ def export_checkpoint(
     if out.exists() and not force:
         raise LmcliError(f"{out} already exists (add --force to replace it)")
     path = find_checkpoint(checkpoint, workspace)
+    run_dir = path.parent if (path.parent / RUN_CONFIG_FILE).is_file() else None
+    check_apart(out, {"the run directory": run_dir} if run_dir else {"the checkpoint": path})
     model, cfg, saved = load_model_from_checkpoint(path)
     tokenizer_dir, same = checkpoint_tokenizer(saved, None, workspace)
+    check_apart(out, {"the tokenizer directory": tokenizer_dir})
     if not same:
         raise LmcliError(f"the tokenizer in {tokenizer_dir} is not the one {path} was trained with")
     tokenizer = Tokenizer.from_dir(tokenizer_dir)

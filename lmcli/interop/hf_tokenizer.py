@@ -79,11 +79,17 @@ def parse_tokenizer_json(content: Any, path: Path) -> tuple[dict[int, bytes], li
         kind = model.get("type") if isinstance(model, dict) else "no"
         raise LmcliError(f"{path} holds a {kind} model, not byte-level BPE: lmcli's tokenizer cannot represent it")
     pre = content.get("pre_tokenizer") or {}
+    if not isinstance(pre, dict):
+        raise LmcliError(f"{path}: its pre_tokenizer is a {type(pre).__name__}, not a JSON object")
     steps = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
+    if not (isinstance(steps, list) and all(isinstance(step, dict) for step in steps)):
+        raise LmcliError(f"{path}: its pre_tokenizer's pretokenizers are not a list of JSON objects")
     if [s.get("type") for s in steps] != ["ByteLevel"] or steps[0].get("add_prefix_space") or not steps[0].get("use_regex", True):
         raise LmcliError(f"{path}: the pre-tokenizer is not GPT-2's ByteLevel (no prefix space, its regex): encoding would differ")
     if content.get("normalizer") or model.get("byte_fallback") or model.get("continuing_subword_prefix") or model.get("end_of_word_suffix"):
         raise LmcliError(f"{path}: a normalizer, byte fallback or subword affixes: lmcli's byte-level BPE has none")
+    if not isinstance(content.get("added_tokens", []), list):
+        raise LmcliError(f"{path}: its added_tokens are not a list")
     try:
         added = {t["id"]: t["content"] for t in content.get("added_tokens", []) if t.get("special")}
         vocab = {i: added[i].encode("utf-8") if i in added else str_to_token(s) for s, i in model["vocab"].items()}
@@ -92,4 +98,8 @@ def parse_tokenizer_json(content: Any, path: Path) -> tuple[dict[int, bytes], li
         merges = [(str_to_token(a), str_to_token(b)) for a, b in pairs]
     except (KeyError, TypeError, ValueError, AttributeError) as e:
         raise LmcliError(f"{path} is not a readable BPE tokenizer ({type(e).__name__}: {e})") from None
+    outside = next((i for i in vocab if not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < len(vocab)), None)
+    if outside is not None:
+        raise LmcliError(f"{path}: token id {outside} is outside 0..{len(vocab) - 1}: the ids of its {len(vocab):,} tokens "
+                         "must number them from 0 without gaps")
     return vocab, merges, list(added.values())

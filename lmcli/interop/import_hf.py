@@ -23,8 +23,8 @@ from lmcli.atomic import atomic_directory
 from lmcli.errors import LmcliError
 from lmcli.interop.hf_tokenizer import read_hf_tokenizer
 from lmcli.interop.llama_config import model_config
-from lmcli.interop.llama_weights import from_hf
-from lmcli.interop.safetensors_files import read_weights
+from lmcli.interop.llama_weights import from_hf, hf_shapes
+from lmcli.interop.safetensors_files import check_weights, read_weights
 from lmcli.memory_budget import require_memory
 from lmcli.model.transformer import TransformerLM
 from lmcli.readers import read_json
@@ -48,9 +48,13 @@ def import_hf(src: Path, name: str | None, workspace: Workspace) -> dict[str, An
     raw = read_json(config_path, "model config")
     cfg = model_config(raw if isinstance(raw, dict) else {}, str(config_path))
     parameters = count_params(cfg)
-    require_memory(2 * 4 * parameters, torch.device("cpu"), f"importing this model ({parameters:,} parameters)",
+    rope_tables = 2 * cfg.context_length * (cfg.d_model // cfg.num_heads) * 4  # cos and sin, built at the model's context length
+    require_memory(2 * 4 * parameters + rope_tables, torch.device("cpu"),
+                   f"importing this model ({parameters:,} parameters, context {cfg.context_length:,})",
                    "lmcli imports into float32 on the CPU")  # the read tensors and the model, in float32
-    state = {k: v.to(torch.float32) for k, v in from_hf(read_weights(src), cfg, str(src)).items()}
+    tensors, origin = read_weights(src)
+    check_weights(tensors, hf_shapes(cfg), origin)
+    state = {k: v.to(torch.float32) for k, v in from_hf(tensors, cfg, str(src)).items()}
     model = TransformerLM.from_config(cfg)
     load_weights(model, state, f"{src}: the weights do not fit its config.json")
     vocab, merges, specials = read_hf_tokenizer(src)

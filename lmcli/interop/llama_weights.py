@@ -21,6 +21,7 @@ import torch
 
 from lmcli.errors import LmcliError
 from lmcli.model.config import ModelConfig
+from lmcli.model.transformer import TransformerLM
 
 LAYER_NAMES = {  # lmcli name within a block -> Hugging Face name within a decoder layer
     "ln1.weight": "input_layernorm.weight",
@@ -73,8 +74,15 @@ def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.T
     return tensors
 
 
+def hf_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor a Hugging Face Llama of ``cfg`` stores, under its Hugging Face name."""
+    with torch.device("meta"):  # lmcli's model, without allocating it
+        ours = TransformerLM.from_config(cfg).state_dict()
+    return {theirs: tuple(ours[name].shape) for name, theirs in hf_name_map(cfg).items()}
+
+
 def from_hf(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> dict[str, torch.Tensor]:
-    """A Hugging Face Llama state dict as lmcli's; LmcliError naming a missing, extra or misshapen tensor."""
+    """A Hugging Face Llama state dict (of ``hf_shapes``) as lmcli's; LmcliError naming a missing or extra tensor."""
     names = hf_name_map(cfg)
     extra = sorted(set(tensors) - set(names.values()) - {"lm_head.weight"})  # a tied model may store the head anyway
     missing = sorted(set(names.values()) - set(tensors))

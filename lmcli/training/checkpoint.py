@@ -8,6 +8,8 @@ A checkpoint is one ``torch.save`` file holding a dict::
     ... extra              written by ``lmcli train``: resolved config, model config, the RNG
                            states (Python, NumPy, torch, CUDA, the batch sampler), the
                            tokenizer's directory and fingerprint, best validation loss
+    checksum               CRC-32 of all the tensors above, checked on every read: a file
+                           damaged on disk is an error, not a silently different model
 
 Files are written atomically (temporary file + rename, see ``lmcli.atomic``): a crash or a
 kill in the middle of a save leaves the previous checkpoint intact. Only tensors and plain
@@ -22,6 +24,8 @@ from __future__ import annotations
 
 import os
 import random
+import zlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -40,6 +44,7 @@ BEST = "best.pt"  # a run's checkpoint with the lowest validation loss
 FORMAT = "lmcli-checkpoint"
 VERSION = 1
 COMPILED_PREFIX = "_orig_mod."
+CHECKSUM = "checksum"  # CRC-32 of the tensors, written last; checked on every read
 
 
 def save_checkpoint(
@@ -55,8 +60,9 @@ def save_checkpoint(
 
 
 def write_checkpoint(entries: dict[str, Any], out: str | os.PathLike | BinaryIO | IO[bytes]) -> None:
-    """Save a checkpoint dict (marked as lmcli's) to a path, atomically, or to a file object."""
-    checkpoint = {"format": FORMAT, "version": VERSION, **entries}
+    """Save a checkpoint dict (marked as lmcli's, with the checksum of its tensors) to a path, atomically,
+    or to a file object."""
+    checkpoint = {"format": FORMAT, "version": VERSION, **entries, CHECKSUM: tensor_checksum(entries)}
     if isinstance(out, (str, os.PathLike)):
         with atomic_path(out) as tmp:
             torch.save(checkpoint, tmp)
@@ -82,6 +88,27 @@ ENTRY_TYPES: dict[str, type | tuple[type, ...]] = {
 }
 TRAINED = ("iteration", "model", "model_config")  # what generate, eval and export need
 RESUMABLE = tuple(ENTRY_TYPES)  # what --resume restores
+
+
+def tensor_checksum(entries: Any) -> int:
+    """CRC-32 of every tensor in ``entries`` (dtype, shape and bytes, in the order a saved dict keeps):
+    torch.load does not check the bytes it reads, so a flipped bit in the weights would otherwise load."""
+    crc = 0
+    for tensor in tensors_in(entries):
+        crc = zlib.crc32(f"{tensor.dtype}{tuple(tensor.shape)}".encode(), crc)
+        crc = zlib.crc32(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
+    return crc
+
+
+def tensors_in(entries: Any) -> Iterator[torch.Tensor]:
+    if isinstance(entries, torch.Tensor):
+        yield entries
+    elif isinstance(entries, dict):
+        for value in entries.values():
+            yield from tensors_in(value)
+    elif isinstance(entries, (list, tuple)):
+        for value in entries:
+            yield from tensors_in(value)
 
 
 def checkpoint_bytes(entries: Any) -> int:
@@ -117,6 +144,12 @@ def read_checkpoint(
         raise LmcliError(f"{name} is not an lmcli checkpoint")
     if checkpoint.get("version") != VERSION:
         raise LmcliError(f"{name} has checkpoint version {checkpoint.get('version')}; this lmcli reads {VERSION}")
+    saved_checksum = checkpoint.pop(CHECKSUM, None)  # absent in checkpoints of older lmcli versions
+    if saved_checksum is not None:
+        content = {k: v for k, v in checkpoint.items() if k not in ("format", "version")}
+        if saved_checksum != tensor_checksum(content):
+            raise LmcliError(f"{name} is damaged: its tensors do not match the checksum written with them "
+                             "(the file changed after it was saved)")
     return check_entries(checkpoint, entries, name)
 
 

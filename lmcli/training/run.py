@@ -131,6 +131,10 @@ def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[Trai
         run_dir = find_run(spec.resume, workspace)
         config = load_config(run_dir / CONFIG_FILE, overrides)
         checkpoint = read_checkpoint(run_dir / LATEST, entries=TRAINED) if (run_dir / LATEST).is_file() else None
+        others = sorted(p.name for p in run_dir.glob("*.pt") if p.name != LATEST)
+        if checkpoint is None and others:  # training again from step 0 would overwrite them
+            raise LmcliError(f"{run_dir} has {', '.join(others)} but no {LATEST} to resume from; to keep training its "
+                             f"weights, start a new run with `lmcli train --config CONFIG --init-from {run_dir / others[0]}`")
         if checkpoint is None:
             notes.append(f"{run_dir} has no checkpoint yet: training it again from step 0")
         elif "imported_from" in checkpoint:

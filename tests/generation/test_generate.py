@@ -357,3 +357,13 @@ def test_cli_tokenizer_size_differs_from_model(cli, tmp_path, model_vocab):
 )
 def test_cli_bad_settings(cli, run_dir, args, fragment):
     assert_one_line_error(cli("generate", "-p", "a", *args), fragment)
+
+
+@pytest.mark.parametrize("temperature", ["0", "1"])
+def test_a_model_with_nan_logits_is_one_error_not_a_sample(cli, tmp_path, temperature):
+    model = tiny_model()
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    save_run(tmp_path / "workspace", model, tiny_tokenizer())
+    result = cli("generate", "--prompt", "once", "--max-tokens", "3", "--temperature", temperature)
+    assert_one_line_error(result, "the model's logits are NaN or infinite")

@@ -245,8 +245,9 @@ def test_bad_hugging_face_directories_are_one_line_and_write_nothing(cli, tmp_pa
     (src / "model.safetensors").write_bytes(weights)
 
     for changes, fragment in (({"model_type": "gpt2"}, "not a Llama"), ({"num_key_value_heads": 2}, "grouped-query attention"),
-                              ({"attention_bias": True}, "attention biases"), ({"hidden_size": 32, "head_dim": 8}, "do not fit"),
-                              ({"vocab_size": 310}, "do not fit"), ({"hidden_size": 64.5}, "hidden_size must be an integer"),
+                              ({"attention_bias": True}, "attention biases"), ({"hidden_size": 32, "head_dim": 8}, "config.json implies shape"),
+                              ({"vocab_size": 310}, "config.json implies shape (310, "),
+                              ({"max_position_embeddings": 10**12}, "needs about"), ({"hidden_size": 64.5}, "hidden_size must be an integer"),
                               ({"rope_theta": float("nan"), "rope_parameters": None}, "rope_theta must be a finite number"),
                               ({"rms_norm_eps": 1e-6}, "rms_norm_eps 1e-06"), ({"vocab_size": 10**12}, "needs about")):
         (src / "config.json").write_text(json.dumps({**config, **changes}))
@@ -262,3 +263,30 @@ def test_bad_hugging_face_directories_are_one_line_and_write_nothing(cli, tmp_pa
     bad_import(cli, src, "holds a WordPiece model, not byte-level BPE", ws)
 
     bad_import(cli, Path("meta-llama/Llama-3.2-1B"), "download it first", ws)
+
+
+def test_imported_tensors_are_checked_before_anything_is_built(cli, tmp_path, monkeypatch):
+    from safetensors.torch import load_file, save_file
+
+    ws = tmp_path / "ws"
+    monkeypatch.setenv("LMCLI_WORKSPACE", str(ws))
+    src = transformers_llama(tmp_path / "llama")
+    weights = load_file(str(src / "model.safetensors"))
+    q = "model.layers.0.self_attn.q_proj.weight"
+    for change, fragment in ((weights[q][:-3], f"tensor {q} is shape"), (torch.tensor(1.0), f"tensor {q} is a scalar"),
+                             (weights[q] > 0, f"tensor {q} holds bool values"), (weights[q].to(torch.int32), "holds int32 values"),
+                             (weights[q].clone().fill_(float("nan")), f"tensor {q} holds NaN or infinite values")):
+        save_file({**weights, q: change}, str(src / "model.safetensors"))
+        bad_import(cli, src, f"{src / 'model.safetensors'}: {fragment}" if "tensor" in fragment else fragment, ws)
+    save_file(weights, str(src / "model.safetensors"))
+
+    tokenizer_json = json.loads((src / "tokenizer.json").read_text())
+    model = tokenizer_json["model"]
+    last = max(model["vocab"], key=model["vocab"].get)
+    beyond = {**model, "vocab": {**model["vocab"], last: 10**6}}
+    for content, fragment in (({**tokenizer_json, "model": beyond}, "id 1000000"),
+                              ({**tokenizer_json, "pre_tokenizer": ["ByteLevel"]}, "pre_tokenizer"),
+                              ({**tokenizer_json, "pre_tokenizer": {"type": "Sequence", "pretokenizers": "ByteLevel"}}, "pre_tokenizer"),
+                              ({**tokenizer_json, "added_tokens": {"id": 1}}, "added_tokens")):
+        (src / "tokenizer.json").write_text(json.dumps(content))
+        bad_import(cli, src, fragment, ws)
