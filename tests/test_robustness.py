@@ -288,3 +288,87 @@ def test_messages_name_what_was_given(cli, ws, tmp_path):
     one_error_line(cli("decode", ws / "data"), "is a directory, not a .npy file")
     np.save(ws / "data" / "floats.npy", np.ones(4))
     one_error_line(cli("decode", ws / "data" / "floats.npy"), "holds a float64 array")
+
+
+# ---------------------------------------------------------------- second round (#19): nothing read is destroyed
+
+
+def run_files(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(run_dir.iterdir()) if p.is_file()}
+
+
+@pytest.mark.parametrize("out, relation", [("{run}", "is the run directory"), ("{runs}", "holds the run directory"),
+                                           ("{run}/hf", "lies inside the run directory"),
+                                           ("{ws}/tokenizer", "is the tokenizer directory"), ("{ws}", "holds")])
+def test_export_never_replaces_what_it_reads(cli, ws, out, relation):
+    run, before = ws / "runs" / "tiny", run_files(ws / "runs" / "tiny")
+    tokenizer_before = run_files(ws / "tokenizer")
+    target = out.format(run=run, runs=ws / "runs", ws=ws)
+    one_error_line(cli("export", "tiny", "--out", target, "--force"), f"--out {target} {relation}", "choose another --out")
+    assert run_files(run) == before and run_files(ws / "tokenizer") == tokenizer_before
+
+
+def test_resume_of_a_run_with_best_but_no_latest_keeps_best(cli, ws):
+    run = ws / "runs" / "tiny"
+    (run / "latest.pt").unlink()
+    best = (run / "best.pt").read_bytes()
+    one_error_line(cli("train", "--resume", "tiny"), "has best.pt but no latest.pt", "--init-from")
+    assert (run / "best.pt").read_bytes() == best
+
+
+def flip_a_weight_byte(path: Path) -> None:
+    """Change one byte inside the first tensor's data of a torch.save file (an uncompressed zip)."""
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = next(i for i in archive.infolist() if "/data/" in i.filename and i.file_size > 8)
+    with open(path, "r+b") as f:
+        f.seek(info.header_offset + 26)
+        name_length, extra_length = (int.from_bytes(f.read(2), "little") for _ in range(2))
+        at = info.header_offset + 30 + name_length + extra_length + info.file_size // 2
+        f.seek(at)
+        byte = f.read(1)[0]
+        f.seek(at)
+        f.write(bytes([byte ^ 0x10]))
+
+
+@pytest.mark.parametrize("command", [["generate", "-p", "a", "-n", "2", "--checkpoint", "{ckpt}"], ["eval", "--checkpoint", "{ckpt}"],
+                                     ["train", "--resume", "tiny", "--set", "training.max_steps=8"]], ids=lambda c: c[0])
+def test_a_flipped_byte_in_a_checkpoints_weights_is_one_error(cli, ws, command):
+    checkpoint = ws / "runs" / "tiny" / "latest.pt"
+    flip_a_weight_byte(checkpoint)
+    args = [a.format(ckpt=checkpoint) for a in command]
+    one_error_line(cli(*args), "do not match the checksum written with them")
+
+
+def test_exports_and_imports_get_the_umasks_permissions_and_name_out_in_errors(cli, ws, tmp_path, monkeypatch):
+    old = os.umask(0o022)
+    try:
+        assert cli("export", "tiny", "--out", tmp_path / "hf").exit_code == 0
+        assert (tmp_path / "hf").stat().st_mode & 0o777 == 0o755
+        assert {p.stat().st_mode & 0o777 for p in (tmp_path / "hf").iterdir()} == {0o644}
+        assert cli("import", tmp_path / "hf", "--name", "back").exit_code == 0
+        assert (ws / "runs" / "back").stat().st_mode & 0o777 == 0o755
+    finally:
+        os.umask(old)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device", str(next(tmp_path.glob(".again.*.tmp")) / "model.safetensors"))
+
+    monkeypatch.setattr("lmcli.interop.export.write_weights", full_disk)
+    one_error_line(cli("export", "tiny", "--out", tmp_path / "again"), f"No space left on device: {tmp_path / 'again' / 'model.safetensors'}")
+    assert not list(tmp_path.glob(".again.*")) and not (tmp_path / "again").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("mount"), reason="mounting a small tmpfs needs root")
+def test_a_full_disk_during_export_is_one_error_naming_out(cli, ws, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        one_error_line(cli("export", "tiny", "--out", disk / "hf"), "No space left on device", str(disk / "hf"))
+        assert list(disk.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)

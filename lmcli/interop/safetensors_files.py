@@ -9,12 +9,14 @@ what can go wrong: no weights at all, an index naming a missing shard, a cut-off
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from lmcli.atomic import current_umask
 from lmcli.errors import LmcliError
 from lmcli.readers import read_json
 
@@ -24,6 +26,7 @@ INDEX_FILE = "model.safetensors.index.json"
 
 def write_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(path), metadata={"format": "pt"})
+    os.chmod(path, 0o666 & ~current_umask())  # safetensors creates its files 0600, unlike any other writer
 
 
 def read_weights(model_dir: Path) -> tuple[dict[str, torch.Tensor], dict[str, Path]]:
