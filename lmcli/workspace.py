@@ -39,7 +39,11 @@ class Workspace:
     def resolve(cls, path: str | os.PathLike | None = None) -> Workspace:
         """The workspace named by ``path``, else ``$LMCLI_WORKSPACE``, else ``./workspace``."""
         chosen = path or os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE
-        return cls(Path(chosen).expanduser())
+        root = Path(chosen).expanduser()
+        if root.exists() and not root.is_dir():
+            source = "--workspace" if path else (WORKSPACE_ENV if os.environ.get(WORKSPACE_ENV) else "the default workspace")
+            raise LmcliError(f"workspace {root} ({source}) is a file, not a directory")
+        return cls(root)
 
     @property
     def data_dir(self) -> Path:

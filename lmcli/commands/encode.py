@@ -53,7 +53,7 @@ def run(
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with Bars(quiet=as_json) as bars:
-        results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars)
+        results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars, tokenizer_dir=tokenizer_dir)
     if as_json:
         print(dumps({"tokenizer": str(tokenizer_dir), "files": [r.as_dict() for r in results]}))
         return

@@ -20,6 +20,7 @@ from lmcli.errors import LmcliError
 from lmcli.job import INTERRUPTED
 from lmcli.json_output import dumps
 from lmcli.training import distributed
+from lmcli.training.config import resolve_config_path
 from lmcli.training.distributed import World
 from lmcli.training.launch import launch_local
 from lmcli.training.run import RunSpec, prepare_run, run_training
@@ -53,7 +54,8 @@ def launch(spec: RunSpec, workspace: Workspace, nproc: int, quiet: bool, as_json
     if spec.resume is not None:
         args += ["--resume", str(run_dir)]
     else:
-        args += ["--config", spec.config, "--name", run_dir.name]  # the name fixed here: workers agree on it
+        # the name fixed here, so workers agree on it; the config as a file they can read (a pipe is read here, once)
+        args += ["--config", str(resolve_config_path(spec.config)), "--name", run_dir.name]
     for override in spec.overrides:
         args += ["--set", override]
     args += [*(["--device", spec.device] if spec.device else []), *(["--wandb"] if spec.wandb else []),

@@ -33,7 +33,7 @@ def shard_paths(spec: str | Sequence[str], resolve: Callable[[str], Path] = Path
     paths: list[Path] = []
     for item in [spec] if isinstance(spec, str) else spec:
         path = resolve(item)
-        if glob.has_magic(str(path)):
+        if glob.has_magic(str(path)) and not path.exists():  # a file named x[1].npy is that file, not a pattern
             matches = sorted(Path(m) for m in glob.glob(str(path)))
             if not matches:
                 raise LmcliError(f"no file matches {path}")

@@ -22,6 +22,7 @@ from lmcli.data.token_shards import TokenShards, shard_paths
 from lmcli.errors import LmcliError
 from lmcli.memory_budget import allocation_errors, available_bytes, require_memory
 from lmcli.progress import SILENT, Progress
+from lmcli.tokenizer.encode_file import check_encoded_with
 from lmcli.training.batch_plan import BatchPlan
 from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
 from lmcli.training.data import scan_shards
@@ -46,6 +47,10 @@ def evaluate_checkpoint(
     runtime = setup_runtime(device, compile="off", autocast="auto", peak_flops=0)
     model, model_config, saved = load_model_from_checkpoint(checkpoint_path, runtime.device)
     data_paths = evaluation_files(data, saved, workspace)
+    tokenizer = saved.get("tokenizer")
+    if isinstance(tokenizer, dict) and isinstance(tokenizer.get("fingerprint"), str):
+        check_encoded_with(data_paths, tokenizer["fingerprint"], f"the tokenizer {checkpoint_path} was trained with "
+                                                                  f"({tokenizer.get('dir')})")
     context = model_config.context_length
     if max_tokens and max_tokens < context:
         raise LmcliError(f"--max-tokens {max_tokens:,} is less than one window of the model's context ({context:,} tokens)")

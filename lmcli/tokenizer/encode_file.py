@@ -10,11 +10,17 @@ never leaves a truncated array that looks complete.
 
 Ids are stored as uint16 when every id of the vocabulary is below 65,536 (half the disk and
 memory of uint32, and what a GPT-2-sized vocabulary needs), uint32 otherwise.
+
+Beside ``X.npy`` a small ``X.npy.json`` records which tokenizer wrote the ids (its directory
+and fingerprint): ids mean nothing without their tokenizer, and a model evaluated or trained on
+ids of another tokenizer would give a number, not an error. ``check_encoded_with`` refuses such
+a pairing; files from before this record, or written by other tools, are taken as they are.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import multiprocessing
 import os
 import time
@@ -24,10 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from lmcli.atomic import atomic_path
+from lmcli.atomic import atomic_open, atomic_path
 from lmcli.errors import LmcliError
 from lmcli.progress import SILENT, Progress
 from lmcli.tokenizer.chunks import check_text_file, chunk_ranges, read_text
+from lmcli.tokenizer.files import tokenizer_fingerprint
 from lmcli.tokenizer.tokenizer import Tokenizer
 
 ENCODE_CHUNK_BYTES = 1 << 20  # small enough to balance two workers on a 20 MB file
@@ -149,6 +156,34 @@ def encode_file(
     )
 
 
+def provenance_path(ids_path: Path) -> Path:
+    return ids_path.with_name(ids_path.name + ".json")
+
+
+def write_provenance(ids_path: Path, tokenizer_dir: Path, fingerprint: str) -> None:
+    with atomic_open(provenance_path(ids_path), encoding="utf-8") as f:
+        json.dump({"tokenizer": str(Path(tokenizer_dir).resolve()), "tokenizer_fingerprint": fingerprint}, f)
+
+
+def encoded_with(ids_path: Path) -> tuple[str, str] | None:
+    """(tokenizer directory, fingerprint) that wrote ``ids_path``, when recorded and readable."""
+    try:
+        record = json.loads(provenance_path(ids_path).read_text(encoding="utf-8"))
+        return str(record["tokenizer"]), str(record["tokenizer_fingerprint"])
+    except (OSError, ValueError, KeyError, TypeError):  # no record (or not one of ours): nothing to check
+        return None
+
+
+def check_encoded_with(ids_paths: Iterable[Path], fingerprint: str, whose: str) -> None:
+    """An LmcliError when one of ``ids_paths`` was encoded with a tokenizer other than ``fingerprint``
+    (``whose``: the tokenizer it should be, for the message)."""
+    for path in ids_paths:
+        record = encoded_with(path)
+        if record is not None and record[1] != fingerprint:
+            raise LmcliError(f"{path} was encoded with the tokenizer in {record[0]}, not with {whose}: "
+                             f"encode its text with that tokenizer (lmcli encode TEXT --tokenizer DIR)")
+
+
 def encode_files(
     tokenizer: Tokenizer,
     jobs: Iterable[tuple[Path, Path]],
@@ -156,11 +191,17 @@ def encode_files(
     dtype: str = "auto",
     errors: str = "strict",
     progress: Progress = SILENT,
+    tokenizer_dir: Path | None = None,
 ) -> list[EncodeResult]:
-    """Encode each (input, output) pair, one progress task per file."""
+    """Encode each (input, output) pair, one progress task per file; with ``tokenizer_dir`` (where
+    ``tokenizer`` was read from), each output's provenance is recorded beside it."""
     results = []
     for input_path, output_path in jobs:
         size = input_path.stat().st_size if input_path.is_file() else 0
         task = progress.task(f"encode {input_path.name}", total=size, unit="bytes")
+        if tokenizer_dir is not None:  # a record of another tokenizer must not outlive the ids it described
+            provenance_path(output_path).unlink(missing_ok=True)
         results.append(encode_file(tokenizer, input_path, output_path, workers, dtype, errors, on_progress=task.advance))
+        if tokenizer_dir is not None:
+            write_provenance(output_path, tokenizer_dir, tokenizer_fingerprint(tokenizer_dir))
     return results

@@ -12,8 +12,11 @@ as ``config.toml`` into the run directory, where ``--config`` or ``--resume`` ca
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -125,10 +128,31 @@ def resolve_config_path(name: str | Path) -> Path:
         return path
     if path.is_dir():
         raise LmcliError(f"config {name} is a directory, not a TOML file")
+    if path.exists():  # a pipe (--config <(...)) or a device: readable once, so read into a file
+        return copied_stream(path)
     bundled = bundled_config(path.name) if path.parent == Path(".") else None
     if bundled is not None:
         return bundled
     raise LmcliError(f"config {name} does not exist (bundled configs: {', '.join(bundled_names())})")
+
+
+_copies: dict[Path, Path] = {}  # a stream already read -> its copy
+
+
+def copied_stream(path: Path) -> Path:
+    """A regular file holding what the stream ``path`` gives (read once per process; removed at exit),
+    so the config can be read again (``extends``, the workers of ``--nproc``)."""
+    if path not in _copies:
+        try:
+            content = path.read_bytes()
+        except OSError as e:
+            raise LmcliError(f"config {path} cannot be read ({e.strerror})") from None
+        fd, copy = tempfile.mkstemp(prefix="lmcli-config.", suffix=".toml")
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+        atexit.register(Path(copy).unlink, missing_ok=True)
+        _copies[path] = Path(copy)
+    return _copies[path]
 
 
 def load_config(path: str | Path, overrides: list[str] = ()) -> TrainConfig:

@@ -28,6 +28,7 @@ import torch
 from lmcli.data.token_shards import TokenShards
 from lmcli.errors import LmcliError
 from lmcli.progress import SILENT, Progress
+from lmcli.tokenizer.encode_file import check_encoded_with
 from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
 
 SCAN_CHUNK = 1 << 24  # ids per chunk when scanning a memmap (64 MiB of uint32 at most)
@@ -122,6 +123,7 @@ def load_training_data(
 ) -> TrainingData:
     """Open and check everything a run reads (every shard, every id), so bad input fails before the first step."""
     fingerprint = check_tokenizer(tokenizer_dir, vocab_size)
+    check_encoded_with([*train_paths, *valid_paths], fingerprint, f"the tokenizer in {tokenizer_dir} (data.tokenizer)")
     train = TokenShards.open(train_paths, "training data", context_length)
     valid = TokenShards.open(valid_paths, "validation data", context_length)
     train_stats = scan_shards(train, vocab_size, progress)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -58,6 +59,9 @@ def pick_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
+TORCH_DIR = str(Path(torch.__file__).parent)
+
+
 def setup_runtime(device: str, compile: str, autocast: str, peak_flops: float, local_rank: int = 0) -> Runtime:
     """Choose the device and its settings from the ``[system]`` config ("auto"/"on"/"off" switches);
     the process of ``local_rank`` on a machine with several GPUs takes ``cuda:local_rank``."""
@@ -71,10 +75,14 @@ def setup_runtime(device: str, compile: str, autocast: str, peak_flops: float, l
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     use_autocast = on_cuda if autocast == "auto" else autocast == "on"
+    use_compile = on_cuda if compile == "auto" else compile == "on"
+    if use_compile and chosen.type == "cpu" and " " in TORCH_DIR:
+        raise LmcliError(f"torch.compile cannot build its C++ kernels here: PyTorch lies under a path with spaces ({TORCH_DIR}), "
+                         "which its compiler command does not quote; set system.compile = \"off\" or install in a path without spaces")
     return Runtime(
         device=chosen,
         autocast=use_autocast,
-        compile=on_cuda if compile == "auto" else compile == "on",
+        compile=use_compile,
         peak_flops=peak_flops or known_peak_flops(chosen),
     )
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 import uuid
 
@@ -50,12 +51,23 @@ def launch_local(nproc: int, args: list[str]) -> int:
     try:
         elastic_launch(config, entrypoint=sys.executable)("-m", "lmcli", *args)
     except ChildFailedError as e:
-        rank, failure = e.get_first_failure()
-        if failure.exitcode >= 0:
-            return failure.exitcode
-        if failure.signal_name() in ("SIGINT", "SIGTERM") and all(f.exitcode < 0 for f in e.failures.values()):
-            return INTERRUPTED
-        raise LmcliError(f"rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}; the other ranks were stopped") from None
+        return job_outcome(e.failures)
     except SignalException:
         return INTERRUPTED
+    finally:  # the outcome is decided: a late Ctrl-C has nothing left to stop, and must not replace the exit code
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
     return 0
+
+
+def job_outcome(failures: dict) -> int:
+    """The exit code of a job whose workers failed (rank -> torch's ProcessFailure), or an LmcliError
+    for a worker killed by a signal other than a stop request: it could not say why itself. Which
+    rank ended first is no guide: a rank that lost its peer exits (1) as soon as the peer is gone."""
+    killed = {rank: f for rank, f in failures.items() if f.exitcode < 0 and f.signal_name() not in ("SIGINT", "SIGTERM")}
+    if killed:
+        rank, failure = min(killed.items())
+        raise LmcliError(f"rank {rank} (pid {failure.pid}) was killed by {failure.signal_name()}; the other ranks were stopped")
+    codes = [f.exitcode for _, f in sorted(failures.items()) if f.exitcode > 0]
+    if codes:
+        return INTERRUPTED if INTERRUPTED in codes else codes[0]
+    return INTERRUPTED  # stopped by SIGINT or SIGTERM: Ctrl-C, or a scheduler

@@ -36,6 +36,7 @@ from lmcli.errors import LmcliError
 from lmcli.memory_budget import allocation_errors, available_bytes, require_memory
 from lmcli.model.config import ModelConfig
 from lmcli.progress import SILENT, Progress
+from lmcli.tokenizer.files import tokenizer_fingerprint
 from lmcli.training import distributed
 from lmcli.training.checkpoint import (
     BEST,
@@ -85,6 +86,11 @@ def run_training(
     config, run_dir, checkpoint, notes = prepare_run(spec, workspace, world)
     init = initial_weights(spec, workspace)
     if init is not None:  # the model is the checkpoint's, whatever the config's [model] says
+        changed = [o.split("=", 1)[0].strip() for o in spec.overrides
+                   if o.strip().startswith("model.") and o.split("=", 1)[0].strip() != "model.kernels"]
+        if changed:
+            raise LmcliError(f"--init-from takes the model of {spec.init_from} as it is: --set {changed[0]} cannot change it "
+                             "(only model.kernels can)")
         config = dataclasses.replace(config, model=dataclasses.replace(ModelConfig.from_dict(init["model_config"]),
                                                                        kernels=config.model.kernels))
         notes.append(f"initialized from {spec.init_from} (its model: {config.model.num_layers} layers, d_model "
@@ -94,15 +100,17 @@ def run_training(
     runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank)
     require_training_memory(config, runtime, world)
     resolve = workspace.path
+    if init is not None:  # before the data is read: its size check would blame model.vocab_size, which is not the config's
+        tokenizer_dir = resolve(config.data.tokenizer)
+        if init.get("tokenizer", {}).get("fingerprint") not in (None, tokenizer_fingerprint(tokenizer_dir)):
+            raise LmcliError(f"the tokenizer in {tokenizer_dir} (data.tokenizer) is not the one {spec.init_from} was "
+                             "trained with: encode the data with that tokenizer and point data.tokenizer at it")
     data = load_training_data(
         shard_paths(config.data.train, resolve), shard_paths(config.data.valid, resolve), resolve(config.data.tokenizer),
         config.model.vocab_size, config.model.context_length, progress if world.is_main else SILENT,
     )
     if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
         raise LmcliError(f"the tokenizer in {data.tokenizer_dir} is not the one {run_dir} was trained with")
-    if init is not None and init.get("tokenizer", {}).get("fingerprint", data.tokenizer_fingerprint) != data.tokenizer_fingerprint:
-        raise LmcliError(f"the tokenizer in {data.tokenizer_dir} (data.tokenizer) is not the one {spec.init_from} was trained "
-                         "with: encode the data with that tokenizer and point data.tokenizer at it")
     distributed.start(world, runtime.device)
     summary = train_run(spec, config, run_dir, checkpoint, notes, data, runtime, world, wandb_module,
                         list(observers) if world.is_main else [], progress if world.is_main else SILENT, init)
