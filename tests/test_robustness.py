@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -372,3 +373,55 @@ def test_a_full_disk_during_export_is_one_error_naming_out(cli, ws, tmp_path):
         assert list(disk.iterdir()) == []
     finally:
         subprocess.run(["umount", str(disk)], check=True)
+
+
+# ---------------------------------------------------------------- second round (#19): misleading or silent
+
+
+def test_eval_refuses_ids_another_tokenizer_wrote(cli, ws, tmp_path):
+    other = tmp_path / "other-tokenizer"
+    save_tokenizer(other, {i: bytes([i]) for i in range(256)} | {256: b"th", 257: EOT.encode()}, [(b"t", b"h")], [EOT])
+    text = tmp_path / "valid.txt"
+    text.write_text("the cat sat on the mat " * 40, encoding="utf-8")
+    assert cli("encode", text, "--tokenizer", other, "--out", tmp_path / "other.npy").exit_code == 0
+    assert (tmp_path / "other.npy.json").is_file()
+    one_error_line(cli("eval", "--checkpoint", "tiny", "--data", tmp_path / "other.npy"),
+                   f"{tmp_path / 'other.npy'} was encoded with the tokenizer in {other}")
+    assert cli("encode", text, "--out", tmp_path / "same.npy").exit_code == 0  # the workspace's tokenizer: the model's
+    assert cli("eval", "--checkpoint", "tiny", "--data", tmp_path / "same.npy").exit_code == 0
+
+
+def test_init_from_keeps_its_model_and_says_so(cli, ws):
+    config = ws.parent / "tiny.toml"
+    one_error_line(cli("train", "--config", config, "--init-from", "tiny", "--name", "x", "--set", "model.d_model=64"),
+                   "--init-from takes the model of tiny as it is: --set model.d_model cannot change it")
+    assert not (ws / "runs" / "x").exists()
+
+
+def test_a_config_from_a_pipe_is_read(cli, ws, tmp_path):
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    text = (ws.parent / "tiny.toml").read_text()
+
+    def feed():
+        with open(fifo, "w") as f:
+            f.write(text)
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    result = cli("train", "--config", fifo, "--name", "piped", "--set", "training.max_steps=2")
+    writer.join()
+    assert result.exit_code == 0, result.stderr
+
+
+def test_shard_names_with_glob_characters_are_files(cli, ws):
+    data = ws / "data"
+    (data / "x[1].npy").write_bytes((data / "train.npy").read_bytes())
+    result = cli("train", "--config", ws.parent / "tiny.toml", "--name", "brackets", "--set", "training.max_steps=2",
+                 "--set", "data.train='data/x[1].npy'")
+    assert result.exit_code == 0, result.stderr
+
+
+def test_a_workspace_that_is_a_file_says_so(cli, tmp_path):
+    (tmp_path / "ws-file").write_text("")
+    one_error_line(cli("encode", "--workspace", tmp_path / "ws-file"), f"workspace {tmp_path / 'ws-file'} (--workspace) is a file")

@@ -76,6 +76,14 @@ def check_outputs(jobs: list[tuple[Path, Path]]) -> None:
             raise LmcliError(f"output {output} is a directory; give a .npy file name")
         if resolved in inputs:
             raise LmcliError(f"output {output} is an input file: encoding it would replace the text (choose another --out)")
+        if output.is_file() and not is_npy(output):  # a checkpoint, a tokenizer file, a text: not ours to replace
+            raise LmcliError(f"output {output} exists and is not a .npy of token ids: choose another --out")
         if resolved in seen:
             raise LmcliError(f"two inputs would be encoded to the same {output}")
         seen.add(resolved)
+
+
+def is_npy(path: Path) -> bool:
+    """Whether ``path`` starts as a NumPy array file does (what encode writes, and may write again)."""
+    with open(path, "rb") as f:
+        return f.read(6) == b"\x93NUMPY"

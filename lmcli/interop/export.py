@@ -45,6 +45,10 @@ def export_checkpoint(
         raise LmcliError(f"--out {out} is a directory; give the .gguf file to write")
     if out.exists() and not force:
         raise LmcliError(f"{out} already exists (add --force to replace it)")
+    if out.exists() and not earlier_export(out, fmt):
+        what = "a GGUF file" if fmt == "gguf" else "a directory with config.json"
+        raise LmcliError(f"--out {out} exists and is not an earlier export ({what}): --force replaces only those; "
+                         "choose another --out")
     path = find_checkpoint(checkpoint, workspace)
     run_dir = path.parent if (path.parent / RUN_CONFIG_FILE).is_file() else None
     check_apart(out, {"the run directory": run_dir} if run_dir else {"the checkpoint": path})
@@ -74,3 +78,11 @@ def export_checkpoint(
         "parameters": sum(p.numel() for p in model.parameters()),  # a tied head counted once, as both formats store it
         "files": [out.name] if fmt == "gguf" else sorted(p.name for p in out.iterdir()),
     }
+
+
+def earlier_export(path: Path, fmt: str) -> bool:
+    """Whether ``path`` is what an export to ``fmt`` writes (or an empty directory): all --force may replace."""
+    if fmt == "gguf":
+        with open(path, "rb") as f:
+            return f.read(4) == b"GGUF"
+    return (path / "config.json").is_file() or not any(path.iterdir())

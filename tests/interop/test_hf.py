@@ -75,8 +75,13 @@ def test_an_existing_directory_needs_force(cli, tmp_path, tokenizers_by_size):
     (tmp_path / "hf" / "keep.txt").write_text("mine")
     result = cli("export", str(checkpoint), "--out", str(tmp_path / "hf"))
     assert result.exit_code == 1 and result.stderr == f"error: {tmp_path / 'hf'} already exists (add --force to replace it)\n"
-    assert cli("export", str(checkpoint), "--out", str(tmp_path / "hf"), "--force").exit_code == 0
-    assert not (tmp_path / "hf" / "keep.txt").exists() and (tmp_path / "hf" / "model.safetensors").is_file()
+    result = cli("export", str(checkpoint), "--out", str(tmp_path / "hf"), "--force")  # not an export: not replaced
+    assert result.exit_code == 1 and "is not an earlier export" in result.stderr and (tmp_path / "hf" / "keep.txt").exists()
+    (tmp_path / "hf" / "keep.txt").unlink()
+    assert cli("export", str(checkpoint), "--out", str(tmp_path / "hf"), "--force").exit_code == 0  # an empty directory
+    (tmp_path / "hf" / "extra.txt").write_text("")
+    assert cli("export", str(checkpoint), "--out", str(tmp_path / "hf"), "--force").exit_code == 0  # an earlier export
+    assert not (tmp_path / "hf" / "extra.txt").exists() and (tmp_path / "hf" / "model.safetensors").is_file()
 
 
 # ---------------------------------------------------------------- the tokenizer
