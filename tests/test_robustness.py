@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -425,3 +426,20 @@ def test_shard_names_with_glob_characters_are_files(cli, ws):
 def test_a_workspace_that_is_a_file_says_so(cli, tmp_path):
     (tmp_path / "ws-file").write_text("")
     one_error_line(cli("encode", "--workspace", tmp_path / "ws-file"), f"workspace {tmp_path / 'ws-file'} (--workspace) is a file")
+
+
+def test_a_run_that_is_training_cannot_be_resumed_beside_itself(cli, ws):
+    env = {**os.environ, "LMCLI_WORKSPACE": str(ws), "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).parents[1])}
+    process = subprocess.Popen([sys.executable, "-m", "lmcli", "train", "--config", str(ws.parent / "tiny.toml"), "--name", "busy",
+                                "--set", "training.max_steps=100000", "--set", "training.checkpoint_interval=2", "--quiet"],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        latest = ws / "runs" / "busy" / "latest.pt"
+        deadline = time.monotonic() + 120
+        while not latest.is_file() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert latest.is_file(), process.stderr.read() if process.poll() is not None else "no checkpoint in time"
+        one_error_line(cli("train", "--resume", "busy"), "is being trained by another process")
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=120)

@@ -23,6 +23,8 @@ rank 0 creates the run directory, writes its files and reports to the observers.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -175,8 +177,9 @@ def train_run(
     distributed.any_rank(False)  # every rank has checked that the run directory is new before rank 0 makes it
     resumed_step = checkpoint["iteration"] if checkpoint else None
     log = None
+    lock = None
     if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = claim_run_dir(run_dir, new=spec.resume is None)
         restarting = spec.resume is not None and checkpoint is None
         log = RunLog(run_dir, resume_step=0 if restarting else resumed_step)
         observers = [log, *observers]
@@ -203,6 +206,8 @@ def train_run(
     finally:
         if log is not None:
             log.close()
+        if lock is not None:
+            os.close(lock)  # releases the claim
     tokens = config.max_steps * config.training.batch_size * config.model.context_length
     return {
         "run_dir": str(run_dir),
@@ -220,6 +225,24 @@ def train_run(
         "checkpoint": str(run_dir / LATEST),
         "best_checkpoint": str(run_dir / BEST),
     }
+
+
+def claim_run_dir(run_dir: Path, new: bool) -> int:
+    """Create (``new``) or open the run directory and hold an exclusive lock on it while the run trains:
+    a second process starting the same run name, or resuming a run that is training, gets an
+    LmcliError instead of writing into the same files. Returns the descriptor that holds the lock."""
+    try:
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.mkdir(exist_ok=not new)
+    except FileExistsError:
+        raise LmcliError(f"run directory {run_dir} was just created by another process (choose another --name)") from None
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        raise LmcliError(f"{run_dir} is being trained by another process: wait for it to end") from None
+    return descriptor
 
 
 def require_training_memory(config: TrainConfig, runtime: Runtime, world: World = World()) -> None:
