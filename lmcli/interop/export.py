@@ -45,16 +45,16 @@ def export_checkpoint(
         raise LmcliError(f"--out {out} is a directory; give the .gguf file to write")
     if out.exists() and not force:
         raise LmcliError(f"{out} already exists (add --force to replace it)")
-    if out.exists() and not earlier_export(out, fmt):
-        what = "a GGUF file" if fmt == "gguf" else "a directory with config.json"
-        raise LmcliError(f"--out {out} exists and is not an earlier export ({what}): --force replaces only those; "
-                         "choose another --out")
     path = find_checkpoint(checkpoint, workspace)
     run_dir = path.parent if (path.parent / RUN_CONFIG_FILE).is_file() else None
     check_apart(out, {"the run directory": run_dir} if run_dir else {"the checkpoint": path})
     model, cfg, saved = load_model_from_checkpoint(path)
     tokenizer_dir, same = checkpoint_tokenizer(saved, None, workspace)
     check_apart(out, {"the tokenizer directory": tokenizer_dir})
+    if out.exists() and not earlier_export(out, fmt):
+        what = "a GGUF file" if fmt == "gguf" else "a directory with config.json"
+        raise LmcliError(f"--out {out} exists and is not an earlier export ({what}): --force replaces only those; "
+                         "choose another --out")
     if not same:
         raise LmcliError(f"the tokenizer in {tokenizer_dir} is not the one {path} was trained with")
     tokenizer = Tokenizer.from_dir(tokenizer_dir)

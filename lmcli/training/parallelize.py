@@ -50,9 +50,7 @@ class DataParallel:
                  device: torch.device):
         self.module, self.mode = model, mode
         if mode == "fsdp":
-            from torch.distributed.fsdp import (
-                fully_shard,  # loaded only for FSDP runs: a heavy import
-            )
+            from torch.distributed.fsdp import fully_shard  # loaded only for FSDP runs: a heavy import
 
             for block in model.layers:  # one all-gather per block: only one block's full weights alive at once
                 fully_shard(block)
@@ -60,9 +58,7 @@ class DataParallel:
         self.evaluated = compile_model(model)  # what evaluation runs (no gradient: no DDP needed)
         self.trained = self.evaluated
         if mode == "ddp":
-            from torch.nn.parallel import (
-                DistributedDataParallel,  # loaded only for DDP runs
-            )
+            from torch.nn.parallel import DistributedDataParallel  # loaded only for DDP runs
 
             # no buffer sync before each forward: the only buffers are RoPE tables, equal on every rank
             self.trained = DistributedDataParallel(self.evaluated, device_ids=[device] if device.type == "cuda" else None,
