@@ -62,7 +62,7 @@ def run(
             f"[bold]{r.input}[/] -> [bold]{r.output}[/]: {r.tokens:,} tokens ({r.dtype}), "
             f"{r.bytes_per_token:.2f} bytes/token, {r.mb_per_s:.1f} MB/s, {r.seconds:.2f} s "
             f"({r.workers} worker{'s' if r.workers != 1 else ''})",
-            highlight=False,
+            highlight=False, soft_wrap=True,  # one line per file, however long its paths: scripts read it
         )
 
 

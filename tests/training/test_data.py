@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import lmcli.training.data as data
+import lmcli.training.device as device
 from lmcli.data.token_files import open_token_ids
 from lmcli.data.token_shards import TokenShards
 from lmcli.errors import LmcliError
@@ -87,7 +88,7 @@ def test_one_shard_draws_the_windows_get_batch_draws(tmp_path):
     assert torch.equal(inputs, get_batch(x, 8, 16, "cpu", torch.Generator().manual_seed(3))[0])
 
 
-def test_device_choice_is_checked():
+def test_device_choice_is_checked(monkeypatch):
     assert pick_device("cpu") == torch.device("cpu")
     assert pick_device("auto").type in {"cuda", "mps", "cpu"}
     if not torch.cuda.is_available():
@@ -95,4 +96,8 @@ def test_device_choice_is_checked():
             pick_device("cuda")
     runtime = setup_runtime("cpu", compile="auto", autocast="auto", peak_flops=0.0)
     assert (runtime.autocast, runtime.compile, runtime.peak_flops) == (False, False, None)  # CPU: plain float32
+    monkeypatch.setattr(device, "TORCH_DIR", "/opt/venv/torch")
     assert setup_runtime("cpu", "on", "off", 1e12).compile and setup_runtime("cpu", "on", "off", 1e12).peak_flops == 1e12
+    monkeypatch.setattr(device, "TORCH_DIR", "/home/a user/venv/torch")  # inductor's C++ build would fail there
+    with pytest.raises(LmcliError, match=r"PyTorch lies under a path with spaces \(/home/a user/venv/torch\)"):
+        setup_runtime("cpu", "on", "off", 1e12)
