@@ -92,7 +92,8 @@ class PretokenCounts:
         self._long.update(byte_slices(raw, starts[~short], ends[~short]))
 
     def counter(self) -> Counter[bytes]:
-        counts = Counter(dict(zip(self._tokens, self._counts[: len(self._tokens)].tolist())))
+        counts: Counter[bytes] = Counter()
+        dict.update(counts, zip(self._tokens, self._counts[: len(self._tokens)].tolist()))  # no dict in between
         counts.update(self._long)
         return counts
 
@@ -173,7 +174,9 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                 except queue.Empty:
                     return
 
-        total.update(_count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then))
+        mine = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then)
+        mine.update(total)  # the smaller into the larger: one copy of every entry, not two
+        total = mine
         while done < len(workers):
             try:
                 handle(messages.get(timeout=0.5))
