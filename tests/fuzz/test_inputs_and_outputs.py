@@ -73,6 +73,24 @@ def test_no_output_replaces_an_input(cli, ws, monkeypatch, place, force, command
         Path(out + ".json").unlink(missing_ok=True)
 
 
+def copy_of(exported: Path, tmp_path_factory) -> Path:
+    src = tmp_path_factory.mktemp("import") / "hf"
+    shutil.copytree(exported, src)
+    return src
+
+
+def checked_import(cli, ws: Path, monkeypatch, src: Path):
+    """``lmcli import src`` under the property; the imported run is removed again for the next example."""
+    monkeypatch.setenv("LMCLI_WORKSPACE", str(ws))
+    before = snapshot(ws)
+    try:
+        result = cli("import", src, "--name", "imported")
+        assert_works_or_fails_cleanly(result, before, snapshot(ws))
+        return result
+    finally:
+        shutil.rmtree(ws / "runs" / "imported", ignore_errors=True)
+
+
 TENSOR_DAMAGE = ["cut", "scalar", "transpose", "extra_dim", "nan", "inf", "bool", "int8", "int32", "int64", "float16",
                  "bfloat16", "float64"]
 
@@ -96,29 +114,22 @@ def damage_tensor(tensor: torch.Tensor, how: str) -> torch.Tensor:
 @FUZZ
 @given(data=st.data())
 def test_import_of_damaged_weights(cli, ws, exported, tmp_path_factory, monkeypatch, data):
-    monkeypatch.setenv("LMCLI_WORKSPACE", str(ws))
-    src = tmp_path_factory.mktemp("damaged") / "hf"
-    shutil.copytree(exported, src)
+    src = copy_of(exported, tmp_path_factory)
     tensors = load_file(str(src / "model.safetensors"))
     name = data.draw(st.sampled_from(sorted(tensors)))
     how = data.draw(st.sampled_from(TENSOR_DAMAGE))
     save_file({**tensors, name: damage_tensor(tensors[name], how).contiguous()}, str(src / "model.safetensors"))
-    before = snapshot(ws)
-    result = cli("import", src, "--name", "imported")
-    assert_works_or_fails_cleanly(result, before, snapshot(ws))
+    result = checked_import(cli, ws, monkeypatch, src)
     floating_and_finite = how in ("float16", "bfloat16", "float64")
     assert (result.exit_code == 0) == floating_and_finite, (name, how, result.stderr)
     if result.exit_code:
         assert f"tensor {name}" in result.stderr, result.stderr
-    shutil.rmtree(ws / "runs" / "imported", ignore_errors=True)
 
 
 @FUZZ
 @given(data=st.data())
 def test_import_of_a_tokenizer_json_of_any_shape(cli, ws, exported, tmp_path_factory, monkeypatch, data):
-    monkeypatch.setenv("LMCLI_WORKSPACE", str(ws))
-    src = tmp_path_factory.mktemp("tokenizer") / "hf"
-    shutil.copytree(exported, src)
+    src = copy_of(exported, tmp_path_factory)
     content = json.loads((src / "tokenizer.json").read_text())
     where = data.draw(st.sampled_from(["pre_tokenizer", "added_tokens", "model.vocab", "model.merges", "model.type"]))
     value = data.draw(json_values())
@@ -127,10 +138,7 @@ def test_import_of_a_tokenizer_json_of_any_shape(cli, ws, exported, tmp_path_fac
     else:
         content[where] = value
     (src / "tokenizer.json").write_text(json.dumps(content))
-    before = snapshot(ws)
-    result = cli("import", src, "--name", "imported")
-    assert_works_or_fails_cleanly(result, before, snapshot(ws))
-    shutil.rmtree(ws / "runs" / "imported", ignore_errors=True)
+    checked_import(cli, ws, monkeypatch, src)
 
 
 def tensor_entries(path: Path) -> list[tuple[int, int]]:
