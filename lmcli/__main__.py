@@ -14,7 +14,7 @@ def main() -> None:
     if worker:
         job.follow_launcher()
     try:
-        from lmcli.cli import app  # imported here, after follow_launcher: the worker's Ctrl-C is the launcher's from the start
+        from lmcli.cli import app  # imported here, after follow_launcher: a worker's Ctrl-C ends it quietly from the start
 
         app(prog_name="lmcli")
         code = 0

@@ -10,10 +10,10 @@ behave as one part of a job rather than as a program of its own:
   scheduler.
 - ``reports_interruption``: Ctrl-C reaches every process of the terminal, and is reported once:
   by ``lmcli train --nproc``'s launcher (``LAUNCHER_REPORTS`` in the workers' environment), or
-  under another launcher by rank 0. Until its training loop takes Ctrl-C as a stop request, a
-  worker ignores it: the launcher, which got it too, stops the workers (SIGTERM), so a worker
-  interrupted while it imports or loads data ends quietly instead of with a traceback from
-  half-imported modules.
+  under another launcher by rank 0. Until its training loop takes Ctrl-C as a stop request
+  (save, then stop), a worker that gets it simply ends, at once and quietly (exit 130): while it
+  imports or reads its data there is nothing to save, and a KeyboardInterrupt raised inside an
+  import leaves half-imported modules and tracebacks instead of one message.
 - ``exit_worker``: a worker ends with ``os._exit`` once its output is flushed. The interpreter's
   own teardown would destroy torch's C++ objects that outlive the process group (gloo's and the
   store's threads, held by module globals) in no defined order, and can abort a process that
@@ -48,10 +48,10 @@ def reports_interruption() -> bool:
 
 
 def follow_launcher() -> None:
-    """Leave Ctrl-C to the launcher until the training loop handles it, and have the kernel send this
-    worker SIGTERM when the process that launched it dies (Linux only). A launcher that died before
-    this call is caught too."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """End quietly on Ctrl-C until the training loop handles it, and have the kernel send this worker
+    SIGTERM when the process that launched it dies (Linux only). A launcher that died before this
+    call is caught too."""
+    signal.signal(signal.SIGINT, end_quietly)
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
@@ -62,6 +62,11 @@ def follow_launcher() -> None:
         return
     if os.getppid() != parent:  # orphaned already, before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def end_quietly(signum, frame) -> NoReturn:
+    """A worker's answer to Ctrl-C outside its training loop: end now, leaving the message to the launcher."""
+    exit_worker(INTERRUPTED)
 
 
 def exit_worker(code: int) -> NoReturn:

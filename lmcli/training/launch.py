@@ -10,7 +10,7 @@ with the same arguments minus ``--nproc``. What it adds is the ending:
   when it was killed by a signal (no message of its own);
 - Ctrl-C reaches every worker (they share the terminal), and the launcher forwards it too:
   the ranks finish their step, rank 0 saves, all exit with 130, and the launcher alone says so
-  (``lmcli.job``: a worker interrupted while it starts is stopped by the launcher, quietly).
+  (``lmcli.job``: a worker interrupted while it starts ends at once, quietly).
 
 On a CPU each worker gets ``cores / N`` threads (``OMP_NUM_THREADS``, unless already set), so
 N processes do not fight over the cores.
