@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lmcli.data.demo import demo_split
+from lmcli.data.token_files import is_npy
 from lmcli.errors import LmcliError
 from lmcli.json_output import dumps
 from lmcli.parallel import available_cores
@@ -82,8 +83,3 @@ def check_outputs(jobs: list[tuple[Path, Path]]) -> None:
             raise LmcliError(f"two inputs would be encoded to the same {output}")
         seen.add(resolved)
 
-
-def is_npy(path: Path) -> bool:
-    """Whether ``path`` starts as a NumPy array file does (what encode writes, and may write again)."""
-    with open(path, "rb") as f:
-        return f.read(6) == b"\x93NUMPY"

@@ -18,14 +18,19 @@ from lmcli.errors import LmcliError
 NPY_MAGIC = b"\x93NUMPY"  # the first bytes of every .npy file
 
 
+def is_npy(path: Path) -> bool:
+    """Whether the file at ``path`` starts as every .npy file does."""
+    with open(path, "rb") as f:
+        return f.read(len(NPY_MAGIC)) == NPY_MAGIC
+
+
 def open_token_ids(path: Path, what: str = "token ids", min_length: int = 0) -> np.ndarray:
     """Memory-map a 1-D integer ``.npy`` of token ids with at least ``min_length`` of them."""
     if not path.is_file():
         kind = "is a directory, not a .npy file" if path.is_dir() else "does not exist (write it with `lmcli encode`)"
         raise LmcliError(f"{what} file {path} {kind}")
-    with open(path, "rb") as f:
-        if f.read(len(NPY_MAGIC)) != NPY_MAGIC:
-            raise LmcliError(f"{what} file {path} is not a .npy file (a text file? `lmcli encode` turns text into ids)")
+    if not is_npy(path):
+        raise LmcliError(f"{what} file {path} is not a .npy file (a text file? `lmcli encode` turns text into ids)")
     try:
         ids = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as e:  # numpy's header parser fails in many ways on a damaged header or a cut-off array

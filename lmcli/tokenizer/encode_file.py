@@ -196,12 +196,13 @@ def encode_files(
     """Encode each (input, output) pair, one progress task per file; with ``tokenizer_dir`` (where
     ``tokenizer`` was read from), each output's provenance is recorded beside it."""
     results = []
+    fingerprint = tokenizer_fingerprint(tokenizer_dir) if tokenizer_dir is not None else None
     for input_path, output_path in jobs:
         size = input_path.stat().st_size if input_path.is_file() else 0
         task = progress.task(f"encode {input_path.name}", total=size, unit="bytes")
         if tokenizer_dir is not None:  # a record of another tokenizer must not outlive the ids it described
             provenance_path(output_path).unlink(missing_ok=True)
         results.append(encode_file(tokenizer, input_path, output_path, workers, dtype, errors, on_progress=task.advance))
-        if tokenizer_dir is not None:
-            write_provenance(output_path, tokenizer_dir, tokenizer_fingerprint(tokenizer_dir))
+        if fingerprint is not None:
+            write_provenance(output_path, tokenizer_dir, fingerprint)
     return results

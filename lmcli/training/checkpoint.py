@@ -113,13 +113,7 @@ def tensors_in(entries: Any) -> Iterator[torch.Tensor]:
 
 def checkpoint_bytes(entries: Any) -> int:
     """About how many bytes ``torch.save`` writes for ``entries``: the bytes of the tensors in it."""
-    if isinstance(entries, torch.Tensor):
-        return entries.numel() * entries.element_size()
-    if isinstance(entries, dict):
-        return sum(map(checkpoint_bytes, entries.values()))
-    if isinstance(entries, (list, tuple)):
-        return sum(map(checkpoint_bytes, entries))
-    return 0
+    return sum(t.numel() * t.element_size() for t in tensors_in(entries))
 
 
 def read_checkpoint(

@@ -88,18 +88,17 @@ def start(world: World, device: torch.device) -> None:
     _control_group = dist.new_group(backend="gloo", timeout=TIMEOUT) if backend != "gloo" else None
 
 
-def stop(finished: bool) -> None:
-    """Leave the job. After a ``finished`` run every rank first waits for the others, so that no rank
-    closes its connections while a peer still uses them (and a rank that runs ahead, having nothing
-    left to write, does not tear its threads down under a peer's last collective); after a failure
-    the peers may be gone, so each leaves at once. Objects that still hold the group (a DDP
-    reducer in a reference cycle) are collected first: the group then shuts down here, in order,
-    not during interpreter exit."""
+def stop() -> None:
+    """Leave the job after a finished run. Every rank first waits for the others, so that no rank
+    closes its connections while a peer still uses them (a rank that runs ahead, having nothing left
+    to write, would tear its threads down under a peer's last collective). Objects that still hold
+    the group (a DDP reducer in a reference cycle) are collected first: the group then shuts down
+    here, in order, not during interpreter exit. After a failure the group is not left here: the
+    peers may be gone, and the worker ends through ``lmcli.job.exit_worker``."""
     global _control_group
     if not dist.is_initialized():
         return
-    if finished:
-        dist.barrier(group=_control_group)
+    dist.barrier(group=_control_group)
     gc.collect()
     dist.destroy_process_group()
     _control_group = None

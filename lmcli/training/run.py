@@ -88,8 +88,8 @@ def run_training(
     config, run_dir, checkpoint, notes = prepare_run(spec, workspace, world)
     init = initial_weights(spec, workspace)
     if init is not None:  # the model is the checkpoint's, whatever the config's [model] says
-        changed = [o.split("=", 1)[0].strip() for o in spec.overrides
-                   if o.strip().startswith("model.") and o.split("=", 1)[0].strip() != "model.kernels"]
+        keys = [override.split("=", 1)[0].strip() for override in spec.overrides]
+        changed = [key for key in keys if key.startswith("model.") and key != "model.kernels"]
         if changed:
             raise LmcliError(f"--init-from takes the model of {spec.init_from} as it is: --set {changed[0]} cannot change it "
                              "(only model.kernels can)")
@@ -116,7 +116,7 @@ def run_training(
     distributed.start(world, runtime.device)
     summary = train_run(spec, config, run_dir, checkpoint, notes, data, runtime, world, wandb_module,
                         list(observers) if world.is_main else [], progress if world.is_main else SILENT, init)
-    distributed.stop(finished=True)  # after an error the group stays up, so the ranks can agree which one reports it
+    distributed.stop()  # after an error the group stays up, so the ranks can agree which one reports it
     return summary
 
 
