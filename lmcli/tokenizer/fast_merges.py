@@ -7,9 +7,10 @@ Every distinct pre-token ("word") starts as its sequence of bytes (token ids 0-2
 its count in the corpus, so the work is per distinct word, weighted by count, never per
 occurrence. The loop keeps
 
-- ``pair_counts``: for each adjacent pair of tokens, how often it occurs in the corpus;
-- ``pair_words``: for each pair, the words it was seen in (entries may go stale: a word that no
-  longer holds the pair is simply skipped when that pair is merged);
+- ``pairs``: for each adjacent pair of tokens, one list: how often it occurs in the corpus, then
+  the words it was seen in (entries may go stale: a word that no longer holds the pair is simply
+  skipped when that pair is merged). One list rather than a count dict and a word dict: most
+  pairs are rare, and a second dict entry and list per pair would be a large part of the memory;
 - a max-heap of pairs by count, for picking the next merge.
 
 Merging ``(a, b)`` into a new token ``t`` only rewrites the words that hold the pair and only
@@ -36,6 +37,7 @@ occurrences of the pair, and the work stays near-linear in the word's length.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -82,32 +84,37 @@ class MergeLoop:
         self.words: list[list[int]] = [list(w) if len(w) <= LONG_WORD else [] for w, _ in merging]
         self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, (w, _) in enumerate(merging) if len(w) > LONG_WORD}
         self.counts: list[int] = [n for _, n in merging]
-        self.pair_counts, self.pair_words = self._count_pairs()
-        self.heap = [self._entry(pair, n) for pair, n in self.pair_counts.items()]
+        self.pairs = self._count_pairs()
+        self.heap = [self._entry(pair, entry[0]) for pair, entry in self.pairs.items()]
         heapq.heapify(self.heap)
         self.ties: list[tuple[str, int]] = []  # (tie key, pair) of the pairs at count tie_count
         self.tie_count = 0
 
-    def _count_pairs(self) -> tuple[dict[int, int], dict[int, list[int]]]:
+    def _count_pairs(self) -> dict[int, list[int]]:
+        """pair -> [count, the words holding it...], each word listed once."""
         shift = self.shift
-        pair_counts: dict[int, int] = {}
-        pair_words: dict[int, list[int]] = {}
+        pairs: dict[int, list[int]] = {}
         for w, long_word in self.long.items():
             for pair, starts in long_word.where.items():
-                pair_counts[pair] = pair_counts.get(pair, 0) + self.counts[w] * len(starts)
-                pair_words.setdefault(pair, []).append(w)
+                entry = pairs.setdefault(pair, [0])
+                entry[0] += self.counts[w] * len(starts)
+                entry.append(w)
         for w, (word, n) in enumerate(zip(self.words, self.counts)):
             for a, b in zip(word, word[1:]):
                 pair = a << shift | b
-                if pair in pair_counts:
-                    pair_counts[pair] += n
-                    seen = pair_words[pair]
-                    if seen[-1] != w:
-                        seen.append(w)
+                entry = pairs.get(pair)
+                if entry is None:
+                    pairs[pair] = [n, w]
                 else:
-                    pair_counts[pair] = n
-                    pair_words[pair] = [w]
-        return pair_counts, pair_words
+                    entry[0] += n
+                    if entry[-1] != w:
+                        entry.append(w)
+        return pairs
+
+    def _count(self, pair: int) -> int:
+        """How often the pair occurs now (0 once it is gone)."""
+        entry = self.pairs.get(pair)
+        return entry[0] if entry else 0
 
     def run(self, num_merges: int, on_merge: Callable[[int], None] | None = None) -> list[tuple[bytes, bytes]]:
         """Up to ``num_merges`` merges; fewer if the words run out of pairs. ``on_merge(done)`` is
@@ -135,11 +142,10 @@ class MergeLoop:
 
     def _best_pair(self) -> int | None:
         """The pair to merge next: highest count, ties to the greater bytes; None when none is left."""
-        pair_counts = self.pair_counts
         while True:
             while self.ties:
                 tie_key, pair = heapq.heappop(self.ties)
-                count = pair_counts.get(pair)
+                count = self._count(pair)
                 if count == self.tie_count:
                     return pair
                 if count:  # fell below the tie count since: back to the main heap
@@ -149,7 +155,7 @@ class MergeLoop:
 
     def _gather_ties(self) -> bool:
         """Move every pair with the top count from the main heap into the tie heap."""
-        heap, pair_counts, shift2, mask = self.heap, self.pair_counts, 2 * self.shift, self.pair_mask
+        heap, shift2, mask = self.heap, 2 * self.shift, self.pair_mask
         self.tie_count = 0
         while heap:
             value = -heap[0]
@@ -157,7 +163,7 @@ class MergeLoop:
             if recorded < self.tie_count:
                 break
             heapq.heappop(heap)
-            count = pair_counts.get(pair)
+            count = self._count(pair)
             if count == recorded:
                 self.tie_count = count
                 self.ties.append((self._tie_key(pair), pair))
@@ -175,32 +181,29 @@ class MergeLoop:
         t = len(self.tokens)
         self.tokens.append(self.tokens[a] + self.tokens[b])
         self.tie_keys.append(_reverse_order_key(self.tokens[t]))
-        shift, words, counts = self.shift, self.words, self.counts
-        pair_counts, pair_words = self.pair_counts, self.pair_words
+        shift, words, counts, pairs = self.shift, self.words, self.counts, self.pairs
         created: list[int] = []
         as_t = [t]
 
         def move(old: int, new: int, n: int, w: int) -> None:
             """n occurrences in word w of pair ``old`` become occurrences of pair ``new`` (holding t)."""
-            left = pair_counts[old] - n
-            if left:
-                pair_counts[old] = left
-            else:
-                del pair_counts[old]
-                pair_words.pop(old, None)
+            entry = pairs[old]
+            entry[0] -= n
+            if not entry[0]:
+                del pairs[old]
             # Pairs holding t are all created in this merge, so their word lists are new too.
-            count = pair_counts.get(new)
-            if count is None:
-                pair_counts[new] = n
-                pair_words[new] = [w]
+            entry = pairs.get(new)
+            if entry is None:
+                pairs[new] = [n, w]
                 created.append(new)
             else:
-                pair_counts[new] = count + n
-                seen = pair_words[new]
-                if seen[-1] != w:
-                    seen.append(w)
+                entry[0] += n
+                if entry[-1] != w:
+                    entry.append(w)
 
-        for w in pair_words.pop(pair):
+        # The merged pair's own count can fall during the loop ("caaa" merging (a, a) moves the
+        # last (a, a)), so its entry stays until the end; no word is ever added to it.
+        for w in itertools.islice(pairs[pair], 1, None):
             if w in self.long:
                 self._merge_long(self.long[w], pair, a, b, t, counts[w], w, move)
                 continue
@@ -223,9 +226,9 @@ class MergeLoop:
                     if a == b:
                         todo -= 1  # the b just merged was one of the a's
                 i += 1
-        pair_counts.pop(pair, None)
+        pairs.pop(pair, None)
         for new in created:
-            count = pair_counts[new]
+            count = pairs[new][0]
             if count == self.tie_count:
                 heapq.heappush(self.ties, (self._tie_key(new), new))
             else:
