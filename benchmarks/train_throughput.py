@@ -3,8 +3,10 @@
 One training step is timed whole: forward, cross-entropy, backward, global gradient-norm
 clipping and an AdamW update. The two sides:
 
-- lmcli: ``TransformerLM`` (tensor operations only), ``lmcli.training`` cross_entropy,
-  clip_grad_norm and AdamW;
+- lmcli: ``TransformerLM`` with the loss inside (``model(x, targets=y)``, as ``lmcli train``
+  runs it), ``lmcli.training`` clip_grad_norm and AdamW; ``--kernels`` picks the model's kernel
+  set (``fast``, from scratch, the default; ``torch``, PyTorch's fused attention and loss;
+  ``reference``, the plain code);
 - PyTorch: the same architecture (pre-norm, RoPE, SwiGLU, untied head) from ``nn.Embedding``,
   ``nn.Linear``, ``nn.RMSNorm``, ``F.scaled_dot_product_attention(is_causal=True)`` (flash /
   memory-efficient kernels), with ``F.cross_entropy``, ``torch.nn.utils.clip_grad_norm_`` and
@@ -19,6 +21,7 @@ and the ratio lmcli / PyTorch. ``--profile`` prints where each side spends its t
 
     python benchmarks/train_throughput.py                      # CPU, TinyStories shape, batch 8 x 256
     python benchmarks/train_throughput.py --device cuda --dtype bf16 --compile --config tinystories
+    python benchmarks/train_throughput.py --device cuda --dtype bf16 --compile --kernels torch
     python benchmarks/train_throughput.py --device cuda --nproc 8 --config tinystories   # data parallel:
         hands over to bench_parallel.py (accumulation overhead and scaling over N processes)
 """
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import math
 import statistics
@@ -39,7 +43,7 @@ from torch import nn
 
 from lmcli.accounting import forward_flops
 from lmcli.model import ModelConfig, TransformerLM
-from lmcli.training import AdamW, clip_grad_norm, cross_entropy, load_config
+from lmcli.training import AdamW, clip_grad_norm, load_config
 from lmcli.training.device import known_peak_flops, pick_device
 
 LR, BETAS, WEIGHT_DECAY, MAX_NORM = 1e-4, (0.9, 0.95), 0.1, 1.0
@@ -123,11 +127,12 @@ class Trainer:
     def __init__(self, name: str, model: nn.Module, optimizer, loss_fn, clip_fn, compile_: bool, autocast):
         self.name, self.model, self.optimizer = name, model, optimizer
         self.loss_fn, self.clip_fn, self.autocast = loss_fn, clip_fn, autocast
-        self.forward = torch.compile(model) if compile_ else model
+        self.forward = torch.compile(model, dynamic=False) if compile_ else model
 
     def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``loss_fn(forward, x, y)``: the loss of the (compiled) model, as each side computes it."""
         with self.autocast():
-            return self.loss_fn(self.forward(x), y)
+            return self.loss_fn(self.forward, x, y)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         loss = self.loss(x, y)
@@ -137,8 +142,12 @@ class Trainer:
         self.optimizer.step()
 
 
-def torch_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(logits.flatten(0, -2).float(), targets.flatten())
+def torch_loss(forward, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(forward(x).flatten(0, -2).float(), targets.flatten())
+
+
+def lmcli_loss(forward, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return forward(x, targets=targets)  # the model computes its loss, inside the compiled graph
 
 
 def build_trainers(cfg: ModelConfig, device: torch.device, dtype: str, compile_: bool) -> list[Trainer]:
@@ -155,7 +164,7 @@ def build_trainers(cfg: ModelConfig, device: torch.device, dtype: str, compile_:
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
     return [
-        Trainer("lmcli", ours, AdamW(ours.parameters(), LR, BETAS, weight_decay=WEIGHT_DECAY), cross_entropy,
+        Trainer("lmcli", ours, AdamW(ours.parameters(), LR, BETAS, weight_decay=WEIGHT_DECAY), lmcli_loss,
                 clip_grad_norm, compile_, autocast),
         Trainer("pytorch", theirs, torch.optim.AdamW(theirs.parameters(), LR, BETAS, weight_decay=WEIGHT_DECAY),
                 torch_loss, torch.nn.utils.clip_grad_norm_, compile_, autocast),
@@ -199,6 +208,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto [default: cpu]")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="fp32, or bf16 autocast [default: fp32]")
     p.add_argument("--compile", action="store_true", help="torch.compile both models")
+    p.add_argument("--kernels", choices=("fast", "torch", "reference"), help="lmcli's kernel set [default: the config's]")
     p.add_argument("--steps", type=int, default=2, help="timed steps per repeat [default: 2]")
     p.add_argument("--repeats", type=int, default=3, help="repeats per side; the median is reported [default: 3]")
     p.add_argument("--warmup", type=int, default=1, help="untimed steps per side first [default: 1]")
@@ -224,6 +234,8 @@ def main(argv: list[str] | None = None) -> dict | None:
         cfg, batch_size = config.model, args.batch_size or config.training.batch_size
     else:
         cfg, batch_size = ModelConfig(), args.batch_size or 8
+    if args.kernels:
+        cfg = dataclasses.replace(cfg, kernels=args.kernels)
     device = pick_device(args.device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -259,6 +271,7 @@ def main(argv: list[str] | None = None) -> dict | None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,
         "dtype": args.dtype,
         "compile": args.compile,
+        "kernels": cfg.kernels,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "model": {"vocab_size": cfg.vocab_size, "context_length": cfg.context_length, "d_model": cfg.d_model,
@@ -282,7 +295,8 @@ def main(argv: list[str] | None = None) -> dict | None:
 def print_report(report: dict, args: argparse.Namespace) -> None:
     m = report["model"]
     print(f"training step (forward, backward, clip, AdamW) on {report['device']}, {report['dtype']}"
-          f"{', compiled' if report['compile'] else ''}, {report['threads']} threads, torch {report['torch']}")
+          f"{', compiled' if report['compile'] else ''}, lmcli kernels {report['kernels']}, {report['threads']} threads, "
+          f"torch {report['torch']}")
     print(f"model d_model={m['d_model']} layers={m['num_layers']} heads={m['num_heads']} d_ff={m['d_ff']} "
           f"vocab={m['vocab_size']} ({report['parameters']:,} parameters); batch {report['batch_size']} x "
           f"{m['context_length']}; median of {args.repeats} x {args.steps} steps")

@@ -66,7 +66,7 @@ def evaluate_checkpoint(
     started = time.perf_counter()
     with allocation_errors("evaluating", "lower --batch-size"):
         loss = validation_loss(model, tokens, BatchPlan(batch_size, batch_size, World()), context, 0, runtime,  # 0: cut above
-                               progress, f"evaluating {described(data_paths)}", kernels=model_config.kernels)
+                               progress, f"evaluating {described(data_paths)}")
     seconds = time.perf_counter() - started
     return {
         "checkpoint": str(checkpoint_path),

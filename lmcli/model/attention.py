@@ -12,7 +12,8 @@ depends only on their relative offset. It is applied to Q and K, never V.
 
 This file is the plain version, and what ``model.kernels = "reference"`` runs. With the
 default ``"fast"``, the same steps run as the hand-written autograd functions of
-``lmcli.model.kernels``, which equal them (``if reference: plain else: kernel``).
+``lmcli.model.kernels``, which equal them (``if reference: plain else: kernel``); ``"torch"``
+runs the attention step as PyTorch's fused kernel (``lmcli.model.torch_kernels``).
 
 The forward is written in three steps (project, rotate, attend over keys). With a KV cache
 (``lmcli.model.kv_cache``) the rotated keys and values of the new tokens are appended to the
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from lmcli.model import kernels
+from lmcli.model import kernels, torch_kernels
 from lmcli.model.layers import Linear, rotate_pairs, softmax
 
 if TYPE_CHECKING:
@@ -112,6 +113,8 @@ class MultiHeadSelfAttention(nn.Module):
         mask = None if q.shape[-2] == 1 else causal_mask(q.shape[-2], k.shape[-2], x.device)
         if reference:
             out = scaled_dot_product_attention(q, k, v, mask)
+        elif self.kernels == "torch":  # PyTorch's FlashAttention: no score matrix in memory
+            out = torch_kernels.attention(q, k, v, mask)
         else:  # the same attention, the score matrix reused in place and a hand-written backward
             out = kernels.attention(q, k, v, mask)
         return self.output_proj(out.transpose(-3, -2).flatten(-2))

@@ -5,9 +5,11 @@ select the ablations the assignment runs: post-norm or no RMSNorm at all, no pos
 (NoPE), a plain SiLU feed-forward instead of SwiGLU, and tying the LM head to the token embedding.
 
 ``kernels`` changes how the model computes, never what: ``"reference"`` runs attention, RoPE
-and the loss as the plain tensor code of ``lmcli.model.attention`` and ``lmcli.training.loss``
+and the loss as the plain tensor code of ``lmcli.model.attention`` and ``lmcli.model.loss``
 (what to read, and what to compare against), ``"fast"`` (the default) runs the hand-written
-autograd functions of ``lmcli.model.kernels`` that equal it. Checkpoints of either load in both.
+autograd functions of ``lmcli.model.kernels`` that equal it, and ``"torch"`` runs attention and
+the loss as PyTorch's fused kernels (``lmcli.model.torch_kernels``; not from scratch, for GPU
+speed). Checkpoints of any load in all.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from lmcli.errors import LmcliError
 NORMS = ("pre", "post", "none")
 POSITIONS = ("rope", "none")
 FFNS = ("swiglu", "silu")
-KERNELS = ("fast", "reference")
+KERNELS = ("fast", "reference", "torch")
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class ModelConfig:
     position: str = "rope"  # "rope" | "none"      (NoPE ablation)
     ffn: str = "swiglu"  # "swiglu" | "silu"        (SiLU ablation: W2·SiLU(W1 x), no w3; set d_ff = 4·d_model)
     tie_embeddings: bool = False  # lm_head shares token_embeddings.weight
-    kernels: str = "fast"  # "fast" | "reference"  (how attention, RoPE and the loss are computed)
+    kernels: str = "fast"  # "fast" | "reference" | "torch"  (how attention, RoPE and the loss are computed)
 
     @property
     def head_dim(self) -> int:

@@ -1,6 +1,6 @@
 """Fast versions of the model's and the loss's heaviest steps, each equal to a plain one.
 
-The plain code (``lmcli.model.attention``, ``lmcli.training.loss``) lets autograd differentiate
+The plain code (``lmcli.model.attention``, ``lmcli.model.loss``) lets autograd differentiate
 every elementwise step, which keeps each intermediate (N × keys or N × vocab) tensor alive and
 runs a backward kernel per step. Here each step is one ``torch.autograd.Function`` whose
 backward is written out by hand, working in place where it can. ``model.kernels = "fast"``
@@ -17,7 +17,10 @@ the same values and gradients, on random inputs and through whole models.
 - ``project_qkv`` equals three separate projections: one matmul against the stacked weights
   (one GPU kernel instead of three; the parameters stay separate, for the CS336 state dict).
 - ``cross_entropy`` equals ``loss.cross_entropy``'s plain formula: the gradient
-  (softmax(o) − onehot(y)) / N is written in place over the exponentials of the forward.
+  (softmax(o) − onehot(y)) / N is computed in the forward, in place over its exponentials.
+- ``linear_cross_entropy`` equals ``loss.cross_entropy(x @ Wᵀ, y)``: the output head and the
+  loss fused, a chunk of rows at a time, so the (positions × vocab) logits never exist whole
+  (at V = 50,304 and 16 × 1,024 positions they would be 3.3 GB in float32).
 """
 
 from __future__ import annotations
@@ -100,33 +103,97 @@ class Rotation(torch.autograd.Function):
 
 # ---------------------------------------------------------------- cross-entropy
 
+IGNORE = -1  # a target that counts for nothing (padding rows)
+CHUNK_LOGITS = 1 << 23  # logits linear_cross_entropy holds at once (32 MB in float32)
+
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of ``logits`` [..., vocab] against ``targets`` [...], in float32."""
+    """Mean cross-entropy of ``logits`` [..., vocab] against ``targets`` [...] (``IGNORE`` left out), in float32."""
     return CrossEntropy.apply(logits.float(), targets)
 
 
-class CrossEntropy(torch.autograd.Function):
-    """loss = mean(log Σ_j exp(o_j − m) − (o_y − m)), m = max_j o_j; d loss / d o_j = (softmax(o)_j − [j = y]) / N.
+def row_weights(targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """1/N for each of the N counted targets, 0 for the ignored ones (no host sync: N stays a tensor)."""
+    counted = (targets != IGNORE).to(dtype)
+    return counted / counted.sum()
 
-    The gradient is written in place over the exponentials the forward saved, so the graph can
-    be run backward once (a second ``backward(retain_graph=True)`` raises PyTorch's "modified
-    by an inplace operation" error rather than returning a wrong gradient).
+
+def weighted_loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gradient: bool):
+    """Σ_i weights_i (log Σ_j exp o_ij − o_iy) for float32 ``logits`` (rows × vocab) and, if ``gradient``,
+    its gradient weights_i (softmax(o_i) − onehot(y_i)) (else None)."""
+    targets = targets.clamp(min=0).unsqueeze(-1)  # an ignored row's target is any valid id: its weight is 0
+    maxes = logits.amax(dim=-1, keepdim=True)
+    exps = (logits - maxes).exp_()  # the one (rows × vocab) tensor made here, exponentiated in place
+    sums = exps.sum(dim=-1, keepdim=True)
+    loss = ((sums.log() + maxes - logits.gather(-1, targets)).squeeze(-1) * weights).sum()
+    if not gradient:
+        return loss, None
+    weights = weights.unsqueeze(-1)
+    return loss, exps.mul_(weights / sums).scatter_add_(-1, targets, -weights)
+
+
+class CrossEntropy(torch.autograd.Function):
+    """loss = Σ_i w_i (log Σ_j exp(o_ij − m_i) − (o_iy − m_i)), m_i = max_j o_ij, w_i = 1/N (0 for ignored rows);
+    d loss / d o_ij = w_i (softmax(o_i)_j − [j = y_i]).
+
+    The loss is the graph's last step, so the forward already writes the gradient, over the
+    exponentials it computed, and the backward only scales it: no second pass over the logits.
     """
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        targets = targets.unsqueeze(-1)
-        maxes = logits.amax(dim=-1, keepdim=True)
-        exps = (logits - maxes).exp_()  # one (N × vocab) tensor, exponentiated in place
-        sums = exps.sum(dim=-1, keepdim=True)
-        ctx.save_for_backward(exps, sums, targets)
-        return (sums.log() - (logits.gather(-1, targets) - maxes)).mean()
+        rows, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
+        loss, grad = weighted_loss_and_gradient(rows, targets, row_weights(targets, rows.dtype), ctx.needs_input_grad[0])
+        if grad is not None:
+            ctx.save_for_backward(grad.view(logits.shape))
+        return loss
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        exps, sums, targets = ctx.saved_tensors
-        scale = grad / targets.numel()
-        grad_logits = exps.mul_(scale / sums)  # softmax(o) · scale, in place: backward runs once
-        grad_logits.scatter_add_(-1, targets, (-scale).expand(targets.shape))
-        return grad_logits, None
+        (grad_logits,) = ctx.saved_tensors
+        return grad_logits * grad, None
+
+
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """``cross_entropy(x @ weight.T, targets)``, computing the logits ``CHUNK_LOGITS`` at a time."""
+    return LinearCrossEntropy.apply(x, weight, targets)
+
+
+class LinearCrossEntropy(torch.autograd.Function):
+    """The output head and the loss in one: logits o = x Wᵀ, loss = CrossEntropy(o, y), without ever
+    holding all (rows × vocab) logits. The rows go a chunk at a time; for each, the forward computes
+    the chunk's logits, its loss and its logit gradient G = w (softmax(o) − onehot(y)), and at once
+    the gradients they give, dx = G W and dW += Gᵀ x; the backward scales those two.
+
+    The matrix products run in the autocast dtype when autocast is on (bf16 on GPUs), as the
+    unfused head would; the softmax, and the sum of dW over chunks, in float32.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        exact = torch.promote_types(dtype, torch.float32)  # softmax and sums: float32 at least
+        rows, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
+        weights, w = row_weights(targets, exact), weight.to(dtype)
+        gradient = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
+        grad_x = torch.empty_like(rows) if gradient else None
+        grad_w = torch.zeros(weight.shape, dtype=exact, device=weight.device) if gradient else None
+        loss = torch.zeros((), dtype=exact, device=x.device)
+        chunk = max(1, CHUNK_LOGITS // weight.shape[0])
+        for start in range(0, rows.shape[0], chunk):
+            part = slice(start, start + chunk)
+            inputs = rows[part].to(dtype)
+            part_loss, grad = weighted_loss_and_gradient((inputs @ w.T).to(exact), targets[part], weights[part], gradient)
+            loss += part_loss
+            if gradient:
+                grad = grad.to(dtype)
+                grad_x[part] = grad @ w
+                grad_w += grad.T @ inputs
+        if gradient:
+            ctx.save_for_backward(grad_x.view(x.shape), grad_w.to(weight.dtype))
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad_x, grad_w = ctx.saved_tensors
+        return grad_x * grad, grad_w * grad, None

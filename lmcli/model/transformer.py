@@ -37,6 +37,7 @@ from lmcli.errors import LmcliError
 from lmcli.model.attention import MultiHeadSelfAttention
 from lmcli.model.config import ModelConfig
 from lmcli.model.layers import Embedding, Linear, RMSNorm, SiLUFeedForward, SwiGLU
+from lmcli.model.loss import linear_cross_entropy
 
 if TYPE_CHECKING:
     from lmcli.model.kv_cache import KVCache, LayerCache
@@ -107,11 +108,16 @@ class TransformerLM(nn.Module):
     def context_length(self) -> int:
         return self.config.context_length
 
-    def forward(self, token_ids: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+    def forward(
+        self, token_ids: torch.Tensor, kv_cache: KVCache | None = None, targets: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(..., seq) integer ids -> (..., seq, vocab_size) next-token logits, seq <= context_length.
 
         With ``kv_cache`` (batch, seq) are the tokens that follow the cached ones: they are placed
-        at the next positions, attend over the cached keys/values too, and are cached in turn."""
+        at the next positions, attend over the cached keys/values too, and are cached in turn.
+        With ``targets`` (..., seq) the result is instead the mean cross-entropy of the logits
+        against them (``IGNORE`` targets left out): training computes the loss inside the model,
+        so that a compiled model compiles it too, and the fast kernels never hold all the logits."""
         cached = 0 if kv_cache is None else kv_cache.length
         if cached + token_ids.shape[-1] > self.context_length:
             raise LmcliError(
@@ -129,4 +135,6 @@ class TransformerLM(nn.Module):
             kv_cache.advance(token_ids.shape[-1])
         if self.ln_final is not None:
             x = self.ln_final(x)
+        if targets is not None:
+            return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels)
         return self.lm_head(x)

@@ -1,6 +1,6 @@
 """Training a Transformer LM from scratch (CS336 assignment 1 interface).
 
-The pieces, one file each: ``cross_entropy`` (loss), ``AdamW`` (optim), ``cosine_lr``
+The pieces, one file each: ``cross_entropy`` (``lmcli.model.loss``: the model computes it), ``AdamW`` (optim), ``cosine_lr``
 (schedule), ``clip_grad_norm`` (clip), ``get_batch`` (data), ``save_checkpoint`` /
 ``load_checkpoint`` / ``load_model_from_checkpoint`` (checkpoint); the config (config), the
 device settings (device); and, split by role as torchtitan does, the run's state (state),
@@ -17,7 +17,7 @@ _EXPORTS = {
     "TrainConfig": "lmcli.training.config",
     "clip_grad_norm": "lmcli.training.clip",
     "cosine_lr": "lmcli.training.schedule",
-    "cross_entropy": "lmcli.training.loss",
+    "cross_entropy": "lmcli.model.loss",
     "get_batch": "lmcli.training.data",
     "load_checkpoint": "lmcli.training.checkpoint",
     "load_config": "lmcli.training.config",

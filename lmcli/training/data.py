@@ -59,7 +59,9 @@ def read_batch(
         batch = batch.pin_memory().to(device, non_blocking=True)
     else:
         batch = batch.to(device)
-    return batch[:, :-1], batch[:, 1:]
+    # contiguous: the same strides as an evaluation batch padded with torch.cat (a compiled model
+    # guards on strides, and would compile again for a different layout)
+    return batch[:, :-1].contiguous(), batch[:, 1:].contiguous()
 
 
 @dataclass(frozen=True)

@@ -36,9 +36,11 @@ class Runtime:
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
     def compile_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model compiled for the fixed shapes it runs (training pads evaluation batches to them),
+        so it compiles once with gradients and once without, and never recompiles."""
         if not self.compile:
             return model
-        return torch.compile(model, backend="aot_eager" if self.device.type == "mps" else "inductor")
+        return torch.compile(model, backend="aot_eager" if self.device.type == "mps" else "inductor", dynamic=False)
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type

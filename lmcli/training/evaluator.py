@@ -10,6 +10,10 @@ measurement for any checkpoint.
 Several processes share the work (each the rows ``batch_plan`` gives it, in micro-batches)
 and sum their losses and token counts over all ranks, so the result is the same number on
 every rank and for any number of processes.
+
+Every forward pass has the training micro-batch's shape: a shorter last batch is padded with
+rows whose targets are ``IGNORE`` (they count for nothing), so a compiled model (compiled for
+fixed shapes) compiles once for evaluation and never again.
 """
 
 from __future__ import annotations
@@ -21,13 +25,13 @@ import numpy as np
 import torch
 
 from lmcli.data.token_shards import TokenShards
+from lmcli.model.kernels import IGNORE
 from lmcli.progress import SILENT, Progress
 from lmcli.training.batch_plan import BatchPlan
 from lmcli.training.config import TrainConfig
 from lmcli.training.data import draw_positions, read_batch
 from lmcli.training.device import Runtime
 from lmcli.training.distributed import all_reduce_sum
-from lmcli.training.loss import cross_entropy
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,7 +39,7 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class Evaluator:
     def __init__(self, valid: TokenShards, config: TrainConfig, runtime: Runtime, plan: BatchPlan):
         t = config.training
-        self.valid, self.runtime, self.kernels, self.plan = valid, runtime, config.model.kernels, plan
+        self.valid, self.runtime, self.plan = valid, runtime, plan
         self.context = config.model.context_length
         self.interval, self.max_steps, self.final_tokens = t.eval_interval, config.max_steps, t.final_eval_tokens
         generator = torch.Generator().manual_seed(t.seed + 1)
@@ -48,33 +52,41 @@ class Evaluator:
 
     def evaluate(self, model: torch.nn.Module) -> float:
         """The loss on the fixed validation batches."""
-        return mean_loss(model, self.batches, self.runtime, self.kernels)
+        return mean_loss(model, self.batches, self.runtime, self.plan.micro_batch_size)
 
     def final(self, model: torch.nn.Module, progress: Progress = SILENT) -> float:
         """The loss over the whole validation data (or its first ``final_eval_tokens``)."""
-        return validation_loss(model, self.valid, self.plan, self.context, self.final_tokens, self.runtime,
-                               progress, kernels=self.kernels)
+        return validation_loss(model, self.valid, self.plan, self.context, self.final_tokens, self.runtime, progress)
 
 
 @torch.no_grad()
-def mean_loss(
-    model: torch.nn.Module, batches: Iterable[tuple[Batch, float]], runtime: Runtime, kernels: str = "fast"
-) -> float:
-    """Mean cross-entropy over every predicted token of the (batch, weight) pairs of all ranks."""
+def mean_loss(model: torch.nn.Module, batches: Iterable[tuple[Batch, float]], runtime: Runtime, rows: int) -> float:
+    """Mean cross-entropy over every predicted token of the (batch, weight) pairs of all ranks, each
+    batch run as ``rows`` rows (padded)."""
     # float64 sums where the device has them (MPS does not): a long evaluation adds up many losses
     dtype = torch.float32 if runtime.device.type == "mps" else torch.float64
     totals = torch.zeros(2, dtype=dtype, device=runtime.device)  # loss x tokens, tokens
     for (x, y), weight in batches:
+        tokens = torch.tensor(y.numel(), dtype=dtype, device=x.device)
+        x, y = padded(x, y, rows)
         with runtime.autocast_context():
-            loss = cross_entropy(model(x), y, kernels)
-        totals += torch.stack([loss.to(dtype) * y.numel(), torch.tensor(y.numel(), dtype=dtype, device=x.device)]) * weight
+            loss = model(x, targets=y)
+        totals += torch.stack([loss.to(dtype) * tokens, tokens]) * weight
     loss_sum, count = all_reduce_sum(totals).tolist()
     return loss_sum / count if count else math.nan
 
 
+def padded(x: torch.Tensor, y: torch.Tensor, rows: int) -> Batch:
+    """(inputs, targets) of ``rows`` rows: the batch, then rows of token 0 whose targets are IGNORE."""
+    missing = rows - x.shape[0]
+    if missing <= 0:
+        return x, y
+    return torch.cat([x, x.new_zeros(missing, x.shape[1])]), torch.cat([y, y.new_full((missing, y.shape[1]), IGNORE)])
+
+
 def validation_loss(
     model: torch.nn.Module, data: TokenShards | np.ndarray, plan: BatchPlan, context: int, max_tokens: int,
-    runtime: Runtime, progress: Progress = SILENT, description: str = "final validation", kernels: str = "fast",
+    runtime: Runtime, progress: Progress = SILENT, description: str = "final validation",
 ) -> float:
     """Loss over ``data`` (or its first ``max_tokens``) in consecutive windows of ``context`` tokens, each
     rank evaluating its share in micro-batches of ``plan``."""
@@ -88,4 +100,4 @@ def validation_loss(
             yield read_batch(data, micro, context, runtime.device), weight
             task.advance()
 
-    return mean_loss(model, read(batches), runtime, kernels)
+    return mean_loss(model, read(batches), runtime, plan.micro_batch_size)

@@ -1,8 +1,9 @@
 """The training loop, readable top to bottom (in the spirit of nanoGPT's train.py).
 
 Each step: set the learning rate from the schedule, draw a random batch of windows, run the
-model (under bf16 autocast on GPUs) and the cross-entropy, backpropagate, clip the global
-gradient norm, take an AdamW step. The batch may be run as several micro-batches whose
+model and its cross-entropy (one call: the model returns the loss when given the targets, so
+compilation covers both; bf16 autocast on GPUs), backpropagate, clip the global gradient norm,
+take an AdamW step. The batch may be run as several micro-batches whose
 gradients add up (gradient accumulation) and shared among processes (``batch_plan``,
 ``parallelize``): each micro-batch's loss is divided by their number, so the step's gradient
 is that of the mean loss over the global batch. Around that, each concern has its own object:
@@ -48,7 +49,6 @@ from lmcli.training.data import TrainingData, draw_positions, read_batch
 from lmcli.training.device import Runtime
 from lmcli.training.distributed import World, all_reduce_sum, any_rank
 from lmcli.training.evaluator import Evaluator
-from lmcli.training.loss import cross_entropy
 from lmcli.training.metrics import perplexity
 from lmcli.training.observers import Observers, RunPlan, TrainObserver
 from lmcli.training.optim import decay_groups
@@ -155,7 +155,7 @@ def train_step(
         last = i == len(micro_batches) - 1
         with model.sync_gradients(last):  # gradients add up over the micro-batches; averaged over ranks after the last
             with runtime.autocast_context():
-                loss = cross_entropy(model.trained(x), y, config.model.kernels) / len(micro_batches)
+                loss = model.trained(x, targets=y) / len(micro_batches)  # the model computes its loss
             loss.backward()
         total += loss.detach()
     grad_norm = clip_grad_norm(state.model.parameters(), o.grad_clip or math.inf)

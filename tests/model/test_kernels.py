@@ -1,16 +1,17 @@
-"""The fast kernels equal the plain code they name: values and gradients of each kernel on random
-inputs (and finite differences for the hand-written backwards), then whole models and a training
-step with ``kernels="fast"`` against ``kernels="reference"``."""
+"""The fast kernels (and PyTorch's, ``kernels="torch"``) equal the plain code they name: values and
+gradients of each kernel on random inputs (and finite differences for the hand-written
+backwards), then whole models and a training step against ``kernels="reference"``."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lmcli.model import ModelConfig, TransformerLM, kernels
+from lmcli.model import ModelConfig, TransformerLM, kernels, torch_kernels
 from lmcli.model.attention import causal_mask, scaled_dot_product_attention
 from lmcli.model.layers import rotate_pairs
-from lmcli.training.loss import cross_entropy
+from lmcli.model.kernels import IGNORE
+from lmcli.model.loss import cross_entropy, linear_cross_entropy
 
 TINY = dict(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48)
 ABLATIONS = [{}, {"norm": "post"}, {"norm": "none"}, {"position": "none"}, {"ffn": "silu", "d_ff": 128},
@@ -36,14 +37,15 @@ def assert_same(fast, plain, **tolerance):
         torch.testing.assert_close(a, b, **tolerance)
 
 
+@pytest.mark.parametrize("kernel_set", [kernels, torch_kernels], ids=["fast", "torch"])
 @pytest.mark.parametrize("queries", [7, 3, 1])  # square causal mask, fewer queries than keys (KV cache), one query
-def test_attention_kernel_equals_scaled_dot_product_attention(queries):
+def test_attention_kernel_equals_scaled_dot_product_attention(queries, kernel_set):
     Q, K, V = torch.randn(2, 3, queries, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
     mask = None if queries == 1 else causal_mask(queries, 7)
-    assert_same(values_and_grads(lambda q, k, v: kernels.attention(q, k, v, mask), Q, K, V),
+    assert_same(values_and_grads(lambda q, k, v: kernel_set.attention(q, k, v, mask), Q, K, V),
                 values_and_grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask), Q, K, V))
     with torch.no_grad():  # the inference path (no autograd Function) gives the same values
-        torch.testing.assert_close(kernels.attention(Q, K, V, mask), scaled_dot_product_attention(Q, K, V, mask))
+        torch.testing.assert_close(kernel_set.attention(Q, K, V, mask), scaled_dot_product_attention(Q, K, V, mask))
 
 
 def test_attention_kernel_under_bf16_matches_the_plain_code_under_bf16():
@@ -66,19 +68,46 @@ def test_fused_projection_equals_three_projections():
         torch.testing.assert_close(fused, separate)
 
 
+@pytest.mark.parametrize("kernel_set", ["fast", "torch"])
 @pytest.mark.parametrize("shape", [(11,), (3, 7), (2, 3, 5)])
-def test_cross_entropy_kernel_equals_the_plain_formula(shape):
+def test_cross_entropy_kernel_equals_the_plain_formula(shape, kernel_set):
     logits = torch.randn(*shape, 50) * 4
     targets = torch.randint(0, 50, shape)
-    assert_same(values_and_grads(lambda o: cross_entropy(o, targets, "fast"), logits),
+    assert_same(values_and_grads(lambda o: cross_entropy(o, targets, kernel_set), logits),
                 values_and_grads(lambda o: cross_entropy(o, targets, "reference"), logits))
-    assert_same(values_and_grads(lambda o: cross_entropy(o.bfloat16(), targets, "fast"), logits),
+    assert_same(values_and_grads(lambda o: cross_entropy(o.bfloat16(), targets, kernel_set), logits),
                 values_and_grads(lambda o: cross_entropy(o.bfloat16(), targets, "reference"), logits))
 
 
+@pytest.mark.parametrize("kernel_set", ["fast", "torch", "reference"])
+def test_ignored_targets_count_for_nothing(kernel_set):
+    logits, targets = torch.randn(6, 9, 30), torch.randint(0, 30, (6, 9))
+    padded = targets.clone()
+    padded[4:] = IGNORE  # two padding rows
+    loss, *grads = values_and_grads(lambda o: cross_entropy(o, padded, kernel_set) * 4, logits)
+    kept, *kept_grads = values_and_grads(lambda o: cross_entropy(o[:4], targets[:4], kernel_set) * 4, logits)
+    torch.testing.assert_close(loss, kept)
+    torch.testing.assert_close(grads[0], kept_grads[0])  # no gradient reaches the padding rows
+    assert not grads[0][4:].any()
+
+
+@pytest.mark.parametrize("chunk", [1 << 23, 200])  # one chunk; several, the last one short
+def test_fused_linear_cross_entropy_equals_head_then_loss(chunk, monkeypatch):
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", chunk)  # 200 logits: 5 rows of 40 at a time
+    x, weight, targets = torch.randn(3, 7, 16), torch.randn(40, 16) * 0.5, torch.randint(0, 40, (3, 7))
+    targets[2, 3:] = IGNORE
+    assert_same(values_and_grads(lambda a, w: linear_cross_entropy(a, w, targets, "fast"), x, weight),
+                values_and_grads(lambda a, w: cross_entropy(a @ w.T, targets, "reference"), x, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # matmuls in bf16 as the unfused head's; the softmax in float32
+        assert_same(values_and_grads(lambda a, w: linear_cross_entropy(a, w, targets, "fast"), x, weight),
+                    values_and_grads(lambda a, w: cross_entropy(a @ w.T, targets, "reference"), x, weight),
+                    rtol=2e-2, atol=2e-2)
+    with torch.no_grad():
+        torch.testing.assert_close(linear_cross_entropy(x, weight, targets), cross_entropy(x @ weight.T, targets))
+
+
 def test_hand_written_backwards_pass_gradcheck():
-    """CausalAttention and Rotation against finite differences, in float64 (CrossEntropy's backward
-    works in place and runs once, so gradcheck cannot repeat it: it is held to the plain formula above)."""
+    """Every hand-written backward against finite differences, in float64."""
     Q, K, V = (torch.randn(2, 2, 6, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     for queries in (6, 3):
         q = Q[:, :, :queries].detach().requires_grad_()
@@ -86,20 +115,27 @@ def test_hand_written_backwards_pass_gradcheck():
         assert torch.autograd.gradcheck(lambda q, k, v: kernels.attention(q, k, v, mask), (q, K, V))
     angles = torch.rand(6, 2, dtype=torch.float64) * 6
     assert torch.autograd.gradcheck(lambda x: kernels.rotate(x, angles.cos(), angles.sin()), (Q,))
+    logits, targets = torch.randn(5, 11, dtype=torch.float64, requires_grad=True), torch.tensor([3, IGNORE, 0, 10, 7])
+    assert torch.autograd.gradcheck(lambda o: kernels.CrossEntropy.apply(o, targets), (logits,))
+    x, weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True), torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets), (x, weight))
 
 
+@pytest.mark.parametrize("kernel_set", ["fast", "torch"])
 @pytest.mark.parametrize("ablation", ABLATIONS, ids=lambda a: ",".join(f"{k}={v}" for k, v in a.items()) or "default")
-def test_a_model_with_fast_kernels_equals_the_reference_model(ablation):
-    fast = TransformerLM.from_config(ModelConfig(**{**TINY, **ablation}))
+def test_a_model_with_fast_kernels_equals_the_reference_model(ablation, kernel_set):
+    fast = TransformerLM.from_config(ModelConfig(**{**TINY, **ablation, "kernels": kernel_set}))
     plain = TransformerLM.from_config(ModelConfig(**{**TINY, **ablation, "kernels": "reference"}))
     plain.load_state_dict(fast.state_dict())
     ids = torch.randint(0, 97, (3, 16))
 
     def loss_and_grads(model: TransformerLM) -> list[torch.Tensor]:
         model.zero_grad()
-        loss = cross_entropy(model(ids[:, :-1]), ids[:, 1:], model.config.kernels)
+        loss = model(ids[:, :-1], targets=ids[:, 1:])  # the loss computed by the model, as training does
         loss.backward()
-        return [loss.detach(), model(ids).detach(), *(p.grad for p in model.parameters())]
+        logits = model(ids).detach()
+        torch.testing.assert_close(loss.detach(), cross_entropy(model(ids[:, :-1]), ids[:, 1:], "reference").detach())
+        return [loss.detach(), logits, *(p.grad for p in model.parameters())]
 
     assert_same(loss_and_grads(fast), loss_and_grads(plain), rtol=1e-4, atol=1e-5)
 
