@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict | None:
 
     tokens_per_step = batch_size * cfg.context_length
     flops_per_token = 3 * forward_flops(cfg, cfg.context_length)["total"] / cfg.context_length
-    peak = args.peak_flops or known_peak_flops(device)
+    peak = args.peak_flops or known_peak_flops(device, bf16=args.dtype == "bf16")
     results = {}
     for name, times in seconds.items():
         tokens_per_s = args.steps * tokens_per_step / statistics.median(times)

@@ -253,6 +253,7 @@ def train(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel or progress bars; only the summary.")] = False,
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start a new run from the weights of this checkpoint (a file, run directory or run name, e.g. one from `lmcli import`): its model, a fresh optimizer.", show_default=False)] = None,
     nproc: Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Train in this many processes on this machine (one per GPU; on a CPU they share the cores), launched as torchrun does.")] = 1,
+    peak_flops: Annotated[Optional[float], typer.Option("--peak-flops", min=0, help="The device's peak FLOP/s for MFU, e.g. 989e12 (same as --set training.peak_flops) \\[default: the table of known GPUs].", show_default=False)] = None,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -262,7 +263,8 @@ def train(
 
     Example: lmcli train --config demo --set training.max_steps=500
     """
-    run("train")(config, overrides or [], resume, name, device, wandb, quiet, workspace, json_, nproc, init_from)
+    overrides = [*(overrides or []), *([f"training.peak_flops={peak_flops!r}"] if peak_flops is not None else [])]
+    run("train")(config, overrides, resume, name, device, wandb, quiet, workspace, json_, nproc, init_from)
 
 
 @command("export")

@@ -1,35 +1,50 @@
 """Training time from FLOPs: steps × (3 · forward FLOPs · batch + AdamW FLOPs) / (MFU · peak FLOP/s).
 
-Peak dense (no sparsity) throughput from the vendors' datasheets:
-- NVIDIA A100 Tensor Core GPU datasheet: BF16 Tensor Core 312 TFLOP/s, FP32 19.5 TFLOP/s
-  (TF32 Tensor Core 156).
-- NVIDIA H100 Tensor Core GPU datasheet, SXM5: BF16 Tensor Core 989 TFLOP/s, FP32 67 TFLOP/s
-  (TF32 Tensor Core 495). The datasheets' larger numbers (624, 1,979) assume 2:4 sparsity.
+Peak dense (no sparsity) tensor-core throughput from the vendors' datasheets, per GPU model:
+bf16 (what bf16 autocast runs at) and TF32 (what float32 matmuls run at once TF32 is allowed, as
+lmcli does on CUDA). The datasheets' larger numbers assume 2:4 sparsity and are halved here.
+The same chip name covers cards of different peaks (an H100 SXM is 989 TFLOP/s bf16, an H100
+PCIe 756, an H100 NVL 835), so the device name is matched against the table in order, the more
+specific patterns first; a GPU not in the table gets no MFU unless its peak is given
+(``--peak-flops``).
 """
 
 from __future__ import annotations
 
+import re
+
 from lmcli.accounting.costs import adamw_flops, forward_flops
 from lmcli.model.config import ModelConfig
 
-# Dense (no sparsity) bf16 tensor-core peak in FLOP/s, by a substring of the device name.
-GPU_PEAK_BF16 = {
-    "H200": 989e12,
-    "H100": 989e12,
-    "A100": 312e12,
-    "L40S": 362e12,
-    "A10G": 70e12,
-    "L4": 121e12,
-    "RTX 4090": 165e12,
-    "RTX 3090": 71e12,
-    "V100": 125e12,
-    "T4": 65e12,
+# (pattern searched in torch.cuda.get_device_name, bf16 FLOP/s, TF32 FLOP/s), most specific first.
+GPU_PEAKS: list[tuple[str, float, float]] = [
+    (r"H100.*PCIe", 756e12, 378e12),
+    (r"H100.*NVL", 835e12, 418e12),
+    (r"H100", 989e12, 495e12),  # SXM5 (names such as "NVIDIA H100 80GB HBM3")
+    (r"H200.*NVL", 835e12, 418e12),
+    (r"H200", 989e12, 495e12),  # SXM, and GH200
+    (r"A100", 312e12, 156e12),  # SXM4 and PCIe
+    (r"L40S", 362e12, 183e12),
+    (r"L40\b", 181e12, 90.5e12),
+    (r"\bL4\b", 121e12, 60e12),
+    (r"A10G", 70e12, 35e12),
+    (r"\bA10\b", 125e12, 62.5e12),
+    (r"RTX 4090", 165e12, 82.6e12),  # GeForce: bf16 with float32 accumulation
+    (r"RTX 3090", 71e12, 35.6e12),
+]
+
+PEAK_FLOPS = {  # for ``lmcli accounting --hardware``
+    "a100": {"bf16": 312e12, "fp32": 19.5e12},
+    "h100": {"bf16": 989e12, "fp32": 67e12},
 }
 
-PEAK_FLOPS = {
-    "a100": {"bf16": GPU_PEAK_BF16["A100"], "fp32": 19.5e12},
-    "h100": {"bf16": GPU_PEAK_BF16["H100"], "fp32": 67e12},
-}
+
+def gpu_peak_flops(device_name: str, bf16: bool) -> float | None:
+    """Dense peak FLOP/s of the GPU of this name: bf16, or TF32 for float32 matmuls; None if unknown."""
+    for pattern, bf16_peak, tf32_peak in GPU_PEAKS:
+        if re.search(pattern, device_name):
+            return bf16_peak if bf16 else tf32_peak
+    return None
 
 
 def training_time(

@@ -7,8 +7,9 @@
   the one that works reliably on MPS.
 - CPU: float32; compilation only when asked for (it costs minutes of start-up for little).
 
-``peak_flops`` is the dense bf16 throughput of known GPUs, the denominator of MFU (model
-FLOPs utilisation); for other devices MFU is reported only when a peak is configured.
+``peak_flops`` is the dense throughput of known GPUs (bf16 under autocast, else TF32), the
+denominator of MFU (model FLOPs utilisation); for other devices MFU is reported only when a
+peak is configured (``--peak-flops``, ``training.peak_flops``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from lmcli.accounting.hardware import GPU_PEAK_BF16
+from lmcli.accounting.hardware import gpu_peak_flops
 from lmcli.errors import LmcliError
 
 
@@ -85,12 +86,12 @@ def setup_runtime(device: str, compile: str, autocast: str, peak_flops: float, l
         device=chosen,
         autocast=use_autocast,
         compile=use_compile,
-        peak_flops=peak_flops or known_peak_flops(chosen),
+        peak_flops=peak_flops or known_peak_flops(chosen, use_autocast),
     )
 
 
-def known_peak_flops(device: torch.device) -> float | None:
+def known_peak_flops(device: torch.device, bf16: bool = True) -> float | None:
+    """The GPU's dense peak for bf16 (autocast) or TF32 matmuls; None elsewhere or when unknown."""
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((peak for key, peak in GPU_PEAK_BF16.items() if key in name), None)
+    return gpu_peak_flops(torch.cuda.get_device_name(device), bf16)

@@ -97,6 +97,10 @@ def train(
         for step in range(state.step + 1, config.max_steps + 1):
             lr, loss, grad_norm = train_step(state, model, plan, data, config, runtime)
             state.step = step
+            if meter.first_step_s is None:
+                meter.end_first_step(step)
+                if runtime.compile:
+                    events.on_note(f"first step {meter.first_step_s:.1f} s: compilation and warm-up, left out of tokens/s and MFU")
             events.on_step(step)
             stopping = any_rank(stop.requested)  # all ranks stop after the same step
             evaluating, saving = evaluator.due(step), checkpointer.due(step, stopping)
@@ -183,19 +187,31 @@ def describe_split(plan: BatchPlan, model: DataParallel) -> str:
 
 class Throughput:
     """Tokens per second of all processes, and model FLOPs utilization where the device's peak is known
-    (of all ``devices`` together), over the steps since the last measurement."""
+    (of all ``devices`` together), over the steps since the last measurement.
+
+    A run's first step (of this process: a resumed run's too) compiles the model and warms up
+    the device: ``end_first_step`` times it apart (``first_step_s``) and leaves it out of the
+    next measurement, unless that measurement is of the first step alone."""
 
     def __init__(self, config: TrainConfig, runtime: Runtime, step: int, devices: int = 1):
         self.tokens_per_step = config.training.batch_size * config.model.context_length
         self.flops_per_token = training_flops_per_token(config) if runtime.peak_flops else None
         self.peak_flops = runtime.peak_flops * devices if runtime.peak_flops else None
+        self.first_step_s: float | None = None
         self.restart(step)
 
     def restart(self, step: int) -> None:
         self.since, self.since_step = time.perf_counter(), step
 
+    def end_first_step(self, step: int) -> None:
+        now = time.perf_counter()
+        self.first_step_s, self.since, self.since_step = now - self.since, now, step
+
     def measure(self, step: int) -> tuple[float, float | None]:
-        tokens_per_s = (step - self.since_step) * self.tokens_per_step / (time.perf_counter() - self.since)
+        steps, seconds = step - self.since_step, time.perf_counter() - self.since
+        if steps == 0:  # a row of the first step alone
+            steps, seconds = 1, self.first_step_s
+        tokens_per_s = steps * self.tokens_per_step / seconds
         mfu = tokens_per_s * self.flops_per_token / self.peak_flops if self.flops_per_token else None
         return tokens_per_s, mfu
 

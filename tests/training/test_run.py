@@ -287,3 +287,43 @@ def test_mfu_of_several_processes_divides_by_all_their_devices(workspace, config
     for devices in (1, 2):
         tokens_per_s, mfu = Throughput(cfg, runtime, 0, devices).measure(10)
         assert mfu == pytest.approx(tokens_per_s * training_flops_per_token(cfg) / (devices * 1e12))
+
+
+def test_the_first_step_is_left_out_of_the_next_rate(workspace, config, monkeypatch):
+    """Compilation happens in the first step: 10 s there, then 1 s per step, must read as 1 s per step;
+    a row of the first step alone (log_interval 1) can only report that step."""
+    cfg = load_config(config)
+    tokens = cfg.training.batch_size * cfg.model.context_length
+    for times, row_step, rate in (([0.0, 10.0, 12.0], 3, 2 * tokens / 2.0), ([0.0, 10.0, 10.0], 1, tokens / 10.0)):
+        clock = iter(times)  # start, end of step 1, the row
+        monkeypatch.setattr("lmcli.training.loop.time.perf_counter", lambda: next(clock))
+        meter = Throughput(cfg, setup_runtime("cpu", "off", "off", peak_flops=0), 0)
+        meter.end_first_step(1)
+        assert meter.first_step_s == 10.0
+        assert meter.measure(row_step)[0] == pytest.approx(rate)
+
+
+@pytest.mark.parametrize(("name", "bf16", "tf32"), [
+    ("NVIDIA H100 80GB HBM3", 989e12, 495e12),
+    ("NVIDIA H100 PCIe", 756e12, 378e12),
+    ("NVIDIA H100 NVL", 835e12, 418e12),
+    ("NVIDIA H200", 989e12, 495e12),
+    ("NVIDIA A100-SXM4-80GB", 312e12, 156e12),
+    ("NVIDIA L4", 121e12, 60e12),
+    ("NVIDIA L40S", 362e12, 183e12),
+    ("NVIDIA L40", 181e12, 90.5e12),
+    ("NVIDIA A10G", 70e12, 35e12),
+    ("NVIDIA GeForce RTX 4090", 165e12, 82.6e12),
+    ("Some Future GPU", None, None),
+])
+def test_gpu_peaks_are_matched_by_the_exact_card(name, bf16, tf32):
+    from lmcli.accounting.hardware import gpu_peak_flops
+
+    assert (gpu_peak_flops(name, bf16=True), gpu_peak_flops(name, bf16=False)) == (bf16, tf32)
+
+
+def test_peak_flops_option_gives_every_row_an_mfu(cli, workspace, config):
+    result = cli("train", "--config", config, "--name", "mfu", "--peak-flops", "1e12", "--set", "training.max_steps=6")
+    assert result.exit_code == 0, result.output
+    rows = _rows(workspace / "runs" / "mfu", "train")
+    assert rows and all(0 < r["mfu"] < 1 for r in rows)
