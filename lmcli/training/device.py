@@ -39,9 +39,15 @@ class Runtime:
     def compile_model(self, model: torch.nn.Module) -> torch.nn.Module:
         """The model compiled for the fixed shapes it runs (training pads evaluation batches to them),
         so it compiles once with gradients and once without, and never recompiles."""
-        if not self.compile:
-            return model
-        return torch.compile(model, backend="aot_eager" if self.device.type == "mps" else "inductor", dynamic=False)
+        return torch.compile(model, **self.compile_options()) if self.compile else model
+
+    def compile_in_place(self, module: torch.nn.Module) -> None:
+        """Compile ``module``'s forward without wrapping it (its parameter names stay): for FSDP's blocks."""
+        if self.compile:
+            module.compile(**self.compile_options())
+
+    def compile_options(self) -> dict:
+        return {"backend": "aot_eager" if self.device.type == "mps" else "inductor", "dynamic": False}
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type

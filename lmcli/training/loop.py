@@ -170,7 +170,7 @@ def train_step(
 def parallelize(state: TrainState, config: TrainConfig, world: World, runtime: Runtime) -> DataParallel:
     """The model as this rank trains it (compiled, and with several processes under DDP or FSDP)."""
     state.model.activation_checkpointing = config.training.activation_checkpointing
-    model = DataParallel(state.model, parallel_mode(config.training.parallel, world), runtime.compile_model, runtime.device)
+    model = DataParallel(state.model, parallel_mode(config.training.parallel, world), runtime)
     if model.mode == "fsdp":  # sharding made new (sliced) parameters: the optimizer must update those
         o = config.optimizer
         state.optimizer = shard_optimizer(state.optimizer, decay_groups(state.model, o.weight_decay, list(o.no_decay)))

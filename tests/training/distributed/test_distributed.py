@@ -285,3 +285,31 @@ def test_a_rendezvous_port_in_use_is_one_error(workspace):
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: rank 0 could not join the job at 127.0.0.1:{port} (MASTER_ADDR:MASTER_PORT): ")
     assert "address already in use" in result.stderr and len(result.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_fsdp_gathers_bf16_weights_under_bf16_and_keeps_float32_slices(tmp_path, bf16):
+    """MixedPrecisionPolicy: a block computes with bf16 weights under bf16 (half the all-gather
+    traffic), while the sharded parameters the optimizer updates stay float32."""
+    import torch.distributed as dist
+
+    from lmcli.model import ModelConfig, TransformerLM
+    from lmcli.training.device import Runtime
+    from lmcli.training.parallelize import DataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = TransformerLM.from_config(ModelConfig(vocab_size=64, context_length=8, d_model=16, num_layers=2,
+                                                      num_heads=2, d_ff=32))
+        runtime = Runtime(torch.device("cpu"), autocast=bf16, compile=False, peak_flops=None)
+        parallel = DataParallel(model, "fsdp", runtime)
+        seen = []
+        model.layers[0].ffn.w1.register_forward_pre_hook(lambda module, args: seen.append(module.weight.dtype))
+        ids = torch.randint(0, 64, (2, 8))
+        with runtime.autocast_context():
+            parallel.trained(ids, targets=ids).backward()
+        assert seen == [torch.bfloat16 if bf16 else torch.float32]
+        assert {p.dtype for p in model.parameters()} == {torch.float32}
+        assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
+    finally:
+        dist.destroy_process_group()
