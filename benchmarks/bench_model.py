@@ -6,8 +6,11 @@ RoPE) three ways, interleaved so machine load hits all alike, median of the repe
 - lmcli, fast kernels (what the model runs by default): fused Q/K/V matmul, the attention and
   RoPE autograd functions of ``lmcli.model.kernels``;
 - lmcli, reference: the plain code of ``lmcli.model.attention`` (``model.kernels = "reference"``);
-- PyTorch: lmcli's projections and RoPE, but ``F.scaled_dot_product_attention(is_causal=True)``
-  (a fused kernel lmcli may not use) instead of the explicit masked softmax.
+- PyTorch: ``model.kernels = "torch"``, lmcli's projections and RoPE with PyTorch's fused
+  ``F.scaled_dot_product_attention(is_causal=True)`` (not from scratch) instead of the explicit
+  masked softmax.
+
+Long contexts and large vocabularies (peak memory): benchmarks/bench_memory.py.
 
 The whole training step against PyTorch's layers is benchmarks/train_throughput.py.
     python benchmarks/bench_model.py [--batch 8 32] [--repeats 7]
@@ -20,20 +23,11 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
-from lmcli.model import MultiHeadSelfAttention, kernels
+from lmcli.model import MultiHeadSelfAttention
 
 D_MODEL, HEADS, SEQ, THETA = 512, 16, 256, 10_000.0
 FAST = "lmcli (fast kernels)"
-
-
-class TorchSDPA(MultiHeadSelfAttention):
-    def forward(self, x, token_positions=None):
-        q, k, v = (self.split_heads(t) for t in kernels.project_qkv(x, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight))
-        q, k = self.rope(q), self.rope(k)
-        out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.output_proj(out.transpose(-3, -2).flatten(-2))
 
 
 def step_seconds(layer: torch.nn.Module, x: torch.Tensor) -> float:
@@ -52,7 +46,7 @@ def main() -> None:
     variants = {
         FAST: reference,
         "lmcli (reference)": MultiHeadSelfAttention(D_MODEL, HEADS, SEQ, THETA, kernels="reference"),
-        "PyTorch sdpa": TorchSDPA(D_MODEL, HEADS, SEQ, THETA),
+        "PyTorch sdpa (torch kernels)": MultiHeadSelfAttention(D_MODEL, HEADS, SEQ, THETA, kernels="torch"),
     }
     for layer in variants.values():
         layer.load_state_dict(reference.state_dict())
@@ -70,7 +64,7 @@ def main() -> None:
         ours = statistics.median(times[FAST])
         for name, samples in times.items():
             median = statistics.median(samples)
-            print(f"  batch {batch:>3}  {name:<20} {median * 1e3:8.1f} ms   lmcli / this = {ours / median:.2f}")
+            print(f"  batch {batch:>3}  {name:<28} {median * 1e3:8.1f} ms   lmcli / this = {ours / median:.2f}")
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Each script runs lmcli and its comparator side by side in one process tree and prints its own
 table and ratios; this runner only sequences them and stops at the first failure.
-Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model generate adamw train_throughput parallel)
+Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model memory generate adamw train_throughput parallel)
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ BENCHMARKS = {
     "train_bpe": "bench_train_bpe.py",
     "encode": "bench_encode.py",
     "model": "bench_model.py",
+    "memory": "bench_memory.py",
     "generate": "bench_generate.py",
     "adamw": "bench_adamw.py",
     "train_throughput": "train_throughput.py",

@@ -10,7 +10,10 @@ the same values and gradients, on random inputs and through whole models.
 - ``attention`` equals ``attention.scaled_dot_product_attention``: the (queries × keys) score
   matrix is built once, masked and normalised in place; the backward uses the FlashAttention
   identity rowsum(dP ⊙ P) = rowsum(dO ⊙ O), so the softmax's backward needs no second pass
-  over the scores.
+  over the scores. Above ``KEY_BLOCK`` keys it is ``TiledAttention``, FlashAttention-2's online
+  softmax over blocks of keys: no (queries × keys) matrix is kept, the backward recomputes
+  each block's probabilities from the saved log-sum-exp, and causal blocks above the diagonal
+  are skipped.
 - ``rotate`` equals ``layers.rotate_pairs`` (RoPE): a rotation is orthogonal, so its
   gradient is the output's gradient rotated back, one pass instead of the backward of every
   multiply, add and stack.
@@ -32,10 +35,17 @@ from lmcli.model.layers import rotate_pairs
 # ---------------------------------------------------------------- attention
 
 
+KEY_BLOCK = 256  # keys per tile of TiledAttention; longer contexts never hold a (queries × keys) matrix
+
+
 def attention(Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """softmax(Q Kᵀ / √d_k) V (mask True = attend), as ``scaled_dot_product_attention`` computes it."""
+    """softmax(Q Kᵀ / √d_k) V (mask True = attend), as ``scaled_dot_product_attention`` computes it.
+    With gradients and more than KEY_BLOCK keys, ``mask`` must be ``attention.causal_mask`` (the one
+    mask the model makes): the tiled kernel applies it block by block instead of reading it."""
     Q = Q * Q.shape[-1] ** -0.5  # scale Q (…×d_k), cheaper than the scores (…×keys)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (Q, K, V)):
+        if K.shape[-2] > KEY_BLOCK:
+            return TiledAttention.apply(Q, K, V, mask is not None)
         return CausalAttention.apply(Q, K, V, mask)
     return attention_probabilities(Q, K, mask).to(V.dtype) @ V
 
@@ -76,6 +86,71 @@ class CausalAttention(torch.autograd.Function):
         return dS @ K, dS.transpose(-2, -1) @ Q, dV, None
 
 
+class TiledAttention(torch.autograd.Function):
+    """CausalAttention's result and gradients with memory O(queries × KEY_BLOCK) instead of
+    O(queries × keys): FlashAttention-2's algorithm, with PyTorch tensor operations as the tiles.
+
+    Forward: the keys go a block at a time; each query row keeps a running maximum m, a running
+    sum l of exp(s − m) and an unnormalised output O, rescaled by exp(m_old − m_new) whenever a
+    block raises the maximum ("online softmax"). At the end O /= l, and only the log-sum-exp
+    L = m + log l of each row is saved, not P. Backward: each block's P = exp(S − L) is
+    recomputed from Q, K and L, and the gradients follow as in CausalAttention, with
+    D = rowsum(dO ⊙ O). Causal: query i (of the last ``queries`` positions) sees key j when
+    j ≤ i + keys − queries, so a key block is only multiplied with the rows that see some of it.
+    """
+
+    @staticmethod
+    def forward(ctx, Q: torch.Tensor, K: torch.Tensor, V: torch.Tensor, causal: bool) -> torch.Tensor:
+        exact = torch.promote_types(Q.dtype, torch.float32)
+        rows = Q.shape[:-1]
+        m = torch.full(rows, float("-inf"), dtype=exact, device=Q.device)
+        l = torch.zeros(rows, dtype=exact, device=Q.device)
+        O = torch.zeros(*rows, V.shape[-1], dtype=exact, device=Q.device)
+        for first, S, r in _score_tiles(Q, K, causal):
+            m_new = torch.maximum(m[..., r], S.amax(dim=-1))
+            P = S.sub_(m_new.unsqueeze(-1)).exp_()
+            rescale = (m[..., r] - m_new).exp_()
+            l[..., r] = l[..., r] * rescale + P.sum(dim=-1)
+            O[..., r, :] = O[..., r, :] * rescale.unsqueeze(-1) + P.to(V.dtype) @ V[..., first : first + KEY_BLOCK, :]
+            m[..., r] = m_new
+        O = (O / l.unsqueeze(-1)).to(V.dtype)
+        ctx.causal = causal
+        ctx.save_for_backward(Q, K, V, O, m + l.log())
+        return O
+
+    @staticmethod
+    def backward(ctx, dO: torch.Tensor):
+        Q, K, V, O, L = ctx.saved_tensors
+        dO = dO.to(O.dtype)
+        D = (dO * O).sum(dim=-1, dtype=L.dtype)
+        dQ = torch.zeros(Q.shape, dtype=L.dtype, device=Q.device)
+        dK, dV = torch.empty_like(K), torch.empty_like(V)
+        for first, S, r in _score_tiles(Q, K, ctx.causal):
+            keys = slice(first, first + KEY_BLOCK)
+            P = S.sub_(L[..., r].unsqueeze(-1)).exp_()
+            dV[..., keys, :] = P.to(V.dtype).transpose(-2, -1) @ dO[..., r, :]
+            dS = (dO[..., r, :] @ V[..., keys, :].transpose(-2, -1)).to(L.dtype).sub_(D[..., r].unsqueeze(-1)).mul_(P)
+            dS = dS.to(Q.dtype)
+            dQ[..., r, :] += dS @ K[..., keys, :]
+            dK[..., keys, :] = dS.transpose(-2, -1) @ Q[..., r, :]
+        return dQ.to(Q.dtype), dK, dV, None
+
+
+def _score_tiles(Q: torch.Tensor, K: torch.Tensor, causal: bool):
+    """For each block of KEY_BLOCK keys: (its first key, the float32 scores of the query rows that
+    see it, masked, and those rows as a slice)."""
+    queries, keys = Q.shape[-2], K.shape[-2]
+    offset = keys - queries  # query i sits at position i + offset
+    exact = torch.promote_types(Q.dtype, torch.float32)
+    for first in range(0, keys, KEY_BLOCK):
+        r = slice(max(0, first - offset) if causal else 0, queries)
+        S = (Q[..., r, :] @ K[..., first : first + KEY_BLOCK, :].transpose(-2, -1)).to(exact)
+        if causal and first + S.shape[-1] - 1 > r.start + offset:  # the block reaches past some row's last key
+            row = torch.arange(r.start, queries, device=Q.device).unsqueeze(-1) + offset
+            S.masked_fill_(torch.arange(first, first + S.shape[-1], device=Q.device) > row, float("-inf"))
+        yield first, S, r
+
+
 def project_qkv(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor):
     """(x W_qᵀ, x W_kᵀ, x W_vᵀ) in one matmul against the stacked weights."""
     return (x @ torch.cat((w_q, w_k, w_v)).T).chunk(3, dim=-1)
@@ -104,7 +179,7 @@ class Rotation(torch.autograd.Function):
 # ---------------------------------------------------------------- cross-entropy
 
 IGNORE = -1  # a target that counts for nothing (padding rows)
-CHUNK_LOGITS = 1 << 23  # logits linear_cross_entropy holds at once (32 MB in float32)
+CHUNK_LOGITS = 1 << 24  # logits linear_cross_entropy holds at once (64 MB in float32)
 
 
 def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -188,7 +263,10 @@ class LinearCrossEntropy(torch.autograd.Function):
             if gradient:
                 grad = grad.to(dtype)
                 grad_x[part] = grad @ w
-                grad_w += grad.T @ inputs
+                if grad_w.dtype == grad.dtype:
+                    grad_w.addmm_(grad.T, inputs)  # summed inside the matmul: no (vocab × d) temporary
+                else:
+                    grad_w += grad.T @ inputs  # a bf16 product, summed in float32
         if gradient:
             ctx.save_for_backward(grad_x.view(x.shape), grad_w.to(weight.dtype))
         return loss

@@ -56,6 +56,42 @@ def test_attention_kernel_under_bf16_matches_the_plain_code_under_bf16():
                 rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize(("queries", "keys", "causal"), [(300, 300, True), (2048, 2048, True), (200, 600, True),
+                                                   (400, 400, False)])
+def test_tiled_attention_equals_the_plain_code_on_long_contexts(queries, keys, causal):
+    """Above KEY_BLOCK keys the fast kernel is TiledAttention (online softmax over key blocks)."""
+    assert keys > kernels.KEY_BLOCK
+    Q, K, V = torch.randn(1, 2, queries, 8), torch.randn(1, 2, keys, 8), torch.randn(1, 2, keys, 8)
+    mask = causal_mask(queries, keys) if causal else None
+    assert_same(values_and_grads(lambda q, k, v: kernels.attention(q, k, v, mask), Q, K, V),
+                values_and_grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask), Q, K, V),
+                rtol=1e-4, atol=1e-5)
+
+
+def test_tiled_attention_passes_gradcheck(monkeypatch):
+    monkeypatch.setattr(kernels, "KEY_BLOCK", 2)  # 7 keys: blocks of 2, 2, 2 and 1
+    Q, K, V = (torch.randn(1, 2, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    for mask in (causal_mask(7, 7), None):
+        assert torch.autograd.gradcheck(lambda q, k, v: kernels.attention(q, k, v, mask), (Q, K, V))
+
+
+def test_tiled_attention_saves_nothing_of_size_queries_times_keys():
+    saved = []
+    Q, K, V = (torch.randn(1, 1, 2048, 8, requires_grad=True) for _ in range(3))
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = kernels.attention(Q, K, V, causal_mask(2048, 2048))
+    out.sum().backward()  # and the backward recomputes what it needs
+    assert saved and max(saved) <= 2048 * 8  # Q, K, V, O and one log-sum-exp per row: O(T·d), not T²
+
+
+def test_tiled_attention_under_bf16_matches_the_plain_code_under_bf16():
+    Q, K, V = (torch.randn(1, 2, 600, 16).bfloat16() for _ in range(3))
+    mask = causal_mask(600, 600)
+    assert_same(values_and_grads(lambda q, k, v: kernels.attention(q, k, v, mask), Q, K, V),
+                values_and_grads(lambda q, k, v: scaled_dot_product_attention(q, k, v, mask), Q, K, V),
+                rtol=2e-2, atol=2e-2)
+
+
 def test_rotation_kernel_equals_rotate_pairs():
     x, angles = torch.randn(2, 3, 5, 8), torch.rand(5, 4) * 6
     assert_same(values_and_grads(lambda t: kernels.rotate(t, angles.cos(), angles.sin()), x),
