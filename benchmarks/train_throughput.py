@@ -248,8 +248,12 @@ def main(argv: list[str] | None = None) -> dict | None:
     ]
     with torch.no_grad():
         first_losses = [t.loss(*batches[0]).item() for t in trainers]
-    for t in trainers:  # warm-up: allocator, kernel selection, compilation
+    peak_memory = {}
+    for t in trainers:  # warm-up: allocator, kernel selection, compilation; and each side's peak memory on a GPU
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         time_steps(t, batches[: max(1, args.warmup)], device)
+        peak_memory[t.name] = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
 
     seconds: dict[str, list[float]] = {t.name: [] for t in trainers}
     for r in range(args.repeats):
@@ -266,6 +270,7 @@ def main(argv: list[str] | None = None) -> dict | None:
             "tokens_per_s": round(tokens_per_s, 1),
             "step_ms": round(1000 * statistics.median(times) / args.steps, 2),
             "mfu": tokens_per_s * flops_per_token / peak if peak else None,
+            "peak_memory_bytes": peak_memory[name],
         }
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else device.type,

@@ -49,6 +49,10 @@ class Runtime:
     def compile_options(self) -> dict:
         return {"backend": "aot_eager" if self.device.type == "mps" else "inductor", "dynamic": False}
 
+    def peak_memory_bytes(self) -> int | None:
+        """The most memory PyTorch's allocator has held on a GPU so far (None on other devices)."""
+        return torch.cuda.max_memory_allocated(self.device) if self.device.type == "cuda" else None
+
     def describe(self) -> str:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else self.device.type
         flags = [f for f, on in (("bf16 autocast", self.autocast), ("torch.compile", self.compile)) if on]

@@ -66,6 +66,7 @@ class TrainResult:
     state: TrainState
     train_loss: float  # of the last logged step
     final_val_loss: float
+    first_step_s: float | None  # the first step's seconds: compilation and warm-up
 
 
 def train(
@@ -139,7 +140,7 @@ def train(
     final_val_loss = evaluator.final(model.evaluated, progress)
     events.on_row({"kind": "final_eval", "step": config.max_steps, "tokens": config.max_steps * tokens_per_step,
                    "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss)})
-    return TrainResult(state, loss_value, final_val_loss)
+    return TrainResult(state, loss_value, final_val_loss, meter.first_step_s)
 
 
 def train_step(

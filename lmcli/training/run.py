@@ -217,6 +217,8 @@ def train_run(
         "device": runtime.describe(),
         "processes": world.size,
         "elapsed_s": round(result.state.elapsed_s, 1),
+        "first_step_s": None if result.first_step_s is None else round(result.first_step_s, 2),
+        "device_peak_memory_bytes": runtime.peak_memory_bytes(),
         "train_loss": result.train_loss,
         "best_val_loss": result.state.best_val_loss,
         "final_val_loss": result.final_val_loss,
