@@ -31,11 +31,11 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
     cfg.validate()
     d, layers = cfg.d_model, cfg.num_layers
     counts = {
-        "token_embeddings": cfg.vocab_size * d,
+        "token_embeddings": cfg.padded_vocab_size * d,
         "attention": layers * 4 * d * d,
         "feed_forward": layers * feed_forward_matrices(cfg) * d * cfg.d_ff,
         "norms": 0 if cfg.norm == "none" else (2 * layers + 1) * d,
-        "lm_head": 0 if cfg.tie_embeddings else cfg.vocab_size * d,
+        "lm_head": 0 if cfg.tie_embeddings else cfg.padded_vocab_size * d,
     }
     return {**counts, "total": sum(counts.values())}
 
@@ -57,7 +57,7 @@ def forward_flops(cfg: ModelConfig, seq_len: int) -> dict[str, int]:
         "attention_values": layers * 2 * T * T * d,
         "output_projection": layers * 2 * T * d * d,
         "feed_forward": layers * feed_forward_matrices(cfg) * 2 * T * d * cfg.d_ff,
-        "lm_head": 2 * T * d * cfg.vocab_size,
+        "lm_head": 2 * T * d * cfg.padded_vocab_size,
     }
     return {**flops, "total": sum(flops.values())}
 

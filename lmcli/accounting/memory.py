@@ -42,7 +42,7 @@ def activation_elements(cfg: ModelConfig, seq_len: int) -> dict[str, int]:
     }
     elements = {name: cfg.num_layers * n for name, n in per_layer.items()}
     elements["norms"] += norm_outputs
-    elements["lm_head_and_loss"] = 2 * T * cfg.vocab_size
+    elements["lm_head_and_loss"] = 2 * T * cfg.padded_vocab_size
     return {**elements, "total": sum(elements.values())}
 
 
@@ -69,7 +69,7 @@ def max_batch_size(memory: dict[str, int], budget_bytes: int) -> int:
 def inference_memory(cfg: ModelConfig, seq_len: int, batch_size: int) -> int:
     """Peak bytes of a forward pass without gradients over ``batch_size`` sequences, in float32."""
     T = seq_len
-    transient = 2 * T * cfg.vocab_size + 2 * cfg.num_heads * T * T + 3 * T * cfg.d_ff + 2 * T * cfg.d_model
+    transient = 2 * T * cfg.padded_vocab_size + 2 * cfg.num_heads * T * T + 3 * T * cfg.d_ff + 2 * T * cfg.d_model
     return WEIGHT_BYTES * (count_params(cfg) + batch_size * transient)
 
 

@@ -24,6 +24,7 @@ from lmcli.interop.hf_tokenizer import write_hf_tokenizer
 from lmcli.interop.llama_config import llama_config
 from lmcli.interop.llama_weights import to_hf
 from lmcli.interop.safetensors_files import WEIGHTS_FILE, write_weights
+from lmcli.model.transformer import unpadded_state_dict
 from lmcli.tokenizer import Tokenizer
 from lmcli.training.checkpoint import checkpoint_tokenizer, find_checkpoint, load_model_from_checkpoint
 from lmcli.workspace import RUN_CONFIG_FILE, Workspace
@@ -64,9 +65,9 @@ def export_checkpoint(
     config = llama_config(cfg, special_id, special_id, dtype)  # refuses the ablations
     if fmt == "gguf":
         with atomic_path(out) as tmp:
-            write_gguf(tmp, model.state_dict(), cfg, tokenizer, dtype, Path(path).parent.name)
+            write_gguf(tmp, unpadded_state_dict(model.state_dict(), cfg), cfg, tokenizer, dtype, Path(path).parent.name)
     else:
-        tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(model.state_dict(), cfg).items()}
+        tensors = {k: v.to(DTYPES[dtype]) for k, v in to_hf(unpadded_state_dict(model.state_dict(), cfg), cfg).items()}
         with atomic_directory(out, replace=force) as tmp:
             (tmp / "config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
             generation = {"bos_token_id": special_id, "eos_token_id": special_id, "_from_model_config": True}

@@ -1,6 +1,11 @@
 """The shape of a Transformer LM as one frozen dataclass, read from the ``[model]`` table of a TOML config.
 
-The defaults are the CS336 TinyStories model (17M non-embedding parameters). The string switches
+The defaults are the CS336 TinyStories model (17M non-embedding parameters). ``vocab_multiple``
+pads the embedding and output tables to a multiple of it (50,257 ids become 50,304 rows: bf16
+matrix products on GPUs run much faster on aligned shapes); the padded ids are never inputs,
+their logits are dropped before the softmax, so padding changes no loss and no sample, and
+exports carry the ``vocab_size`` real rows only. 0 (the default) lets training choose: 64 on
+CUDA, 1 (no padding) elsewhere. The string switches
 select the ablations the assignment runs: post-norm or no RMSNorm at all, no position embedding
 (NoPE), a plain SiLU feed-forward instead of SwiGLU, and tying the LM head to the token embedding.
 
@@ -41,16 +46,25 @@ class ModelConfig:
     ffn: str = "swiglu"  # "swiglu" | "silu"        (SiLU ablation: W2·SiLU(W1 x), no w3; set d_ff = 4·d_model)
     tie_embeddings: bool = False  # lm_head shares token_embeddings.weight
     kernels: str = "fast"  # "fast" | "reference" | "torch"  (how attention, RoPE and the loss are computed)
+    vocab_multiple: int = 0  # tables padded to a multiple of this; 0: training picks (64 on CUDA, else 1)
 
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def padded_vocab_size(self) -> int:
+        """Rows of the embedding and output tables: vocab_size rounded up to a multiple of vocab_multiple."""
+        multiple = max(1, self.vocab_multiple)
+        return -(-self.vocab_size // multiple) * multiple
 
     def validate(self) -> None:
         """Raise LmcliError naming the first field that cannot build a model."""
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
             if getattr(self, name) <= 0:
                 raise LmcliError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.vocab_multiple <= 4096:
+            raise LmcliError(f"model.vocab_multiple must be between 0 and 4,096, got {self.vocab_multiple}")
         if self.d_model % self.num_heads:
             raise LmcliError(f"model.num_heads ({self.num_heads}) must divide model.d_model ({self.d_model})")
         for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS), ("kernels", KERNELS)):
@@ -64,7 +78,8 @@ class ModelConfig:
 
     def same_architecture(self, other: ModelConfig) -> bool:
         """Whether both configs build the same model (weights of one load into the other)."""
-        return dataclasses.replace(self, kernels=other.kernels) == other
+        same_tables = self.padded_vocab_size == other.padded_vocab_size
+        return same_tables and dataclasses.replace(self, kernels=other.kernels, vocab_multiple=other.vocab_multiple) == other
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

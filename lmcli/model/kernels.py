@@ -229,9 +229,10 @@ class CrossEntropy(torch.autograd.Function):
         return grad_logits * grad, None
 
 
-def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``cross_entropy(x @ weight.T, targets)``, computing the logits ``CHUNK_LOGITS`` at a time."""
-    return LinearCrossEntropy.apply(x, weight, targets)
+def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
+    """``cross_entropy(x @ weight.T, targets)``, computing the logits ``CHUNK_LOGITS`` at a time; with
+    ``vocab``, the logits past the first ``vocab`` (padding rows of ``weight``) are left out."""
+    return LinearCrossEntropy.apply(x, weight, targets, vocab)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -245,7 +246,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         exact = torch.promote_types(dtype, torch.float32)  # softmax and sums: float32 at least
         rows, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
@@ -258,7 +259,10 @@ class LinearCrossEntropy(torch.autograd.Function):
         for start in range(0, rows.shape[0], chunk):
             part = slice(start, start + chunk)
             inputs = rows[part].to(dtype)
-            part_loss, grad = weighted_loss_and_gradient((inputs @ w.T).to(exact), targets[part], weights[part], gradient)
+            logits = (inputs @ w.T).to(exact)  # the whole padded table: aligned shapes
+            if vocab is not None and vocab < logits.shape[-1]:
+                logits[:, vocab:] = float("-inf")  # padding: probability 0, gradient 0
+            part_loss, grad = weighted_loss_and_gradient(logits, targets[part], weights[part], gradient)
             loss += part_loss
             if gradient:
                 grad = grad.to(dtype)
@@ -274,4 +278,4 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad, grad_w * grad, None
+        return grad_x * grad, grad_w * grad, None, None

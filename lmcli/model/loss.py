@@ -45,8 +45,11 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernels: str = "f
     return (losses * counted).sum() / counted.sum()
 
 
-def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, kernels: str = "fast") -> torch.Tensor:
-    """``cross_entropy(x @ weight.T, targets)``: the loss of the output head's logits, from its input ``x``."""
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, kernels: str = "fast", vocab: int | None = None
+) -> torch.Tensor:
+    """``cross_entropy(x @ weight.T, targets)``: the loss of the output head's logits, from its input ``x``.
+    With ``vocab``, only the first ``vocab`` logits count (the other rows of ``weight`` are padding)."""
     if kernels in ("reference", "torch"):
-        return cross_entropy(x @ weight.T, targets, kernels)
-    return fast.linear_cross_entropy(x, weight, targets)  # a chunk of logits at a time
+        return cross_entropy((x @ weight.T)[..., :vocab], targets, kernels)
+    return fast.linear_cross_entropy(x, weight, targets, vocab)  # a chunk of logits at a time

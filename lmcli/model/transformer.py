@@ -91,10 +91,11 @@ class TransformerLM(nn.Module):
         )
         config.validate()
         self.kernels = config.kernels
-        self.token_embeddings = Embedding(vocab_size, d_model, device=device, dtype=dtype)
+        rows = config.padded_vocab_size  # vocab_size, or more: padding rows no id reaches
+        self.token_embeddings = Embedding(rows, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList(TransformerBlock.from_config(config, device, dtype) for _ in range(num_layers))
         self.ln_final = None if config.norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
-        self.lm_head = Linear(d_model, vocab_size, device=device, dtype=dtype)
+        self.lm_head = Linear(d_model, rows, device=device, dtype=dtype)
         if config.tie_embeddings:
             self.token_embeddings.weight = self.lm_head.weight
         self.activation_checkpointing = False
@@ -136,5 +137,12 @@ class TransformerLM(nn.Module):
         if self.ln_final is not None:
             x = self.ln_final(x)
         if targets is not None:
-            return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels)
-        return self.lm_head(x)
+            return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels, self.config.vocab_size)
+        logits = self.lm_head(x)
+        return logits if logits.shape[-1] == self.config.vocab_size else logits[..., : self.config.vocab_size]
+
+
+def unpadded_state_dict(state: dict[str, torch.Tensor], config: ModelConfig) -> dict[str, torch.Tensor]:
+    """A state dict with the vocabulary tables cut to the ``vocab_size`` real rows (for exports)."""
+    tables = ("token_embeddings.weight", "lm_head.weight")
+    return {k: v[: config.vocab_size] if k in tables else v for k, v in state.items()}

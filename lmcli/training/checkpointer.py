@@ -2,22 +2,30 @@
 
 - ``latest.pt`` every ``training.checkpoint_interval`` steps, at the last step and when the run
   is asked to stop (Ctrl-C): ``lmcli train --resume`` continues from it;
-- ``best.pt`` whenever an evaluation finds the lowest validation loss so far;
+- ``best.pt`` whenever an evaluation finds the lowest validation loss so far: the weights only
+  (what generate, eval and export read), without the optimizer state, a third of the size;
 - ``step-NNNNNN.pt``, a kept copy, every ``training.keep_interval`` steps (if set).
 
 A checkpoint holds the run's ``TrainState`` and what is needed to use the model alone: the
-resolved config, the model config and the tokenizer's directory and fingerprint. Each file is
-written atomically; a write that fails (a full disk) keeps the previous file and stops the run
-with one line that says so. With several processes every rank takes part in collecting the
-state (FSDP gathers its shards) and rank 0 alone writes; all ranks learn whether it succeeded.
+resolved config, the model config and the tokenizer's directory and fingerprint. Saving copies
+the state to host memory (the only part the training waits for) and a background thread
+writes the file while training goes on; the next save, the end of the run and any error wait
+for it. Each file is written atomically, so a kill at any moment leaves the previous one
+loadable; a write that fails (a full disk) keeps the previous file and stops the run with one
+line that says so, at the next save or the end. With several processes every rank takes part
+in collecting the state (FSDP gathers its shards) and rank 0 alone writes; all ranks learn
+whether it succeeded.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from lmcli.errors import LmcliError
 from lmcli.training.checkpoint import BEST, LATEST, checkpoint_bytes, write_checkpoint
@@ -34,31 +42,55 @@ class Checkpointer:
         self.max_steps = config.max_steps
         self.about_run = {"config": config.to_dict(), "model_config": dataclasses.asdict(config.model), "tokenizer": tokenizer}
         self.saved_step = resumed_step  # the step of the newest latest.pt, if any
+        self._writer: threading.Thread | None = None  # the write in flight
+        self._error: LmcliError | None = None  # how it failed
 
     def due(self, step: int, stopping: bool) -> bool:
         """Whether ``latest.pt`` is written after this step."""
         return step % self.interval == 0 or step == self.max_steps or stopping
 
     def save_latest(self, state: TrainState) -> None:
-        self._write(state, LATEST)
-        self.saved_step = state.step
-        if self.keep_interval and state.step % self.keep_interval == 0:
-            self._write(state, f"step-{state.step:06d}.pt")
+        names = [LATEST, *([f"step-{state.step:06d}.pt"] if self.keep_interval and state.step % self.keep_interval == 0 else [])]
+        self._write(state.state_dict(), names, state.step)
 
     def save_best(self, state: TrainState) -> None:
-        self._write(state, BEST)
+        self._write(state.weights_dict(), [BEST], state.step)
+
+    def wait(self) -> None:
+        """Wait for the write in flight; every rank raises if it failed (all ranks call this together)."""
+        self.close()
+        error, self._error = self._error, None
+        if any_rank(error is not None):
+            raise error or PeerFailed("rank 0 could not write a checkpoint")
+
+    def close(self) -> None:
+        """Wait for the write in flight, on this rank alone (a failing run on its way out)."""
+        if self._writer is not None:
+            self._writer.join()
+            self._writer = None
 
     def kept(self) -> str:
         """What a failed run leaves to resume from, for its error message."""
+        self.close()
         if self.saved_step is None:
             return "no checkpoint was written"
         return f"{self.run_dir / LATEST} (step {self.saved_step:,}) is kept"
 
-    def _write(self, state: TrainState, name: str) -> None:
-        entries: dict[str, Any] = {**state.state_dict(), **self.about_run}
-        error = self._write_entries(entries, self.run_dir / name, state.step) if self.writes else None
-        if any_rank(error is not None):
-            raise error or PeerFailed(f"rank 0 could not write {name}")
+    def _write(self, state: dict[str, Any], names: list[str], step: int) -> None:
+        self.wait()
+        if not self.writes:
+            return
+        entries = on_host({**state, **self.about_run})  # a copy: training goes on changing the weights
+        self._writer = threading.Thread(target=self._write_files, args=(entries, names, step), name="checkpoint-writer")
+        self._writer.start()
+
+    def _write_files(self, entries: dict[str, Any], names: list[str], step: int) -> None:
+        for name in names:
+            self._error = self._write_entries(entries, self.run_dir / name, step)
+            if self._error is not None:
+                return
+            if name == LATEST:
+                self.saved_step = step
 
     def _write_entries(self, entries: dict[str, Any], path: Path, step: int) -> LmcliError | None:
         """The error that stops the run, if the write fails."""
@@ -75,3 +107,14 @@ class Checkpointer:
             if path.is_file():
                 kept = f"the one of step {self.saved_step:,} is kept" if name == LATEST and self.saved_step else "the previous one is kept"
             return LmcliError(f"could not write {path} at step {step:,} ({reason}); {kept}")
+
+
+def on_host(tree: Any) -> Any:
+    """``tree`` (a state dict) with every tensor copied to the CPU: a snapshot nothing else changes."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().to("cpu", copy=True)
+    if isinstance(tree, dict):
+        return {k: on_host(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(on_host(v) for v in tree)
+    return tree

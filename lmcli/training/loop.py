@@ -12,7 +12,7 @@ is that of the mean loss over the global batch. Around that, each concern has it
 - ``Evaluator`` (evaluator): every ``eval_interval`` steps the loss on fixed validation
   batches, at the end the loss on the whole validation file;
 - ``Checkpointer`` (checkpointer): ``latest.pt`` every ``checkpoint_interval`` steps,
-  ``best.pt`` at a new lowest validation loss;
+  ``best.pt`` at a new lowest validation loss, written in the background;
 - observers (observers): every ``log_interval`` steps a metrics row (loss, grad norm, lr,
   tokens/s, MFU); the loss is only read back from the device then, so a GPU is not stalled
   every step. The run's files and the live panel are observers.
@@ -131,13 +131,15 @@ def train(
             if saving:
                 checkpointer.save_latest(state)
             if stopping:
+                checkpointer.wait()  # the checkpoint is on disk before the run says so
                 events.on_row({"kind": "interrupted", "step": step})
                 events.on_note(f"interrupted: checkpoint of step {step:,} saved; continue with "
                                f"`lmcli train --resume {checkpointer.run_dir}`")
                 raise KeyboardInterrupt
             meter.restart(step)  # evaluating and saving are not training time
 
-    final_val_loss = evaluator.final(model.evaluated, progress)
+    final_val_loss = evaluator.final(model.evaluated, progress)  # while the last checkpoint is written
+    checkpointer.wait()
     events.on_row({"kind": "final_eval", "step": config.max_steps, "tokens": config.max_steps * tokens_per_step,
                    "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss)})
     return TrainResult(state, loss_value, final_val_loss, meter.first_step_s)

@@ -93,13 +93,18 @@ def run_training(
         if changed:
             raise LmcliError(f"--init-from takes the model of {spec.init_from} as it is: --set {changed[0]} cannot change it "
                              "(only model.kernels can)")
-        config = dataclasses.replace(config, model=dataclasses.replace(ModelConfig.from_dict(init["model_config"]),
-                                                                       kernels=config.model.kernels))
+        saved = ModelConfig.from_dict(init["model_config"])  # its tables as saved: an unset multiple is no padding
+        config = dataclasses.replace(config, model=dataclasses.replace(saved, kernels=config.model.kernels,
+                                                                       vocab_multiple=saved.vocab_multiple or 1))
         notes.append(f"initialized from {spec.init_from} (its model: {config.model.num_layers} layers, d_model "
                      f"{config.model.d_model}); the optimizer starts fresh")
     wandb_module = require_wandb() if spec.wandb and world.is_main else None
     s = config.system
     runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank)
+    config = with_vocab_multiple(config, runtime.device.type == "cuda")
+    if config.model.padded_vocab_size != config.model.vocab_size:
+        notes.append(f"vocabulary tables padded from {config.model.vocab_size:,} to {config.model.padded_vocab_size:,} rows "
+                     f"(model.vocab_multiple = {config.model.vocab_multiple}; the padding ids are never used)")
     require_training_memory(config, runtime, world)
     resolve = workspace.path
     if init is not None:  # before the data is read: its size check would blame model.vocab_size, which is not the config's
@@ -118,6 +123,14 @@ def run_training(
                         list(observers) if world.is_main else [], progress if world.is_main else SILENT, init)
     distributed.stop()  # after an error the group stays up, so the ranks can agree which one reports it
     return summary
+
+
+def with_vocab_multiple(config: TrainConfig, on_cuda: bool) -> TrainConfig:
+    """``model.vocab_multiple = 0`` decided for the device: 64 on CUDA (aligned bf16 matrix products), else 1."""
+    if config.model.vocab_multiple:
+        return config
+    multiple = 64 if on_cuda else 1
+    return dataclasses.replace(config, model=dataclasses.replace(config.model, vocab_multiple=multiple))
 
 
 def initial_weights(spec: RunSpec, workspace: Workspace) -> dict | None:
@@ -200,10 +213,12 @@ def train_run(
     except TrainingDiverged:  # recorded by its own row
         raise
     except LmcliError as e:
+        checkpointer.close()  # the step of the last checkpoint written, below, is known once its write ends
         if log is not None and not isinstance(e, distributed.PeerFailed):
             log.on_row({"kind": "failed", "step": checkpointer.saved_step or 0, "error": str(e)})
         raise
     finally:
+        checkpointer.close()  # a write in flight finishes before the process may exit
         if log is not None:
             log.close()
         if lock is not None:

@@ -52,10 +52,16 @@ class TrainState:
 
     def state_dict(self) -> dict[str, Any]:
         return {
-            "iteration": self.step,
-            "model": full_tensors(uncompiled_state_dict(self.model)),
+            **self.weights_dict(),
             "optimizer": full_tensors(self.optimizer.state_dict()),
             "rng": capture_rng(self.batch_rng),
+        }
+
+    def weights_dict(self) -> dict[str, Any]:
+        """What using the model needs (generate, eval, export), without what resuming needs."""
+        return {
+            "iteration": self.step,
+            "model": full_tensors(uncompiled_state_dict(self.model)),
             "best_val_loss": self.best_val_loss,
             "elapsed_s": self.elapsed_s,
         }

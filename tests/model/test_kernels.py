@@ -181,3 +181,26 @@ def test_the_kernels_switch_reaches_every_layer():
     assert {m.kernels for m in model.modules() if hasattr(m, "kernels")} == {"reference"}
     assert ModelConfig(**TINY).same_architecture(model.config)
     assert not ModelConfig(**TINY).same_architecture(ModelConfig(**{**TINY, "d_ff": 64}))
+
+
+@pytest.mark.parametrize("kernel_set", ["fast", "torch", "reference"])
+def test_vocabulary_padding_changes_no_logit_loss_or_gradient(kernel_set):
+    """97 ids in tables of 128 rows: the same model as 97 rows, whatever the padding rows hold."""
+    plain = TransformerLM.from_config(ModelConfig(**TINY, kernels=kernel_set))
+    padded = TransformerLM.from_config(ModelConfig(**TINY, kernels=kernel_set, vocab_multiple=64))
+    assert padded.lm_head.weight.shape[0] == padded.config.padded_vocab_size == 128
+    state = plain.state_dict()
+    for name in ("token_embeddings.weight", "lm_head.weight"):  # the real rows, then random padding rows
+        state[name] = torch.cat([state[name], torch.randn(31, TINY["d_model"]) * 5])
+    padded.load_state_dict(state)
+    ids = torch.randint(0, 97, (3, 16))
+    torch.testing.assert_close(padded(ids), plain(ids))
+    for model in (plain, padded):
+        model(ids[:, :-1], targets=ids[:, 1:]).backward()
+    torch.testing.assert_close(padded(ids[:, :-1], targets=ids[:, 1:]), plain(ids[:, :-1], targets=ids[:, 1:]))
+    for (name, p), q in zip(padded.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad[: q.shape[0]], q.grad, msg=name)
+        assert not p.grad[q.shape[0]:].any()  # the padding rows learn nothing
+    assert plain.config.same_architecture(ModelConfig(**TINY, vocab_multiple=1))
+    assert padded.config.same_architecture(ModelConfig(**TINY, vocab_multiple=32))  # 97 -> 128 either way
+    assert not padded.config.same_architecture(plain.config)

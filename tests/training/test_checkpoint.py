@@ -108,3 +108,42 @@ def test_load_model_from_checkpoint_rebuilds_the_model_from_its_config(tmp_path)
     assert config == TINY and checkpoint["iteration"] == 7 and not loaded.training
     ids = torch.randint(TINY.vocab_size, (1, 8))
     torch.testing.assert_close(loaded(ids), model(ids))
+
+
+def test_a_checkpoint_is_written_in_the_background_from_a_snapshot(tmp_path, monkeypatch):
+    """Training goes on while the file is written: what is written is the state at the save, and
+    best.pt holds the weights only."""
+    import time
+
+    import lmcli.training.checkpointer as checkpointer_module
+    from lmcli.training.checkpoint import read_checkpoint
+    from lmcli.training.checkpointer import Checkpointer
+    from lmcli.training.config import config_from_dict
+    from lmcli.training.state import TrainState
+
+    config = config_from_dict({"model": {"vocab_size": 64, "context_length": 8, "d_model": 16, "num_layers": 1,
+                                         "num_heads": 2, "d_ff": 32}, "training": {"max_steps": 10}, "optimizer": {"warmup_steps": 1}})
+    state = TrainState.create(config, torch.device("cpu"))
+    state.step = 3
+    slow_write = checkpointer_module.write_checkpoint
+
+    def slowly(entries, path):
+        time.sleep(0.3)  # the training step below happens meanwhile
+        slow_write(entries, path)
+
+    monkeypatch.setattr(checkpointer_module, "write_checkpoint", slowly)
+    checkpointer = Checkpointer(tmp_path, config, {"dir": "tok", "fingerprint": "x"})
+    before = {k: v.clone() for k, v in state.model.state_dict().items()}
+    checkpointer.save_latest(state)
+    assert not (tmp_path / "latest.pt").exists()  # still being written: the save returned at once
+    with torch.no_grad():
+        for p in state.model.parameters():
+            p.add_(1.0)  # the next optimizer step, in place
+    checkpointer.save_best(state)  # waits for latest.pt first
+    checkpointer.wait()
+    latest, best = read_checkpoint(tmp_path / "latest.pt"), read_checkpoint(tmp_path / "best.pt")
+    for k, v in before.items():
+        torch.testing.assert_close(latest["model"][k], v)
+        torch.testing.assert_close(best["model"][k], v + 1.0)
+    assert "optimizer" in latest and "optimizer" not in best and "rng" not in best
+    assert checkpointer.saved_step == 3

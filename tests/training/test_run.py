@@ -327,3 +327,22 @@ def test_peak_flops_option_gives_every_row_an_mfu(cli, workspace, config):
     assert result.exit_code == 0, result.output
     rows = _rows(workspace / "runs" / "mfu", "train")
     assert rows and all(0 < r["mfu"] < 1 for r in rows)
+
+
+def test_a_padded_vocabulary_trains_generates_and_exports_its_real_rows(cli, workspace, config):
+    result = cli("train", "--config", config, "--name", "padded", "--set", "model.vocab_multiple=100",
+                 "--set", "training.max_steps=6")
+    assert result.exit_code == 0, result.output
+    run_dir = workspace / "runs" / "padded"
+    assert "padded from 256 to 300 rows" in (run_dir / "train.log").read_text()
+    saved = read_checkpoint(run_dir / "latest.pt")
+    assert saved["model"]["lm_head.weight"].shape[0] == 300 and saved["model_config"]["vocab_multiple"] == 100
+    generated = cli("generate", "--prompt", "the cat", "--checkpoint", run_dir, "--max-tokens", "8", "--json")
+    assert generated.exit_code == 0, generated.output
+    exported = cli("export", str(run_dir), "--out", workspace / "hf")
+    assert exported.exit_code == 0, exported.output
+    from safetensors.torch import load_file
+
+    assert json.loads((workspace / "hf" / "config.json").read_text())["vocab_size"] == 256
+    tensors = load_file(workspace / "hf" / "model.safetensors")
+    assert tensors["model.embed_tokens.weight"].shape[0] == tensors["lm_head.weight"].shape[0] == 256
