@@ -55,7 +55,7 @@ from lmcli.training.config import TrainConfig, load_config, resolve_config_path
 from lmcli.training.data import load_training_data
 from lmcli.training.device import Runtime, setup_runtime
 from lmcli.training.distributed import World
-from lmcli.training.loop import TrainingDiverged, count_parameters, train
+from lmcli.training.loop import TrainingDiverged, count_parameters, train, training_flops_per_token
 from lmcli.training.metrics import RunLog, perplexity, require_wandb
 from lmcli.training.observers import TrainObserver
 from lmcli.training.state import TrainState
@@ -100,7 +100,8 @@ def run_training(
                      f"{config.model.d_model}); the optimizer starts fresh")
     wandb_module = require_wandb() if spec.wandb and world.is_main else None
     s = config.system
-    runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank)
+    run_flops = config.max_steps * config.training.batch_size * config.model.context_length * training_flops_per_token(config)
+    runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank, run_flops / world.size)
     config = with_vocab_multiple(config, runtime.device.type == "cuda")
     if config.model.padded_vocab_size != config.model.vocab_size:
         notes.append(f"vocabulary tables padded from {config.model.vocab_size:,} to {config.model.padded_vocab_size:,} rows "

@@ -101,3 +101,17 @@ def test_device_choice_is_checked(monkeypatch):
     monkeypatch.setattr(device, "TORCH_DIR", "/home/a user/venv/torch")  # inductor's C++ build would fail there
     with pytest.raises(LmcliError, match=r"PyTorch lies under a path with spaces \(/home/a user/venv/torch\)"):
         setup_runtime("cpu", "on", "off", 1e12)
+
+
+def test_auto_compiles_a_cpu_run_only_when_it_is_long_enough_and_can_build(monkeypatch):
+    monkeypatch.setattr(device, "TORCH_DIR", "/opt/venv/torch")
+    monkeypatch.setattr(device.shutil, "which", lambda name: "/usr/bin/c++")
+    hours = device.CPU_FLOPS_PER_THREAD * torch.get_num_threads() * 3600  # an hour of eager training
+    assert setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
+    assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours / 100).compile  # 36 s: compiling would not pay
+    assert not setup_runtime("cpu", "off", "auto", 0.0, training_flops=hours).compile
+    monkeypatch.setattr(device, "TORCH_DIR", "/home/a user/venv/torch")  # inductor could not build there: eager, silently
+    assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
+    monkeypatch.setattr(device, "TORCH_DIR", "/opt/venv/torch")
+    monkeypatch.setattr(device.shutil, "which", lambda name: None)  # no C++ compiler
+    assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
