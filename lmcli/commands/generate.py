@@ -21,7 +21,7 @@ import torch
 
 from lmcli.errors import LmcliError
 from lmcli.generation.completion import Completion, collect
-from lmcli.generation.decoding import generate_batch
+from lmcli.generation.decoding import for_inference, generate_batch
 from lmcli.generation.sampling import Sampling
 from lmcli.generation.text_stream import TextStream
 from lmcli.json_output import dumps
@@ -53,6 +53,7 @@ def run(
     chosen_device = pick_device(device)
     path = find_checkpoint(checkpoint, ws)
     model, model_config, saved = load_model_from_checkpoint(path, chosen_device)
+    model = for_inference(model)
     tokenizer_dir, same = checkpoint_tokenizer(saved, tokenizer_dir, ws)
     if not same:
         print_warning(f"the tokenizer in {tokenizer_dir} is not the one the model was trained with")
@@ -86,6 +87,7 @@ def run(
     result = {
         "checkpoint": str(path),
         "device": str(chosen_device),
+        "dtype": str(model.lm_head.weight.dtype).removeprefix("torch."),
         "prompt": prompt,
         "prompt_ids": prompt_ids,
         **completions[0].as_dict(),

@@ -15,6 +15,9 @@ without a cache applies the same window, so both produce identical greedy output
 
 ``generate`` is the CS336 interface (one prompt, yields token ids); ``generate_batch`` draws
 several samples of one prompt together, one forward pass per step for all of them.
+``for_inference`` puts a model in the dtype generation runs it in: bf16 on GPUs (half the
+bytes each token reads; the KV cache follows the weights' dtype), float32 elsewhere, so CPU
+output stays exactly the float32 model's.
 """
 
 from __future__ import annotations
@@ -28,6 +31,14 @@ from lmcli.errors import LmcliError
 from lmcli.generation.sampling import Sampling
 from lmcli.memory_budget import available_bytes, require_memory
 from lmcli.model.kv_cache import KVCache
+
+
+def for_inference(model: torch.nn.Module) -> torch.nn.Module:
+    """The model in eval mode, in bf16 on a GPU that supports it (unchanged elsewhere)."""
+    device = model.lm_head.weight.device
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        model = model.to(torch.bfloat16)
+    return model.eval()
 
 
 def generate(

@@ -367,3 +367,13 @@ def test_a_model_with_nan_logits_is_one_error_not_a_sample(cli, tmp_path, temper
     save_run(tmp_path / "workspace", model, tiny_tokenizer())
     result = cli("generate", "--prompt", "once", "--max-tokens", "3", "--temperature", temperature)
     assert_one_line_error(result, "the model's logits are NaN or infinite")
+
+
+def test_for_inference_keeps_a_cpu_model_in_float32():
+    """bf16 is for GPUs only: on the CPU, generation runs the float32 model (identical greedy output)."""
+    from lmcli.generation.decoding import for_inference
+
+    model = TransformerLM.from_config(ModelConfig(vocab_size=50, context_length=8, d_model=16, num_layers=1, num_heads=2, d_ff=32))
+    model.train()
+    prepared = for_inference(model)
+    assert not prepared.training and {p.dtype for p in prepared.parameters()} == {torch.float32}
