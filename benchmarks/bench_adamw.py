@@ -4,7 +4,8 @@ Only ``optimizer.step()`` is timed (gradients are fixed random tensors), over th
 the CS336 TinyStories model (or another ``--config``), with decay groups as in the config. The
 comparators are torch's three implementations: the per-parameter loop (``foreach=False``),
 the multi-tensor one (``foreach=True``, torch's default on GPUs) and, where available,
-``fused=True``. Steps are interleaved so machine load hits every side alike; medians reported
+``fused=True``; and lmcli's AdamW with ``compile_step`` (what a compiled run uses: the same
+formula through torch.compile, inductor). Steps are interleaved so machine load hits every side alike; medians reported
 with the ratio lmcli / torch.
 
     python benchmarks/bench_adamw.py [--config tinystories] [--device cpu] [--repeats 15]
@@ -31,6 +32,7 @@ def make_optimizers(config_name: str, device: torch.device) -> dict[str, torch.o
     no_decay = list(config.optimizer.no_decay)
     variants = {
         "lmcli AdamW": lambda groups: AdamW(groups, lr=LR, betas=BETAS, eps=EPS),
+        "lmcli AdamW (compiled)": lambda groups: compiled(AdamW(groups, lr=LR, betas=BETAS, eps=EPS)),
         "torch AdamW (for-loop)": lambda groups: torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, foreach=False),
         "torch AdamW (foreach)": lambda groups: torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, foreach=True),
         "torch AdamW (fused)": lambda groups: torch.optim.AdamW(groups, lr=LR, betas=BETAS, eps=EPS, fused=True),
@@ -43,11 +45,17 @@ def make_optimizers(config_name: str, device: torch.device) -> dict[str, torch.o
             p.grad = torch.randn_like(p) * 1e-3
         try:
             optimizers[name] = build(decay_groups(model, WEIGHT_DECAY, no_decay))
-            optimizers[name].step()  # warm-up, and state allocation
+            for _ in range(2):  # warm-up: state allocation, compilation (the first step then the next step counts)
+                optimizers[name].step()
         except RuntimeError as e:  # fused is not implemented for every device
             print(f"skipping {name}: {str(e).splitlines()[0]}")
             optimizers.pop(name, None)
     return optimizers
+
+
+def compiled(optimizer: AdamW) -> AdamW:
+    optimizer.compile_step({"dynamic": False})
+    return optimizer
 
 
 def time_step(optimizer: torch.optim.Optimizer, device: torch.device) -> float:

@@ -177,6 +177,8 @@ def parallelize(state: TrainState, config: TrainConfig, world: World, runtime: R
     if model.mode == "fsdp":  # sharding made new (sliced) parameters: the optimizer must update those
         o = config.optimizer
         state.optimizer = shard_optimizer(state.optimizer, decay_groups(state.model, o.weight_decay, list(o.no_decay)))
+    elif runtime.compile:  # the update fused too (FSDP's sharded DTensors stay with the eager update)
+        state.optimizer.compile_step(runtime.compile_options())
     return model
 
 

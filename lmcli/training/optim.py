@@ -13,7 +13,10 @@ applied to the weights before the update (``p_{t-1}`` as in the paper), which is
 
 The step applies the formula to a whole parameter group at once with ``torch._foreach_*``
 tensor operations (one kernel launch per operation for the group instead of one per
-parameter), which matters for models with many small tensors.
+parameter), which matters for models with many small tensors. ``compile_step`` (training does
+it when it compiles the model) runs the same formula as one compiled function per group, which
+fuses it into a few kernels with no temporaries in memory; the learning rate and the bias
+corrections go in as tensors, so their change at every step compiles nothing again.
 
 ``decay_groups`` builds the parameter groups: names matching a ``no_decay`` glob pattern
 (norm gains, embeddings) get ``weight_decay = 0``.
@@ -46,6 +49,11 @@ class AdamW(torch.optim.Optimizer):
         if eps < 0 or weight_decay < 0:
             raise ValueError(f"invalid eps {eps} or weight_decay {weight_decay}: must be >= 0")
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        self._compiled_update = None
+
+    def compile_step(self, options: dict) -> None:
+        """Run each group's update through ``torch.compile(compiled_update, **options)`` from now on."""
+        self._compiled_update = torch.compile(compiled_update, **options)
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -67,6 +75,13 @@ class AdamW(torch.optim.Optimizer):
         exp_avg_sqs = [s["exp_avg_sq"] for s in states]
         for s in states:
             s["step"] += 1
+        steps = {s["step"] for s in states}
+        if self._compiled_update is not None and len(steps) == 1:  # (parameters added later step apart: eager)
+            t = steps.pop()
+            # 0-d CPU tensors: scalars to any device's kernels without a copy or a wait, and not compiled in as constants
+            scalars = [torch.tensor(x, dtype=torch.float64) for x in (lr, -lr / (1 - beta1**t), math.sqrt(1 - beta2**t))]
+            self._compiled_update(params, grads, exp_avgs, exp_avg_sqs, *scalars, beta1, beta2, eps, weight_decay)
+            return
 
         if weight_decay != 0:
             torch._foreach_mul_(params, 1 - lr * weight_decay)
@@ -87,6 +102,21 @@ class AdamW(torch.optim.Optimizer):
             state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
         return state
+
+
+def compiled_update(
+    params: list[torch.Tensor], grads: list[torch.Tensor], exp_avgs: list[torch.Tensor], exp_avg_sqs: list[torch.Tensor],
+    lr: torch.Tensor, step_size: torch.Tensor, bias2_sqrt: torch.Tensor, beta1: float, beta2: float, eps: float,
+    weight_decay: float,
+) -> None:
+    """``AdamW._update_group``'s formula for one step count, written for torch.compile: ``lr``, the step size
+    −lr / (1 − beta1^t) and √(1 − beta2^t) are 0-d tensors, so new values need no new compilation."""
+    for p, g, m, v in zip(params, grads, exp_avgs, exp_avg_sqs):
+        if weight_decay != 0:
+            p.mul_(1 - lr * weight_decay)
+        m.lerp_(g, 1 - beta1)
+        v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
+        p.add_(m / (v.sqrt() / bias2_sqrt + eps) * step_size)
 
 
 def decay_groups(model: torch.nn.Module, weight_decay: float, no_decay: list[str]) -> list[dict]:

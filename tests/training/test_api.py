@@ -94,6 +94,30 @@ def test_adamw_matches_torch_on_a_transformer_over_many_steps(foreach):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
 
 
+def test_a_compiled_adamw_step_equals_the_eager_one_and_compiles_once_per_group():
+    """compile_step: the same updates (to rounding), and changing lr and step counts recompile nothing."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    model = TransformerLM.from_config(TINY)
+    reference = copy.deepcopy(model)
+    no_decay = ["*ln*", "token_embeddings.weight"]
+    compiled = AdamW(decay_groups(model, 0.1, no_decay), lr=3e-3, betas=(0.9, 0.95))
+    eager = AdamW(decay_groups(reference, 0.1, no_decay), lr=3e-3, betas=(0.9, 0.95))
+    torch._dynamo.reset()
+    counters.clear()
+    compiled.compile_step({"backend": "aot_eager", "dynamic": False})
+    for trained, optimizer in ((model, compiled), (reference, eager)):
+        for step in range(1, 6):  # a new lr every step, as the schedule sets it
+            for group in optimizer.param_groups:
+                group["lr"] = 3e-3 * step / 5
+            _train_steps(trained, optimizer, 1)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-6)
+    assert counters["stats"]["unique_graphs"] == 2  # one per parameter group (its weight decay), then never again
+    torch._dynamo.reset()
+
+
 def test_adamw_update_is_the_documented_formula():
     p = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
     lr, (b1, b2), eps, wd = 0.1, (0.9, 0.99), 1e-8, 0.5
