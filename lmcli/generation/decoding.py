@@ -18,6 +18,11 @@ several samples of one prompt together, one forward pass per step for all of the
 ``for_inference`` puts a model in the dtype generation runs it in: bf16 on GPUs (half the
 bytes each token reads; the KV cache follows the weights' dtype), float32 elsewhere, so CPU
 output stays exactly the float32 model's.
+
+On GPUs the one-token step is compiled (``compiled``: by default on CUDA only): a static KV
+cache (``KVCache(static=True)``: fixed shapes, the position a tensor) lets one compiled graph
+serve every token, and ``mode="reduce-overhead"`` replays it as a CUDA graph, one launch per
+token instead of one per kernel. The prompt (and each re-prefill) runs uncompiled.
 """
 
 from __future__ import annotations
@@ -50,12 +55,13 @@ def generate(
     eos_id: int | None = None,
     generator: torch.Generator | None = None,
     use_cache: bool = True,
+    compiled: bool | None = None,
 ) -> Iterator[int]:
     """Yield up to ``max_new_tokens`` token ids continuing ``prompt_ids``; ``eos_id`` is yielded last when drawn.
 
     ``generator`` (a torch.Generator on the model's device) makes sampling reproducible."""
     sampling = Sampling(temperature, top_p, generator)
-    return (step[0] for step in generate_batch(model, prompt_ids, max_new_tokens, sampling, eos_id, 1, use_cache))
+    return (step[0] for step in generate_batch(model, prompt_ids, max_new_tokens, sampling, eos_id, 1, use_cache, compiled))
 
 
 def generate_batch(
@@ -66,6 +72,7 @@ def generate_batch(
     eos_id: int | None = None,
     num_samples: int = 1,
     use_cache: bool = True,
+    compiled: bool | None = None,
 ) -> Iterator[list[int | None]]:
     """Draw ``num_samples`` continuations of one prompt at once; each step yields one new id per
     sample, or None for a sample that already ended with ``eos_id``. Bad settings raise LmcliError here,
@@ -73,13 +80,15 @@ def generate_batch(
     prompt_ids = [int(i) for i in prompt_ids]
     sampling.check()
     check_request(model, prompt_ids, num_samples, max_new_tokens)
-    return decode_steps(model, prompt_ids, max_new_tokens, sampling, eos_id, num_samples, use_cache)
+    if compiled is None:
+        compiled = model.lm_head.weight.device.type == "cuda"
+    return decode_steps(model, prompt_ids, max_new_tokens, sampling, eos_id, num_samples, use_cache, compiled and use_cache)
 
 
 @torch.inference_mode()  # on a generator function, torch enters and leaves it around every step
 def decode_steps(
     model: torch.nn.Module, prompt_ids: list[int], max_new_tokens: int, sampling: Sampling, eos_id: int | None,
-    num_samples: int, use_cache: bool,
+    num_samples: int, use_cache: bool, compiled: bool = False,
 ) -> Iterator[list[int | None]]:
     """The decoding loop of ``generate_batch`` (settings already checked).
 
@@ -90,7 +99,8 @@ def decode_steps(
     device = model.lm_head.weight.device
     window = torch.empty(num_samples, context + 1, dtype=torch.long, device=device)
     window[:, : len(prompt_ids)] = torch.tensor(prompt_ids, dtype=torch.long, device=device)
-    cache = KVCache.for_model(model, num_samples) if use_cache else None
+    cache = KVCache.for_model(model, num_samples, static=compiled) if use_cache else None
+    one_token = compiled_step(model) if compiled else None
     done = [False] * num_samples
     length = len(prompt_ids)  # the model sees window[:, :length]
     for _ in range(max_new_tokens):
@@ -101,6 +111,9 @@ def decode_steps(
                 cache.reset()
         if cache is None:
             logits = model(window[:, :length])[:, -1]
+        elif one_token is not None and length - cache.length == 1:
+            logits = one_token(window[:, cache.length : length], cache)[:, -1]
+            cache.advance(1)
         else:
             logits = model(window[:, cache.length : length], kv_cache=cache)[:, -1]
         next_ids = sampling.next_ids(logits)
@@ -111,6 +124,12 @@ def decode_steps(
         done = [finished or i == eos_id for i, finished in zip(ids, done)]
         if all(done):
             return
+
+
+def compiled_step(model: torch.nn.Module):
+    """``model.cached_logits`` compiled for one token per sequence and a static cache (CUDA graphs on GPUs)."""
+    on_cuda = model.lm_head.weight.device.type == "cuda"
+    return torch.compile(model.cached_logits, dynamic=False, **({"mode": "reduce-overhead"} if on_cuda else {}))
 
 
 def check_request(model: torch.nn.Module, prompt_ids: list[int], num_samples: int, max_new_tokens: int) -> None:

@@ -109,8 +109,9 @@ class MultiHeadSelfAttention(nn.Module):
             q, k = self.rope(q, positions), self.rope(k, positions)
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)
-        # A single query (a generation step) is the last position: it may attend to every key.
-        mask = None if q.shape[-2] == 1 else causal_mask(q.shape[-2], k.shape[-2], x.device)
+        mask = None if kv_cache is None else kv_cache.visible(q.shape[-2])  # a static cache's written positions
+        if mask is None and q.shape[-2] > 1:  # (a single query is the last position: it may attend to every key)
+            mask = causal_mask(q.shape[-2], k.shape[-2], x.device)
         if reference:
             out = scaled_dot_product_attention(q, k, v, mask)
         elif self.kernels == "torch":  # PyTorch's FlashAttention: no score matrix in memory

@@ -124,20 +124,32 @@ class TransformerLM(nn.Module):
             raise LmcliError(
                 f"input has {cached + token_ids.shape[-1]} tokens but the model's context_length is {self.context_length}"
             )
-        x = self.token_embeddings(token_ids)
-        if kv_cache is None:
-            for layer in self.layers:
-                recompute = self.activation_checkpointing and torch.is_grad_enabled()
-                x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
-        else:
-            positions = kv_cache.positions(token_ids.shape[-1])
-            for layer, layer_cache in zip(self.layers, kv_cache.layers):
-                x = layer(x, positions, layer_cache)
+        if kv_cache is not None:
+            logits = self.cached_logits(token_ids, kv_cache)
             kv_cache.advance(token_ids.shape[-1])
+            return logits
+        x = self.token_embeddings(token_ids)
+        for layer in self.layers:
+            recompute = self.activation_checkpointing and torch.is_grad_enabled()
+            x = checkpoint(layer, x, use_reentrant=False) if recompute else layer(x)
         if self.ln_final is not None:
             x = self.ln_final(x)
         if targets is not None:
             return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels, self.config.vocab_size)
+        return self.logits(x)
+
+    def cached_logits(self, token_ids: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
+        """Logits of the tokens that follow the cached ones, whose keys and values are stored, without
+        counting them as cached (``forward`` does): with a static cache, a step that reads no Python
+        state that changes, which generation compiles once for every token."""
+        x = self.token_embeddings(token_ids)
+        positions = kv_cache.positions(token_ids.shape[-1])
+        for layer, layer_cache in zip(self.layers, kv_cache.layers):
+            x = layer(x, positions, layer_cache)
+        return self.logits(x if self.ln_final is None else self.ln_final(x))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The output head: logits over the real vocabulary (the padding rows' dropped)."""
         logits = self.lm_head(x)
         return logits if logits.shape[-1] == self.config.vocab_size else logits[..., : self.config.vocab_size]
 

@@ -377,3 +377,41 @@ def test_for_inference_keeps_a_cpu_model_in_float32():
     model.train()
     prepared = for_inference(model)
     assert not prepared.training and {p.dtype for p in prepared.parameters()} == {torch.float32}
+
+
+def test_the_compiled_static_cache_step_gives_the_same_tokens_and_compiles_once(monkeypatch):
+    """What GPUs run (a static cache, the one-token step compiled), here with the aot_eager backend:
+    the same greedy tokens as the plain cache, past the context length too, from one graph."""
+    from torch._dynamo.utils import counters
+
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda fn, **options: compile_(fn, **{**options, "backend": "aot_eager"}))
+    torch.manual_seed(0)
+    model = TransformerLM.from_config(ModelConfig(vocab_size=50, context_length=16, d_model=32, num_layers=2, num_heads=4,
+                                                  d_ff=64)).eval()
+    torch._dynamo.reset()
+    counters.clear()
+    greedy = Sampling(temperature=0)
+    plain = list(generate_batch(model, [1, 2, 3], 40, greedy, num_samples=3, compiled=False))
+    static = list(generate_batch(model, [1, 2, 3], 40, greedy, num_samples=3, compiled=True))
+    assert static == plain and len(plain) == 40  # 40 tokens through a 16-token context: windows moved on twice
+    assert counters["stats"]["unique_graphs"] == 1
+    torch._dynamo.reset()
+
+
+def test_a_static_cache_gives_the_logits_of_the_dynamic_one():
+    torch.manual_seed(0)
+    model = TransformerLM.from_config(ModelConfig(vocab_size=50, context_length=16, d_model=32, num_layers=2, num_heads=4,
+                                                  d_ff=64)).eval()
+    ids = torch.randint(0, 50, (2, 10))
+    with torch.no_grad():
+        for static in (False, True):
+            cache = KVCache.for_model(model, 2, static=static)
+            prefill = model(ids[:, :6], kv_cache=cache)
+            steps = [model(ids[:, i : i + 1], kv_cache=cache) for i in range(6, 10)]
+            if not static:
+                expected = (prefill, steps)
+        torch.testing.assert_close(prefill, expected[0])
+        for got, want in zip(steps, expected[1]):
+            torch.testing.assert_close(got, want)
+        torch.testing.assert_close(torch.cat([prefill, *steps], dim=1), model(ids))
