@@ -193,18 +193,22 @@ def row_weights(targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return counted / counted.sum()
 
 
-def weighted_loss_and_gradient(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gradient: bool):
-    """Σ_i weights_i (log Σ_j exp o_ij − o_iy) for float32 ``logits`` (rows × vocab) and, if ``gradient``,
-    its gradient weights_i (softmax(o_i) − onehot(y_i)) (else None)."""
+def weighted_loss_and_gradient(
+    logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gradient: bool, z_loss: float = 0.0
+):
+    """Σ_i weights_i (L_i − o_iy + z_loss · L_i²), L_i = log Σ_j exp o_ij, for float32 ``logits`` (rows × vocab)
+    and, if ``gradient``, its gradient weights_i ((1 + 2 z_loss L_i) softmax(o_i) − onehot(y_i)) (else None)."""
     targets = targets.clamp(min=0).unsqueeze(-1)  # an ignored row's target is any valid id: its weight is 0
     maxes = logits.amax(dim=-1, keepdim=True)
     exps = (logits - maxes).exp_()  # the one (rows × vocab) tensor made here, exponentiated in place
     sums = exps.sum(dim=-1, keepdim=True)
-    loss = ((sums.log() + maxes - logits.gather(-1, targets)).squeeze(-1) * weights).sum()
+    log_z = sums.log() + maxes
+    loss = ((log_z - logits.gather(-1, targets) + z_loss * log_z.square()).squeeze(-1) * weights).sum()
     if not gradient:
         return loss, None
     weights = weights.unsqueeze(-1)
-    return loss, exps.mul_(weights / sums).scatter_add_(-1, targets, -weights)
+    scale = weights / sums if not z_loss else weights * (1 + 2 * z_loss * log_z) / sums
+    return loss, exps.mul_(scale).scatter_add_(-1, targets, -weights)
 
 
 class CrossEntropy(torch.autograd.Function):
@@ -229,10 +233,13 @@ class CrossEntropy(torch.autograd.Function):
         return grad_logits * grad, None
 
 
-def linear_cross_entropy(x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None) -> torch.Tensor:
-    """``cross_entropy(x @ weight.T, targets)``, computing the logits ``CHUNK_LOGITS`` at a time; with
-    ``vocab``, the logits past the first ``vocab`` (padding rows of ``weight``) are left out."""
-    return LinearCrossEntropy.apply(x, weight, targets, vocab)
+def linear_cross_entropy(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None, z_loss: float = 0.0
+) -> torch.Tensor:
+    """``cross_entropy(x @ weight.T, targets)`` (plus ``z_loss`` times the mean squared log-normalizer),
+    computing the logits ``CHUNK_LOGITS`` at a time; with ``vocab``, the logits past the first ``vocab``
+    (padding rows of ``weight``) are left out."""
+    return LinearCrossEntropy.apply(x, weight, targets, vocab, z_loss)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -246,7 +253,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None) -> torch.Tensor:
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None, z_loss: float) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         exact = torch.promote_types(dtype, torch.float32)  # softmax and sums: float32 at least
         rows, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
@@ -262,7 +269,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             logits = (inputs @ w.T).to(exact)  # the whole padded table: aligned shapes
             if vocab is not None and vocab < logits.shape[-1]:
                 logits[:, vocab:] = float("-inf")  # padding: probability 0, gradient 0
-            part_loss, grad = weighted_loss_and_gradient(logits, targets[part], weights[part], gradient)
+            part_loss, grad = weighted_loss_and_gradient(logits, targets[part], weights[part], gradient, z_loss)
             loss += part_loss
             if gradient:
                 grad = grad.to(dtype)
@@ -278,4 +285,4 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad, grad_w * grad, None, None
+        return grad_x * grad, grad_w * grad, None, None, None

@@ -46,10 +46,24 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernels: str = "f
 
 
 def linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, kernels: str = "fast", vocab: int | None = None
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, kernels: str = "fast", vocab: int | None = None,
+    z_loss: float = 0.0,
 ) -> torch.Tensor:
     """``cross_entropy(x @ weight.T, targets)``: the loss of the output head's logits, from its input ``x``.
-    With ``vocab``, only the first ``vocab`` logits count (the other rows of ``weight`` are padding)."""
+    With ``vocab``, only the first ``vocab`` logits count (the other rows of ``weight`` are padding); with
+    ``z_loss``, plus z_loss · mean(log Z²), Z = Σ_j exp o_j, which keeps the logits from drifting
+    (PaLM's z-loss)."""
     if kernels in ("reference", "torch"):
-        return cross_entropy((x @ weight.T)[..., :vocab], targets, kernels)
-    return fast.linear_cross_entropy(x, weight, targets, vocab)  # a chunk of logits at a time
+        logits = (x @ weight.T)[..., :vocab]
+        loss = cross_entropy(logits, targets, kernels)
+        return loss + z_loss * squared_log_normalizer(logits, targets) if z_loss else loss
+    return fast.linear_cross_entropy(x, weight, targets, vocab, z_loss)  # a chunk of logits at a time
+
+
+def squared_log_normalizer(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean of (log Σ_j exp o_j)² over the rows whose target is not IGNORE, in float32."""
+    logits = logits.float()
+    maxes = logits.amax(dim=-1, keepdim=True).detach()
+    log_z = (logits - maxes).exp().sum(dim=-1).log() + maxes.squeeze(-1)
+    counted = targets != IGNORE
+    return (log_z.square() * counted).sum() / counted.sum()

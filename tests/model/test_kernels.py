@@ -155,6 +155,7 @@ def test_hand_written_backwards_pass_gradcheck():
     assert torch.autograd.gradcheck(lambda o: kernels.CrossEntropy.apply(o, targets), (logits,))
     x, weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True), torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets), (x, weight))
+    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets, None, 0.1), (x, weight))
 
 
 @pytest.mark.parametrize("kernel_set", ["fast", "torch"])
@@ -204,3 +205,18 @@ def test_vocabulary_padding_changes_no_logit_loss_or_gradient(kernel_set):
     assert plain.config.same_architecture(ModelConfig(**TINY, vocab_multiple=1))
     assert padded.config.same_architecture(ModelConfig(**TINY, vocab_multiple=32))  # 97 -> 128 either way
     assert not padded.config.same_architecture(plain.config)
+
+
+@pytest.mark.parametrize("kernel_set", ["fast", "torch"])
+def test_the_z_loss_term_equals_the_plain_formula(kernel_set, monkeypatch):
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", 200)  # several chunks
+    x, weight, targets = torch.randn(3, 7, 16), torch.randn(40, 16) * 0.5, torch.randint(0, 40, (3, 7))
+    targets[1, 5:] = IGNORE
+
+    def plain(a, w):
+        logits = a @ w.T
+        log_z = torch.logsumexp(logits, dim=-1)[targets != IGNORE]
+        return cross_entropy(logits, targets, "reference") + 1e-2 * log_z.square().mean()
+
+    assert_same(values_and_grads(lambda a, w: linear_cross_entropy(a, w, targets, kernel_set, z_loss=1e-2), x, weight),
+                values_and_grads(plain, x, weight), rtol=1e-5, atol=1e-6)
