@@ -9,11 +9,14 @@ with array operations a megabyte at a time (``PretokenCounts``: the encoder's ar
 pre-tokenizer and packed-key hash table, and ``np.bincount`` for the occurrences).
 With K workers, K - 1 worker processes and the main process all take the next chunk from a
 shared counter as soon as they are free (so the load balances itself) and add its pre-tokens
-to their own Counter. A worker sends its Counter to the
-main process, which adds it to its own, when it holds FLUSH_ENTRIES distinct pre-tokens and at
-the end. No chunk's text travels between processes, only byte ranges, progress and Counters,
-so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
-worker, plus one entry per distinct pre-token in the main process.
+to their own counts. A worker sends its counts to the
+main process when it holds FLUSH_ENTRIES distinct pre-tokens and at the end, packed (all the
+pre-tokens in one bytes object, their lengths and counts in two arrays: a few bytes per entry
+instead of a dict entry and two objects); the main process adds them to its own Counter once
+its own counting is done, so it never holds two Counters. No chunk's text travels between
+processes, only byte ranges, progress and packed counts, so however large the file, memory
+holds one chunk and at most FLUSH_ENTRIES pre-tokens per worker, plus one entry per distinct
+pre-token in the main process.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from lmcli.tokenizer.fast_pretokenize import pretokenize_segments
 from lmcli.tokenizer.special_tokens import special_bytes_pattern
 
 Ranges = list[tuple[int, int]]
+Packed = tuple[bytes, np.ndarray, np.ndarray]  # pre-tokens joined, their lengths, their counts
 FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
 BATCH_CHARS = 1 << 16  # text pre-tokenized at once (its arrays take ~50 bytes per character)
 
@@ -57,7 +61,7 @@ def count_file_pretokens(
     ranges = chunk_ranges(path, special_tokens, chunk_bytes or default_chunk_bytes(size, workers))
     on_bytes = on_bytes or (lambda n: None)
     if workers == 1 or len(ranges) == 1:
-        return _count_ranges(path, ranges, special_tokens, errors, on_bytes)
+        return _count_ranges(path, ranges, special_tokens, errors, on_bytes).counter()
     return _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
 
 
@@ -97,8 +101,23 @@ class PretokenCounts:
         counts.update(self._long)
         return counts
 
+    def packed(self) -> Packed:
+        """The counts in three flat objects, to send to another process."""
+        tokens = [*self._tokens, *self._long]
+        counts = np.concatenate([self._counts[: len(self._tokens)], np.fromiter(self._long.values(), np.int64, len(self._long))])
+        return b"".join(tokens), np.fromiter(map(len, tokens), np.int64, len(tokens)), counts
 
-def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None) -> Counter[bytes]:
+
+def add_packed(total: Counter[bytes], packed: Packed) -> None:
+    """Add counts sent by ``PretokenCounts.packed`` to ``total``."""
+    blob, lengths, counts = packed
+    ends = np.cumsum(lengths).tolist()
+    for start, end, n in zip([0, *ends[:-1]], ends, counts.tolist()):
+        token = blob[start:end]
+        total[token] = total.get(token, 0) + n
+
+
+def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None) -> PretokenCounts:
     """Pre-token counts of the given byte ranges of the file. With ``on_full``, counts that reach
     FLUSH_ENTRIES distinct pre-tokens are handed over and counting starts afresh, so a worker
     never holds more than that."""
@@ -109,9 +128,9 @@ def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, error
             counts.add(batch)
         on_bytes(end - start)
         if on_full and len(counts) >= FLUSH_ENTRIES:
-            on_full(counts.counter())
+            on_full(counts)
             counts = PretokenCounts()
-    return counts.counter()
+    return counts
 
 
 def _documents(path, start: int, data: bytes, special, errors: str) -> Iterator[str]:
@@ -151,7 +170,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     for w in workers:
         w.start()
     try:
-        total: Counter[bytes] = Counter()
+        received: list[Packed] = []  # added once this process's own Counter exists: never two Counters at once
         done = 0
 
         def handle(message) -> None:
@@ -162,7 +181,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
             if kind == "bytes":
                 on_bytes(value)
             elif kind == "counts":
-                total.update(value)
+                received.append(value)
             else:
                 done += 1
 
@@ -174,15 +193,17 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                 except queue.Empty:
                     return
 
-        mine = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then)
-        mine.update(total)  # the smaller into the larger: one copy of every entry, not two
-        total = mine
+        total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then).counter()
         while done < len(workers):
+            while received:
+                add_packed(total, received.pop())
             try:
                 handle(messages.get(timeout=0.5))
             except queue.Empty:
                 if not all(w.is_alive() for w in workers):
                     raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
+        while received:
+            add_packed(total, received.pop())
         return total
     finally:
         for w in workers:
@@ -206,12 +227,14 @@ def _worker(path, ranges: Ranges, next_range, special_tokens, errors, messages) 
     """Worker process: count shared ranges; send progress per range, counts when its Counter is
     full and at the end, then "done"."""
 
-    def send(kind: str) -> Callable:
-        return lambda value: messages.put((kind, value))
+    def send_counts(counts: PretokenCounts) -> None:
+        messages.put(("counts", counts.packed()))
 
     try:
-        counts = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, send("bytes"), send("counts"))
-        messages.put(("counts", counts))
+        counts = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors,
+                               lambda n: messages.put(("bytes", n)), send_counts)
+        send_counts(counts)
+        del counts  # the queue's feeder thread pickles the packed copy
         messages.put(("done", None))
     except Exception as e:  # LmcliError (bad UTF-8), OSError...: the main process reports it
         messages.put(("error", e))
