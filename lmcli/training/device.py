@@ -8,8 +8,8 @@
 - CPU: float32; with ``compile = "auto"``, compiled (inductor) when the run is long enough to
   repay the compilation: on the 2-core EPYC the demo model trains 1.5x faster compiled, after
   about 30 s of compiling its training and evaluation graphs, so ``auto`` compiles runs expected
-  to take over CPU_COMPILE_WORTH_S eager (estimated from their FLOPs), where a C++ compiler exists
-  and PyTorch's path has no spaces (inductor does not quote it).
+  to take over CPU_COMPILE_WORTH_S eager (estimated from their FLOPs), where a C++ compiler and
+  Python's headers exist and PyTorch's path has no spaces (inductor does not quote it).
 
 ``peak_flops`` is the dense throughput of known GPUs (bf16 under autocast, else TF32), the
 denominator of MFU (model FLOPs utilisation); for other devices MFU is reported only when a
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,7 +80,7 @@ def pick_device(requested: str) -> torch.device:
 
 TORCH_DIR = str(Path(torch.__file__).parent)
 CPU_COMPILE_WORTH_S = 120  # eager seconds from which compiling a CPU run pays (~30 s compiling for a ~1/3 gain)
-CPU_FLOPS_PER_THREAD = 2.5e10  # what eager training achieves per thread, for that estimate (2-core EPYC: ~7e10 in all)
+CPU_FLOPS_PER_THREAD = 3.5e10  # what eager training achieves per thread, for that estimate (2-core EPYC, demo: 7e10)
 
 
 def setup_runtime(
@@ -116,7 +117,9 @@ def setup_runtime(
 def cpu_compile_pays(training_flops: float) -> bool:
     """Whether a CPU run of this many FLOPs is long enough to repay compiling, and compiling can work here."""
     eager_seconds = training_flops / (CPU_FLOPS_PER_THREAD * torch.get_num_threads())
-    can_build = " " not in TORCH_DIR and any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    compiler = any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+    headers = (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file()  # inductor's C++ includes them
+    can_build = " " not in TORCH_DIR and compiler and headers
     return eager_seconds > CPU_COMPILE_WORTH_S and can_build
 
 

@@ -103,9 +103,11 @@ def test_device_choice_is_checked(monkeypatch):
         setup_runtime("cpu", "on", "off", 1e12)
 
 
-def test_auto_compiles_a_cpu_run_only_when_it_is_long_enough_and_can_build(monkeypatch):
+def test_auto_compiles_a_cpu_run_only_when_it_is_long_enough_and_can_build(monkeypatch, tmp_path):
     monkeypatch.setattr(device, "TORCH_DIR", "/opt/venv/torch")
     monkeypatch.setattr(device.shutil, "which", lambda name: "/usr/bin/c++")
+    (tmp_path / "Python.h").touch()
+    monkeypatch.setattr(device.sysconfig, "get_paths", lambda: {"include": str(tmp_path)})
     hours = device.CPU_FLOPS_PER_THREAD * torch.get_num_threads() * 3600  # an hour of eager training
     assert setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
     assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours / 100).compile  # 36 s: compiling would not pay
@@ -114,4 +116,7 @@ def test_auto_compiles_a_cpu_run_only_when_it_is_long_enough_and_can_build(monke
     assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
     monkeypatch.setattr(device, "TORCH_DIR", "/opt/venv/torch")
     monkeypatch.setattr(device.shutil, "which", lambda name: None)  # no C++ compiler
+    assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
+    monkeypatch.setattr(device.shutil, "which", lambda name: "/usr/bin/c++")
+    monkeypatch.setattr(device.sysconfig, "get_paths", lambda: {"include": "/nowhere"})  # no Python headers
     assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
