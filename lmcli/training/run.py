@@ -188,6 +188,11 @@ def train_run(
         state = TrainState.create(config, runtime.device)  # weights, AdamW and its parameter groups: checked here too
     if init is not None:
         load_weights(state.model, init["model"], f"{spec.init_from}: its weights do not fit its model config")
+    if checkpoint is not None:  # restored before any file is touched: a checkpoint that cannot be changes nothing
+        try:
+            state.load_state_dict(checkpoint)
+        except LmcliError as e:
+            raise LmcliError(f"{run_dir / LATEST}: {e}") from None
     distributed.any_rank(False)  # every rank has checked that the run directory is new before rank 0 makes it
     resumed_step = checkpoint["iteration"] if checkpoint else None
     log = None
@@ -210,7 +215,7 @@ def train_run(
             log.wandb_run = wandb_module.init(project=WANDB_PROJECT, name=run_dir.name, config=config.to_dict())
         advice = "lower training.micro_batch_size or the model's size"
         with allocation_errors("training", advice):
-            result = train(config, data, runtime, state, checkpointer, observers, checkpoint, progress, world)
+            result = train(config, data, runtime, state, checkpointer, observers, None, progress, world)  # restored above
     except TrainingDiverged:  # recorded by its own row
         raise
     except LmcliError as e:

@@ -74,6 +74,7 @@ class TrainState:
             self.optimizer.load_state_dict(checkpoint["optimizer"])
             restore_rng(checkpoint["rng"], self.batch_rng)
         except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as e:
-            raise LmcliError(f"the checkpoint is damaged: it cannot be restored ({type(e).__name__}: {e})") from None
+            reason = " ".join(str(e).split())  # one line: torch's state-dict errors span several
+            raise LmcliError(f"the checkpoint is damaged: it cannot be restored ({type(e).__name__}: {reason})") from None
         self.step, self.best_val_loss = checkpoint["iteration"], float(checkpoint["best_val_loss"])
         self.elapsed_before, self.started = float(checkpoint["elapsed_s"]), time.perf_counter()

@@ -346,3 +346,21 @@ def test_a_padded_vocabulary_trains_generates_and_exports_its_real_rows(cli, wor
     assert json.loads((workspace / "hf" / "config.json").read_text())["vocab_size"] == 256
     tensors = load_file(workspace / "hf" / "model.safetensors")
     assert tensors["model.embed_tokens.weight"].shape[0] == tensors["lm_head.weight"].shape[0] == 256
+
+
+def test_a_checkpoint_that_cannot_be_restored_is_one_line_and_changes_no_file(cli, workspace, config):
+    """A key name damaged inside latest.pt (the checksum covers the tensors, not the names): the resume
+    fails before the run directory is touched, with one line."""
+    from lmcli.training.checkpoint import write_checkpoint
+
+    assert cli("train", "--config", config, "--name", "keys", "--set", "training.max_steps=10").exit_code == 0
+    run_dir = workspace / "runs" / "keys"
+    saved = read_checkpoint(run_dir / "latest.pt")
+    saved["model"] = {(" " + k[1:] if k == "token_embeddings.weight" else k): v for k, v in saved["model"].items()}
+    write_checkpoint({k: v for k, v in saved.items() if k not in ("format", "version", "checksum")}, run_dir / "latest.pt")
+    before = {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.iterdir()}
+    result = cli("train", "--resume", run_dir, "--set", "training.max_steps=20")
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot be restored" in lines[0] and "oken_embeddings.weight" in lines[0], result.stderr
+    assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.iterdir()} == before
