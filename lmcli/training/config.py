@@ -43,6 +43,9 @@ class OptimizerConfig:
     min_lr: float = 1e-4  # the cosine schedule's floor
     warmup_steps: int = 100
     cosine_steps: int = 0  # last step of the cosine decay; 0 = the run's last step
+    schedule: Literal["cosine", "wsd", "linear"] = "cosine"  # after warm-up: cosine, warmup-stable-decay, or linear
+    decay_fraction: float = 0.2  # wsd: the share of the run's steps spent decaying, at the end
+    decay_shape: Literal["linear", "cosine", "1-sqrt"] = "linear"  # wsd: how the rate falls from lr to min_lr
     betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
     weight_decay: float = 0.1
@@ -213,6 +216,8 @@ def check_config(config: TrainConfig) -> None:
             f"training.total_tokens ({t.total_tokens:,}) is less than one batch "
             f"({t.batch_size} x {config.model.context_length} tokens)"
         )
+    if not 0 < o.decay_fraction <= 1:
+        raise LmcliError(f"optimizer.decay_fraction must be in (0, 1], got {o.decay_fraction}")
     if o.warmup_steps > config.cosine_steps:
         raise LmcliError(
             f"optimizer.warmup_steps ({o.warmup_steps}) exceeds the schedule's {config.cosine_steps} steps "

@@ -53,7 +53,7 @@ from lmcli.training.metrics import perplexity
 from lmcli.training.observers import Observers, RunPlan, TrainObserver
 from lmcli.training.optim import decay_groups
 from lmcli.training.parallelize import DataParallel, parallel_mode, shard_optimizer
-from lmcli.training.schedule import cosine_lr
+from lmcli.training.schedule import learning_rate
 from lmcli.training.state import TrainState
 
 
@@ -151,7 +151,7 @@ def train_step(
     """One optimizer step over the global batch (this rank's micro-batches of it); returns (lr, this rank's
     mean loss, gradient norm)."""
     o, context = config.optimizer, config.model.context_length
-    lr = cosine_lr(state.step + 1, o.lr, o.min_lr, o.warmup_steps, config.cosine_steps)
+    lr = learning_rate(config, state.step + 1)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     micro_batches = plan.micro_batches(draw_positions(data.train, plan.batch_size, context, state.batch_rng))

@@ -237,3 +237,27 @@ def test_get_batch_samples_every_start_uniformly_and_reproducibly(memmap_ids):
 def test_get_batch_rejects_an_unknown_device(memmap_ids):
     with pytest.raises((RuntimeError, AssertionError)):
         get_batch(memmap_ids, 2, 4, "cuda:99")
+
+
+# --- other schedules -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("shape", "f"), [("linear", lambda p: 1 - p), ("cosine", lambda p: (1 + math.cos(math.pi * p)) / 2),
+                                          ("1-sqrt", lambda p: 1 - math.sqrt(p))])
+def test_wsd_warms_up_holds_then_decays_over_the_last_fraction(shape, f):
+    from lmcli.training.schedule import wsd_lr
+
+    a_max, a_min, warmup, total = 1.0, 0.1, 10, 100  # decay_fraction 0.2: steps 80..100
+    for t in range(0, 120):
+        if t < warmup:
+            expected = t / warmup * a_max
+        elif t < 80:
+            expected = a_max
+        elif t < total:
+            expected = a_min + f((t - 80) / 20) * (a_max - a_min)
+        else:
+            expected = a_min
+        assert wsd_lr(t, a_max, a_min, warmup, total, 0.2, shape) == pytest.approx(expected), t
+    # the stable phase does not depend on the budget: a longer run agrees up to its own decay
+    assert [wsd_lr(t, a_max, a_min, warmup, 200, 0.2, shape) for t in range(80)] == \
+           [wsd_lr(t, a_max, a_min, warmup, 100, 0.2, shape) for t in range(80)]

@@ -364,3 +364,27 @@ def test_a_checkpoint_that_cannot_be_restored_is_one_line_and_changes_no_file(cl
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot be restored" in lines[0] and "oken_embeddings.weight" in lines[0], result.stderr
     assert {p.name: (p.stat().st_size, p.stat().st_mtime_ns) for p in run_dir.iterdir()} == before
+
+
+def test_a_wsd_run_resumed_from_its_stable_phase_with_a_larger_budget_is_the_longer_run(cli, workspace, config):
+    """What makes warmup-stable-decay worth having: the 20-step run's step-10 checkpoint (before its
+    decay, which starts at step 16), continued to 40 steps, gives every loss of a 40-step run."""
+    import shutil
+
+    wsd = ["--set", "optimizer.schedule='wsd'", "--set", "optimizer.decay_fraction=0.2"]
+    assert cli("train", "--config", config, "--name", "long", *wsd, "--set", "training.max_steps=40").exit_code == 0
+    short = cli("train", "--config", config, "--name", "short", *wsd, "--set", "training.max_steps=20",
+                "--set", "training.keep_interval=10")
+    assert short.exit_code == 0, short.output
+    runs = workspace / "runs"
+    shutil.copytree(runs / "short", runs / "continued")
+    shutil.copy(runs / "short" / "step-000010.pt", runs / "continued" / "latest.pt")
+    resumed = cli("train", "--resume", runs / "continued", "--set", "training.max_steps=40")
+    assert resumed.exit_code == 0, resumed.output
+
+    def losses(name: str) -> dict[int, tuple[float, float]]:
+        return {r["step"]: (r["loss"], r["lr"]) for r in _rows(runs / name, "train")}  # the resumed rows come last
+
+    long, continued = losses("long"), losses("continued")
+    assert [continued[s] for s in range(11, 41)] == [long[s] for s in range(11, 41)]
+    assert losses("short")[20][1] < long[20][1]  # the short run had decayed by then; the continued one had not
