@@ -34,7 +34,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
         "token_embeddings": cfg.padded_vocab_size * d,
         "attention": layers * 4 * d * d,
         "feed_forward": layers * feed_forward_matrices(cfg) * d * cfg.d_ff,
-        "norms": 0 if cfg.norm == "none" else (2 * layers + 1) * d,
+        "norms": (0 if cfg.norm == "none" else (2 * layers + 1) * d) + (2 * layers * cfg.head_dim if cfg.qk_norm else 0),
         "lm_head": 0 if cfg.tie_embeddings else cfg.padded_vocab_size * d,
     }
     return {**counts, "total": sum(counts.values())}

@@ -56,7 +56,8 @@ def llama_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None, dtype
 
 def refuse_ablations(cfg: ModelConfig) -> None:
     for setting, value, llama in (("model.norm", cfg.norm, "pre"), ("model.position", cfg.position, "rope"),
-                                  ("model.ffn", cfg.ffn, "swiglu")):
+                                  ("model.ffn", cfg.ffn, "swiglu"), ("model.qk_norm", cfg.qk_norm, False),
+                                  ("model.logit_softcap", cfg.logit_softcap, 0.0)):
         if value != llama:
             raise LmcliError(f"{setting} = {value!r} has no Llama equivalent (Llama is {setting} = {llama!r}): "
                              "this model cannot be exported")

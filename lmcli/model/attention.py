@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from lmcli.model import kernels, torch_kernels
-from lmcli.model.layers import Linear, rotate_pairs, softmax
+from lmcli.model.layers import Linear, RMSNorm, rotate_pairs, softmax
 
 if TYPE_CHECKING:
     from lmcli.model.kv_cache import LayerCache
@@ -75,11 +75,14 @@ class RotaryPositionalEmbedding(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     def __init__(
         self, d_model: int, num_heads: int, max_seq_len: int | None = None, theta: float | None = None,
-        device=None, dtype=None, kernels: str = "fast",
+        device=None, dtype=None, kernels: str = "fast", qk_norm: bool = False,
     ):
         super().__init__()
         self.num_heads = num_heads
         self.kernels = kernels
+        # QK-norm: each head's queries and keys RMS-normalized (one gain per dimension of a head)
+        self.q_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype) if qk_norm else None
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
@@ -104,6 +107,8 @@ class MultiHeadSelfAttention(nn.Module):
         else:
             qkv = kernels.project_qkv(x, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
         q, k, v = (self.split_heads(t) for t in qkv)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # broadcast over heads
             q, k = self.rope(q, positions), self.rope(k, positions)

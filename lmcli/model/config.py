@@ -1,6 +1,9 @@
 """The shape of a Transformer LM as one frozen dataclass, read from the ``[model]`` table of a TOML config.
 
-The defaults are the CS336 TinyStories model (17M non-embedding parameters). ``vocab_multiple``
+The defaults are the CS336 TinyStories model (17M non-embedding parameters). Beyond the
+CS336 ablations, the switches of the modern recipe: ``qk_norm`` (RMSNorm on each head's
+queries and keys: attention logits stay bounded at high learning rates), ``logit_softcap``
+(c·tanh(z/c) on the output logits) and ``ffn = "relu2"`` (squared ReLU, modded-nanogpt's). ``vocab_multiple``
 pads the embedding and output tables to a multiple of it (50,257 ids become 50,304 rows: bf16
 matrix products on GPUs run much faster on aligned shapes); the padded ids are never inputs,
 their logits are dropped before the softmax, so padding changes no loss and no sample, and
@@ -28,7 +31,7 @@ from lmcli.errors import LmcliError
 
 NORMS = ("pre", "post", "none")
 POSITIONS = ("rope", "none")
-FFNS = ("swiglu", "silu")
+FFNS = ("swiglu", "silu", "relu2")
 KERNELS = ("fast", "reference", "torch")
 
 
@@ -43,8 +46,10 @@ class ModelConfig:
     rope_theta: float = 10_000.0
     norm: str = "pre"  # "pre" | "post" | "none"   (ablations: post-norm, no RMSNorm)
     position: str = "rope"  # "rope" | "none"      (NoPE ablation)
-    ffn: str = "swiglu"  # "swiglu" | "silu"        (SiLU ablation: W2·SiLU(W1 x), no w3; set d_ff = 4·d_model)
+    ffn: str = "swiglu"  # "swiglu" | "silu" | "relu2"  (SiLU ablation: W2·SiLU(W1 x), no w3; relu2: W2·ReLU(W1 x)²)
     tie_embeddings: bool = False  # lm_head shares token_embeddings.weight
+    qk_norm: bool = False  # RMSNorm (one gain of head_dim each) on every head's queries and keys, before RoPE
+    logit_softcap: float = 0.0  # c > 0: logits c·tanh(z/c), never beyond ±c; 0 = off
     kernels: str = "fast"  # "fast" | "reference" | "torch"  (how attention, RoPE and the loss are computed)
     vocab_multiple: int = 0  # tables padded to a multiple of this; 0: training picks (64 on CUDA, else 1)
 
@@ -63,6 +68,8 @@ class ModelConfig:
         for name in ("vocab_size", "context_length", "d_model", "num_layers", "num_heads", "d_ff"):
             if getattr(self, name) <= 0:
                 raise LmcliError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if not (0 <= self.logit_softcap < float("inf")):
+            raise LmcliError(f"model.logit_softcap must be 0 (off) or a positive number, got {self.logit_softcap}")
         if not 0 <= self.vocab_multiple <= 4096:
             raise LmcliError(f"model.vocab_multiple must be between 0 and 4,096, got {self.vocab_multiple}")
         if self.d_model % self.num_heads:

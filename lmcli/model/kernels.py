@@ -234,12 +234,13 @@ class CrossEntropy(torch.autograd.Function):
 
 
 def linear_cross_entropy(
-    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None, z_loss: float = 0.0
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None, z_loss: float = 0.0,
+    softcap: float = 0.0,
 ) -> torch.Tensor:
     """``cross_entropy(x @ weight.T, targets)`` (plus ``z_loss`` times the mean squared log-normalizer),
     computing the logits ``CHUNK_LOGITS`` at a time; with ``vocab``, the logits past the first ``vocab``
-    (padding rows of ``weight``) are left out."""
-    return LinearCrossEntropy.apply(x, weight, targets, vocab, z_loss)
+    (padding rows of ``weight``) are left out; with ``softcap`` c, of the logits c·tanh(o/c)."""
+    return LinearCrossEntropy.apply(x, weight, targets, vocab, z_loss, softcap)
 
 
 class LinearCrossEntropy(torch.autograd.Function):
@@ -253,7 +254,9 @@ class LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None, z_loss: float) -> torch.Tensor:
+    def forward(
+        ctx, x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None, z_loss: float, softcap: float
+    ) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         exact = torch.promote_types(dtype, torch.float32)  # softmax and sums: float32 at least
         rows, targets = x.reshape(-1, x.shape[-1]), targets.reshape(-1)
@@ -267,11 +270,16 @@ class LinearCrossEntropy(torch.autograd.Function):
             part = slice(start, start + chunk)
             inputs = rows[part].to(dtype)
             logits = (inputs @ w.T).to(exact)  # the whole padded table: aligned shapes
+            capped = torch.tanh(logits / softcap) if softcap else None
+            if softcap:
+                logits = capped * softcap
             if vocab is not None and vocab < logits.shape[-1]:
                 logits[:, vocab:] = float("-inf")  # padding: probability 0, gradient 0
             part_loss, grad = weighted_loss_and_gradient(logits, targets[part], weights[part], gradient, z_loss)
             loss += part_loss
             if gradient:
+                if softcap:  # d(c·tanh(o/c))/do = 1 − tanh²
+                    grad.mul_(1 - capped.square())
                 grad = grad.to(dtype)
                 grad_x[part] = grad @ w
                 if grad_w.dtype == grad.dtype:
@@ -285,4 +293,4 @@ class LinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
-        return grad_x * grad, grad_w * grad, None, None, None
+        return grad_x * grad, grad_w * grad, None, None, None, None

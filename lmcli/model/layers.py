@@ -9,7 +9,8 @@
 - ``rotate_pairs``: RoPE's rotation of each pair (x₂ₖ, x₂ₖ₊₁) by an angle whose cosine and
   sine are given (``lmcli.model.attention`` computes the angles).
 - ``SwiGLU``: W2 (SiLU(W1 x) ⊙ W3 x), the gated feed-forward of LLaMA; ``SiLUFeedForward`` is the
-  ungated W2 SiLU(W1 x) the CS336 ablation compares it with.
+  ungated W2 SiLU(W1 x) the CS336 ablation compares it with; ``ReLU2FeedForward`` is W2 ReLU(W1 x)²
+  (squared ReLU, as in modded-nanogpt).
 """
 
 from __future__ import annotations
@@ -97,3 +98,10 @@ class SiLUFeedForward(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.w2(silu(self.w1(x)))
+
+
+class ReLU2FeedForward(SiLUFeedForward):
+    """W2 ReLU(W1 x)²: the same two matrices as the SiLU feed-forward, a squared ReLU between them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(self.w1(x).clamp(min=0).square())

@@ -45,19 +45,25 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor, kernels: str = "f
     return (losses * counted).sum() / counted.sum()
 
 
+def soft_capped(logits: torch.Tensor, cap: float) -> torch.Tensor:
+    """cap · tanh(logits / cap): about the logits where they are small, never beyond ±cap (Gemma 2's soft-capping)."""
+    return cap * torch.tanh(logits / cap)
+
+
 def linear_cross_entropy(
     x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, kernels: str = "fast", vocab: int | None = None,
-    z_loss: float = 0.0,
+    z_loss: float = 0.0, softcap: float = 0.0,
 ) -> torch.Tensor:
     """``cross_entropy(x @ weight.T, targets)``: the loss of the output head's logits, from its input ``x``.
     With ``vocab``, only the first ``vocab`` logits count (the other rows of ``weight`` are padding); with
     ``z_loss``, plus z_loss · mean(log Z²), Z = Σ_j exp o_j, which keeps the logits from drifting
-    (PaLM's z-loss)."""
+    (PaLM's z-loss); with ``softcap``, of the soft-capped logits."""
     if kernels in ("reference", "torch"):
         logits = (x @ weight.T)[..., :vocab]
+        logits = soft_capped(logits, softcap) if softcap else logits
         loss = cross_entropy(logits, targets, kernels)
         return loss + z_loss * squared_log_normalizer(logits, targets) if z_loss else loss
-    return fast.linear_cross_entropy(x, weight, targets, vocab, z_loss)  # a chunk of logits at a time
+    return fast.linear_cross_entropy(x, weight, targets, vocab, z_loss, softcap)  # a chunk of logits at a time
 
 
 def squared_log_normalizer(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -36,8 +36,8 @@ from torch.utils.checkpoint import checkpoint
 from lmcli.errors import LmcliError
 from lmcli.model.attention import MultiHeadSelfAttention
 from lmcli.model.config import ModelConfig
-from lmcli.model.layers import Embedding, Linear, RMSNorm, SiLUFeedForward, SwiGLU
-from lmcli.model.loss import linear_cross_entropy
+from lmcli.model.layers import Embedding, Linear, ReLU2FeedForward, RMSNorm, SiLUFeedForward, SwiGLU
+from lmcli.model.loss import linear_cross_entropy, soft_capped
 
 if TYPE_CHECKING:
     from lmcli.model.kv_cache import KVCache, LayerCache
@@ -46,14 +46,15 @@ if TYPE_CHECKING:
 class TransformerBlock(nn.Module):
     def __init__(
         self, d_model: int, num_heads: int, d_ff: int, max_seq_len: int, theta: float | None,
-        norm: str = "pre", ffn: str = "swiglu", device=None, dtype=None, kernels: str = "fast",
+        norm: str = "pre", ffn: str = "swiglu", device=None, dtype=None, kernels: str = "fast", qk_norm: bool = False,
     ):
         super().__init__()
         self.norm = norm
         self.ln1 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
-        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels)
+        self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels,
+                                           qk_norm=qk_norm)
         self.ln2 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
-        feed_forward = SwiGLU if ffn == "swiglu" else SiLUFeedForward
+        feed_forward = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLU2FeedForward}[ffn]
         self.ffn = feed_forward(d_model, d_ff, device=device, dtype=dtype)
 
     @classmethod
@@ -61,7 +62,7 @@ class TransformerBlock(nn.Module):
         theta = config.rope_theta if config.position == "rope" else None
         return cls(
             config.d_model, config.num_heads, config.d_ff, config.context_length, theta, config.norm, config.ffn,
-            device=device, dtype=dtype, kernels=config.kernels,
+            device=device, dtype=dtype, kernels=config.kernels, qk_norm=config.qk_norm,
         )
 
     def forward(
@@ -135,7 +136,8 @@ class TransformerLM(nn.Module):
         if self.ln_final is not None:
             x = self.ln_final(x)
         if targets is not None:
-            return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels, self.config.vocab_size)
+            return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels, self.config.vocab_size,
+                                        softcap=self.config.logit_softcap)
         return self.logits(x)
 
     def cached_logits(self, token_ids: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:
@@ -151,6 +153,8 @@ class TransformerLM(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """The output head: logits over the real vocabulary (the padding rows' dropped)."""
         logits = self.lm_head(x)
+        if self.config.logit_softcap:
+            logits = soft_capped(logits, self.config.logit_softcap)
         return logits if logits.shape[-1] == self.config.vocab_size else logits[..., : self.config.vocab_size]
 
 

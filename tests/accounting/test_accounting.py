@@ -35,8 +35,10 @@ CONFIGS = [
     dataclasses.replace(TINY, position="none"),
     dataclasses.replace(TINY, ffn="silu", d_ff=128),
     dataclasses.replace(TINY, tie_embeddings=True),
+    dataclasses.replace(TINY, qk_norm=True, logit_softcap=15.0, ffn="relu2", d_ff=128),
+    dataclasses.replace(TINY, vocab_multiple=64),
 ]
-IDS = ["tiny", "wider", "post-norm", "no-norm", "nope", "silu", "tied"]
+IDS = ["tiny", "wider", "post-norm", "no-norm", "nope", "silu", "tied", "recipe", "padded"]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)

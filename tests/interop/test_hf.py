@@ -60,12 +60,13 @@ def test_bfloat16_export_and_refused_ablations(cli, tmp_path, tokenizers_by_size
     checkpoint = lmcli_checkpoint(tmp_path / "model.pt", cfg, tokenizers_by_size[cfg.vocab_size])
     assert cli("export", str(checkpoint), "--out", str(tmp_path / "bf16"), "--dtype", "bfloat16").exit_code == 0
     assert transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").dtype == torch.bfloat16
-    for setting, value in (("norm", "post"), ("norm", "none"), ("position", "none"), ("ffn", "silu")):
+    for setting, value in (("norm", "post"), ("norm", "none"), ("position", "none"), ("ffn", "silu"), ("ffn", "relu2"),
+                           ("qk_norm", True), ("logit_softcap", 30.0)):
         ablated = lmcli_checkpoint(tmp_path / f"{value}.pt", dataclasses.replace(cfg, **{setting: value}), tokenizers_by_size[300])
-        result = cli("export", str(ablated), "--out", str(tmp_path / value))
+        result = cli("export", str(ablated), "--out", str(tmp_path / str(value)))
         assert result.exit_code == 1
         assert result.stderr.startswith(f"error: model.{setting} = {value!r} has no Llama equivalent") and result.stderr.count("\n") == 1
-        assert not (tmp_path / value).exists() and not list(tmp_path.glob(f".{value}.*"))
+        assert not (tmp_path / str(value)).exists() and not list(tmp_path.glob(f".{value}.*"))
 
 
 def test_an_existing_directory_needs_force(cli, tmp_path, tokenizers_by_size):

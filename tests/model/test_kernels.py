@@ -15,7 +15,8 @@ from lmcli.model.loss import cross_entropy, linear_cross_entropy
 
 TINY = dict(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48)
 ABLATIONS = [{}, {"norm": "post"}, {"norm": "none"}, {"position": "none"}, {"ffn": "silu", "d_ff": 128},
-             {"tie_embeddings": True}]
+             {"tie_embeddings": True}, {"qk_norm": True}, {"logit_softcap": 2.0}, {"ffn": "relu2", "d_ff": 128},
+             {"qk_norm": True, "logit_softcap": 2.0, "ffn": "relu2", "tie_embeddings": True}]
 
 
 @pytest.fixture(autouse=True)
@@ -213,3 +214,17 @@ def test_the_z_loss_term_equals_the_plain_formula(kernel_set, monkeypatch):
 
     assert_same(values_and_grads(lambda a, w: linear_cross_entropy(a, w, targets, kernel_set, z_loss=1e-2), x, weight),
                 values_and_grads(plain, x, weight), rtol=1e-5, atol=1e-6)
+
+
+def test_fused_loss_with_softcap_padding_and_z_loss_equals_the_plain_formula(monkeypatch):
+    monkeypatch.setattr(kernels, "CHUNK_LOGITS", 200)
+    x, weight, targets = torch.randn(3, 7, 16), torch.randn(48, 16), torch.randint(0, 40, (3, 7))  # 40 ids, 48 rows
+
+    def plain(a, w):
+        logits = 3.0 * torch.tanh((a @ w.T)[..., :40] / 3.0)
+        return cross_entropy(logits, targets, "reference") + 1e-2 * torch.logsumexp(logits, -1).square().mean()
+
+    fused = lambda a, w: linear_cross_entropy(a, w, targets, "fast", vocab=40, z_loss=1e-2, softcap=3.0)  # noqa: E731
+    assert_same(values_and_grads(fused, x, weight), values_and_grads(plain, x, weight), rtol=1e-5, atol=1e-6)
+    x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets, 40, 1e-2, 3.0), (x64, w64))
