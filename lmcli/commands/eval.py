@@ -1,4 +1,4 @@
-"""``lmcli eval``: the loss and perplexity of a checkpoint over a token file, as a table or JSON."""
+"""``lmcli eval``: the loss, perplexity and bits per byte of a checkpoint over a token file, as a table or JSON."""
 
 from __future__ import annotations
 
@@ -34,5 +34,7 @@ def print_result(result: dict[str, Any], as_json: bool) -> None:
     table.add_row("tokens", f"{result['tokens']:,} in windows of {result['context_length']}")
     table.add_row("loss", f"{result['loss']:.4f}")
     table.add_row("perplexity", f"{result['perplexity']:.2f}")
+    if result["bits_per_byte"] is not None:
+        table.add_row("bits per byte", f"{result['bits_per_byte']:.4f}")
     table.add_row("time", f"{result['seconds']:.1f} s on {result['device']} ({result['tokens_per_s']:,.0f} tokens/s)")
     console.print(table)

@@ -36,12 +36,13 @@ def run(workspace_path: Path | None, as_json: bool) -> list[dict[str, Any]]:
 
 def runs_table(summaries: list[dict[str, Any]]) -> Table:
     table = Table(title_justify="left")
-    for column in ("run", "status", "steps", "best val loss", "final val loss", "tokens/s", "wall time"):
+    for column in ("run", "status", "steps", "best val loss", "final val loss", "bits/byte", "tokens/s", "wall time"):
         table.add_column(column, justify="left" if column in ("run", "status") else "right")
     for s in summaries:
         steps = f"{s['steps']:,}" + (f"/{s['max_steps']:,}" if s["max_steps"] else "")
         table.add_row(
             s["name"], f"[{STATUS_STYLE[s['status']]}]{s['status']}", steps, format_value(s["best_val_loss"], ".4f"),
-            format_value(s["final_val_loss"], ".4f"), format_value(s["tokens_per_s"], ",.0f"), format_duration(s["elapsed_s"]),
+            format_value(s["final_val_loss"], ".4f"), format_value(s["final_val_bpb"], ".4f"), format_value(s["tokens_per_s"], ",.0f"),
+            format_duration(s["elapsed_s"]),
         )
     return table

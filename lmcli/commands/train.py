@@ -97,7 +97,8 @@ def print_summary(summary: dict[str, Any], as_json: bool) -> None:
     processes = f" x {summary['processes']} processes" if summary["processes"] > 1 else ""
     table.add_row("time", f"{summary['elapsed_s']:,.1f} s on {summary['device']}{processes}")
     table.add_row("train loss (last)", f"{summary['train_loss']:.4f}")
-    table.add_row("validation loss", f"{summary['final_val_loss']:.4f} (perplexity {summary['final_val_perplexity']:.2f})")
+    bpb = f", {summary['final_val_bpb']:.4f} bits per byte" if summary.get("final_val_bpb") is not None else ""
+    table.add_row("validation loss", f"{summary['final_val_loss']:.4f} (perplexity {summary['final_val_perplexity']:.2f}{bpb})")
     table.add_row("unigram entropy", f"{summary['unigram_entropy']:.4f} nats (context-free baseline)")
     table.add_row("checkpoints", f"{summary['checkpoint']}, {summary['best_checkpoint']}")
     console.print(table)

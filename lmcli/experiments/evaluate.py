@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lmcli.accounting.memory import inference_memory
 from lmcli.data.token_shards import TokenShards, shard_paths
 from lmcli.errors import LmcliError
@@ -24,9 +26,9 @@ from lmcli.memory_budget import allocation_errors, available_bytes, require_memo
 from lmcli.progress import SILENT, Progress
 from lmcli.tokenizer.encode_file import check_encoded_with
 from lmcli.training.batch_plan import BatchPlan
-from lmcli.training.checkpoint import find_checkpoint, load_model_from_checkpoint
-from lmcli.training.data import scan_shards
-from lmcli.training.device import setup_runtime
+from lmcli.training.checkpoint import checkpoint_tokenizer, find_checkpoint, load_model_from_checkpoint
+from lmcli.training.data import scan_shards, text_bytes_per_id
+from lmcli.training.device import Runtime, setup_runtime
 from lmcli.training.distributed import World
 from lmcli.training.evaluator import validation_loss
 from lmcli.training.metrics import perplexity
@@ -65,8 +67,9 @@ def evaluate_checkpoint(
 
     started = time.perf_counter()
     with allocation_errors("evaluating", "lower --batch-size"):
-        loss = validation_loss(model, tokens, BatchPlan(batch_size, batch_size, World()), context, 0, runtime,  # 0: cut above
-                               progress, f"evaluating {described(data_paths)}")
+        validation = validation_loss(model, tokens, BatchPlan(batch_size, batch_size, World()), context, 0, runtime,  # 0: cut above
+                                     progress, f"evaluating {described(data_paths)}", text_bytes(saved, runtime, workspace))
+    loss = validation.loss
     seconds = time.perf_counter() - started
     return {
         "checkpoint": str(checkpoint_path),
@@ -76,10 +79,23 @@ def evaluate_checkpoint(
         "context_length": context,
         "loss": loss,
         "perplexity": perplexity(loss),
+        "bits_per_byte": validation.bits_per_byte,
         "device": runtime.describe(),
         "seconds": round(seconds, 3),
         "tokens_per_s": round(evaluated / seconds, 1),
     }
+
+
+def text_bytes(checkpoint: dict[str, Any], runtime: Runtime, workspace: Workspace) -> torch.Tensor | None:
+    """Bytes of text per id from the tokenizer the checkpoint was trained with, on the device; None where
+    that tokenizer is not at hand (then no bits per byte)."""
+    try:
+        tokenizer_dir, same = checkpoint_tokenizer(checkpoint, None, workspace)
+    except LmcliError:  # no tokenizer directory at all
+        return None
+    if not same:
+        return None
+    return torch.as_tensor(text_bytes_per_id(tokenizer_dir), device=runtime.device)
 
 
 def evaluation_files(data: Path | None, checkpoint: dict[str, Any], workspace: Workspace) -> list[Path]:

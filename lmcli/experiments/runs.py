@@ -87,6 +87,11 @@ class Run:
         return final[-1]["val_loss"] if final else None
 
     @property
+    def final_val_bpb(self) -> float | None:
+        final = self.series("final_eval", "val_bpb")
+        return final[-1]["val_bpb"] if final else None
+
+    @property
     def tokens_per_s(self) -> float | None:
         """Median over the logged intervals: robust to the slow first steps and to evaluation pauses."""
         speeds = [r["tokens_per_s"] for r in self.series("train", "tokens_per_s")]
@@ -107,6 +112,7 @@ class Run:
             "max_steps": self.max_steps,
             "best_val_loss": self.best_val_loss,
             "final_val_loss": finite_or_none(self.final_val_loss),
+            "final_val_bpb": self.final_val_bpb,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
             "problem": self.problem,

@@ -117,6 +117,19 @@ class TrainingData:
     train_stats: TokenStats
     tokenizer_dir: Path
     tokenizer_fingerprint: str
+    text_bytes: np.ndarray  # bytes of text per id (text_bytes_per_id): bits per byte's denominator
+
+
+def text_bytes_per_id(tokenizer_dir: Path) -> np.ndarray:
+    """How many bytes of text each id stands for (int64, indexed by id); special tokens count 0:
+    they separate documents, they are not text."""
+    vocab_path, _ = tokenizer_paths(tokenizer_dir)
+    vocab = load_vocab(vocab_path)
+    lengths = np.zeros(max(vocab, default=-1) + 1, dtype=np.int64)
+    lengths[list(vocab)] = [len(token) for token in vocab.values()]
+    specials = {token.encode("utf-8") for token in read_meta(tokenizer_dir).get("special_tokens", [])}
+    lengths[[i for i, token in vocab.items() if token in specials]] = 0
+    return lengths
 
 
 def load_training_data(
@@ -130,7 +143,7 @@ def load_training_data(
     valid = TokenShards.open(valid_paths, "validation data", context_length)
     train_stats = scan_shards(train, vocab_size, progress)
     scan_shards(valid, vocab_size, progress)
-    return TrainingData(train, valid, train_stats, tokenizer_dir, fingerprint)
+    return TrainingData(train, valid, train_stats, tokenizer_dir, fingerprint, text_bytes_per_id(tokenizer_dir))
 
 
 def check_tokenizer(tokenizer_dir: Path, vocab_size: int) -> str:

@@ -11,6 +11,10 @@ Several processes share the work (each the rows ``batch_plan`` gives it, in micr
 and sum their losses and token counts over all ranks, so the result is the same number on
 every rank and for any number of processes.
 
+Each measurement is a ``Validation``: the loss in nats per token and, where the bytes of text
+each id stands for are known, bits per byte (the total loss / ln 2 / the evaluated text's
+bytes), which compares models whatever their tokenizers.
+
 Every forward pass has the training micro-batch's shape: a shorter last batch is padded with
 rows whose targets are ``IGNORE`` (they count for nothing), so a compiled model (compiled for
 fixed shapes) compiles once for evaluation and never again.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,10 +41,18 @@ from lmcli.training.distributed import all_reduce_sum
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+@dataclass(frozen=True)
+class Validation:
+    loss: float  # mean cross-entropy, nats per predicted token
+    bits_per_byte: float | None  # None when the bytes per id are unknown
+
+
 class Evaluator:
-    def __init__(self, valid: TokenShards, config: TrainConfig, runtime: Runtime, plan: BatchPlan):
+    def __init__(self, valid: TokenShards, config: TrainConfig, runtime: Runtime, plan: BatchPlan,
+                 text_bytes: np.ndarray | None = None):
         t = config.training
         self.valid, self.runtime, self.plan = valid, runtime, plan
+        self.text_bytes = None if text_bytes is None else torch.as_tensor(text_bytes, device=runtime.device)
         self.context = config.model.context_length
         self.interval, self.max_steps, self.final_tokens = t.eval_interval, config.max_steps, t.final_eval_tokens
         generator = torch.Generator().manual_seed(t.seed + 1)
@@ -50,30 +63,35 @@ class Evaluator:
     def due(self, step: int) -> bool:
         return step % self.interval == 0 or step == self.max_steps
 
-    def evaluate(self, model: torch.nn.Module) -> float:
+    def evaluate(self, model: torch.nn.Module) -> Validation:
         """The loss on the fixed validation batches."""
-        return mean_loss(model, self.batches, self.runtime, self.plan.micro_batch_size)
+        return mean_loss(model, self.batches, self.runtime, self.plan.micro_batch_size, self.text_bytes)
 
-    def final(self, model: torch.nn.Module, progress: Progress = SILENT) -> float:
+    def final(self, model: torch.nn.Module, progress: Progress = SILENT) -> Validation:
         """The loss over the whole validation data (or its first ``final_eval_tokens``)."""
-        return validation_loss(model, self.valid, self.plan, self.context, self.final_tokens, self.runtime, progress)
+        return validation_loss(model, self.valid, self.plan, self.context, self.final_tokens, self.runtime, progress,
+                               text_bytes=self.text_bytes)
 
 
 @torch.no_grad()
-def mean_loss(model: torch.nn.Module, batches: Iterable[tuple[Batch, float]], runtime: Runtime, rows: int) -> float:
+def mean_loss(
+    model: torch.nn.Module, batches: Iterable[tuple[Batch, float]], runtime: Runtime, rows: int,
+    text_bytes: torch.Tensor | None = None,
+) -> Validation:
     """Mean cross-entropy over every predicted token of the (batch, weight) pairs of all ranks, each
-    batch run as ``rows`` rows (padded)."""
+    batch run as ``rows`` rows (padded); bits per byte with ``text_bytes`` (bytes per id, on the device)."""
     # float64 sums where the device has them (MPS does not): a long evaluation adds up many losses
     dtype = torch.float32 if runtime.device.type == "mps" else torch.float64
-    totals = torch.zeros(2, dtype=dtype, device=runtime.device)  # loss x tokens, tokens
+    totals = torch.zeros(3, dtype=dtype, device=runtime.device)  # loss x tokens, tokens, bytes of text
     for (x, y), weight in batches:
         tokens = torch.tensor(y.numel(), dtype=dtype, device=x.device)
+        text = text_bytes[y].sum().to(dtype) if text_bytes is not None else torch.zeros((), dtype=dtype, device=x.device)
         x, y = padded(x, y, rows)
         with runtime.autocast_context():
             loss = model(x, targets=y)
-        totals += torch.stack([loss.to(dtype) * tokens, tokens]) * weight
-    loss_sum, count = all_reduce_sum(totals).tolist()
-    return loss_sum / count if count else math.nan
+        totals += torch.stack([loss.to(dtype) * tokens, tokens, text]) * weight
+    loss_sum, count, text_sum = all_reduce_sum(totals).tolist()
+    return Validation(loss_sum / count if count else math.nan, loss_sum / math.log(2) / text_sum if text_sum else None)
 
 
 def padded(x: torch.Tensor, y: torch.Tensor, rows: int) -> Batch:
@@ -87,7 +105,8 @@ def padded(x: torch.Tensor, y: torch.Tensor, rows: int) -> Batch:
 def validation_loss(
     model: torch.nn.Module, data: TokenShards | np.ndarray, plan: BatchPlan, context: int, max_tokens: int,
     runtime: Runtime, progress: Progress = SILENT, description: str = "final validation",
-) -> float:
+    text_bytes: torch.Tensor | None = None,
+) -> Validation:
     """Loss over ``data`` (or its first ``max_tokens``) in consecutive windows of ``context`` tokens, each
     rank evaluating its share in micro-batches of ``plan``."""
     data = (data if isinstance(data, TokenShards) else TokenShards([data])).prefix(max_tokens, context)
@@ -100,4 +119,4 @@ def validation_loss(
             yield read_batch(data, micro, context, runtime.device), weight
             task.advance()
 
-    return mean_loss(model, read(batches), runtime, plan.micro_batch_size)
+    return mean_loss(model, read(batches), runtime, plan.micro_batch_size, text_bytes)

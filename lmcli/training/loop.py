@@ -67,6 +67,7 @@ class TrainResult:
     train_loss: float  # of the last logged step
     final_val_loss: float
     first_step_s: float | None  # the first step's seconds: compilation and warm-up
+    final_val_bpb: float | None = None  # bits per byte of the final evaluation
 
 
 def train(
@@ -83,7 +84,7 @@ def train(
             raise LmcliError(f"{checkpointer.run_dir / LATEST}: {e}") from None
     plan = BatchPlan.of(config, world)
     model = parallelize(state, config, world, runtime)
-    evaluator, events = Evaluator(data.valid, config, runtime, plan), Observers(observers)
+    evaluator, events = Evaluator(data.valid, config, runtime, plan, data.text_bytes), Observers(observers)
     tokens_per_step, log_interval = config.training.batch_size * config.model.context_length, config.training.log_interval
     meter = Throughput(config, runtime, state.step, world.size)
     events.on_note(
@@ -120,9 +121,10 @@ def train(
                            "elapsed_s": round(state.elapsed_s, 3), "lr": lr, "loss": loss_value,
                            "grad_norm": norm_value, "tokens_per_s": round(tokens_per_s, 1), "mfu": mfu})
             if evaluating:
-                val_loss = evaluator.evaluate(model.evaluated)
+                validation = evaluator.evaluate(model.evaluated)
+                val_loss = validation.loss
                 events.on_row({"kind": "eval", "step": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
-                               "val_perplexity": perplexity(val_loss)})
+                               "val_perplexity": perplexity(val_loss), "val_bpb": validation.bits_per_byte})
                 events.on_note(f"step {step:,}: train loss {loss_value:.4f}, val loss {val_loss:.4f}, lr {lr:.2e}, "
                                f"{tokens_per_s:,.0f} tokens/s")
                 if val_loss < state.best_val_loss:
@@ -138,11 +140,12 @@ def train(
                 raise KeyboardInterrupt
             meter.restart(step)  # evaluating and saving are not training time
 
-    final_val_loss = evaluator.final(model.evaluated, progress)  # while the last checkpoint is written
+    final = evaluator.final(model.evaluated, progress)  # while the last checkpoint is written
     checkpointer.wait()
+    final_val_loss = final.loss
     events.on_row({"kind": "final_eval", "step": config.max_steps, "tokens": config.max_steps * tokens_per_step,
-                   "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss)})
-    return TrainResult(state, loss_value, final_val_loss, meter.first_step_s)
+                   "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss), "val_bpb": final.bits_per_byte})
+    return TrainResult(state, loss_value, final_val_loss, meter.first_step_s, final.bits_per_byte)
 
 
 def train_step(

@@ -70,7 +70,8 @@ class RunLog(TrainObserver):
             self.wandb_run.finish()
 
 
-NUMERIC_FIELDS = ("tokens", "elapsed_s", "lr", "loss", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_perplexity")
+NUMERIC_FIELDS = ("tokens", "elapsed_s", "lr", "loss", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_perplexity",
+                  "val_bpb")
 
 
 @dataclass

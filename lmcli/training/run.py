@@ -244,6 +244,7 @@ def train_run(
         "best_val_loss": result.state.best_val_loss,
         "final_val_loss": result.final_val_loss,
         "final_val_perplexity": perplexity(result.final_val_loss),
+        "final_val_bpb": result.final_val_bpb,
         "unigram_entropy": data.train_stats.unigram_entropy(),
         "checkpoint": str(run_dir / LATEST),
         "best_checkpoint": str(run_dir / BEST),

@@ -136,14 +136,14 @@ def test_resume_after_an_interrupt_continues_bit_for_bit(cli, workspace, config)
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(cli, workspace, config, monkeypatch):
     import lmcli.training.loop as loop
 
-    real_cosine_lr = loop.cosine_lr
+    real_learning_rate = loop.learning_rate
 
-    def press_ctrl_c_at_step_7(step, *args):
+    def press_ctrl_c_at_step_7(config, step):
         if step == 7:
             signal.raise_signal(signal.SIGINT)  # what the terminal sends; the loop finishes the step first
-        return real_cosine_lr(step, *args)
+        return real_learning_rate(config, step)
 
-    monkeypatch.setattr(loop, "cosine_lr", press_ctrl_c_at_step_7)
+    monkeypatch.setattr(loop, "learning_rate", press_ctrl_c_at_step_7)
     result = cli("train", "--config", config, "--name", "stopped")
     assert result.exit_code == 130
     assert "interrupted" in result.stderr and "--resume" in result.stderr
@@ -158,8 +158,8 @@ def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cli, worksp
 
     real_loss, training_calls = transformer.linear_cross_entropy, []
 
-    def nan_from_step_26(x, weight, targets, *args):
-        loss = real_loss(x, weight, targets, *args)
+    def nan_from_step_26(x, weight, targets, *args, **options):
+        loss = real_loss(x, weight, targets, *args, **options)
         if torch.is_grad_enabled():  # a training step, not an evaluation
             training_calls.append(1)
             if len(training_calls) >= 26:
@@ -388,3 +388,36 @@ def test_a_wsd_run_resumed_from_its_stable_phase_with_a_larger_budget_is_the_lon
     long, continued = losses("long"), losses("continued")
     assert [continued[s] for s in range(11, 41)] == [long[s] for s in range(11, 41)]
     assert losses("short")[20][1] < long[20][1]  # the short run had decayed by then; the continued one had not
+
+
+def test_validation_rows_report_bits_per_byte(cli, workspace, config):
+    """Byte-level ids: every token is one byte of text, so bits per byte is the loss in bits."""
+    assert cli("train", "--config", config, "--name", "bpb", "--set", "training.max_steps=10").exit_code == 0
+    run_dir = workspace / "runs" / "bpb"
+    for kind in ("eval", "final_eval"):
+        for row in _rows(run_dir, kind):
+            assert row["val_bpb"] == pytest.approx(row["val_loss"] / math.log(2))
+    final = _rows(run_dir, "final_eval")[-1]
+    listed = json.loads(cli("runs", "--json").stdout)["runs"]
+    assert [r["final_val_bpb"] for r in listed if r["name"] == "bpb"] == [final["val_bpb"]]
+    evaluated = json.loads(cli("eval", "--checkpoint", str(run_dir), "--json").stdout)
+    assert evaluated["bits_per_byte"] == pytest.approx(evaluated["loss"] / math.log(2))
+
+
+def test_bits_per_byte_divides_by_the_text_each_id_stands_for(tmp_path):
+    """Special tokens stand for no text; a merged token for its bytes; bpb = total nats / ln 2 / bytes."""
+    from lmcli.training.data import text_bytes_per_id
+    from lmcli.training.evaluator import mean_loss
+
+    save_tokenizer(tmp_path, {0: b"a", 1: b"b", 2: b"ab", 3: b"abab", 4: b"<|endoftext|>"}, [], ["<|endoftext|>"])
+    lengths = text_bytes_per_id(tmp_path)
+    assert lengths.tolist() == [1, 1, 2, 4, 0]
+
+    class ConstantLoss(torch.nn.Module):  # a "model" whose loss is 2 nats per token
+        def forward(self, x, targets):
+            return torch.tensor(2.0)
+
+    y = torch.tensor([[0, 2, 3, 4], [1, 1, 2, 3]])  # 7 + 8 bytes of text over 8 tokens
+    runtime = setup_runtime("cpu", "off", "off", 0.0)
+    result = mean_loss(ConstantLoss(), [((y, y), 1.0)], runtime, rows=2, text_bytes=torch.as_tensor(lengths))
+    assert result.loss == pytest.approx(2.0) and result.bits_per_byte == pytest.approx(2.0 * 8 / math.log(2) / 15)
