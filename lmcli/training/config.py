@@ -39,6 +39,7 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
+    name: Literal["adamw", "muon"] = "adamw"  # muon: Muon for the blocks' matrices, AdamW for the rest
     lr: float = 1e-3  # peak learning rate, reached after warm-up
     min_lr: float = 1e-4  # the cosine schedule's floor
     warmup_steps: int = 100
@@ -51,6 +52,9 @@ class OptimizerConfig:
     weight_decay: float = 0.1
     no_decay: tuple[str, ...] = ()  # glob patterns of parameter names without weight decay
     grad_clip: float = 1.0  # max global gradient L2 norm; 0 = no clipping
+    muon_lr: float = 0.02  # muon: the matrices' peak learning rate (the schedule's shape, scaled)
+    muon_momentum: float = 0.95  # muon: the momentum of its Nesterov buffer
+    muon_weight_decay: float = 0.0  # muon: decoupled weight decay of the matrices
 
 
 @dataclass(frozen=True)
@@ -216,6 +220,12 @@ def check_config(config: TrainConfig) -> None:
             f"training.total_tokens ({t.total_tokens:,}) is less than one batch "
             f"({t.batch_size} x {config.model.context_length} tokens)"
         )
+    if o.name == "muon":
+        if not (o.muon_lr > 0 and 0 <= o.muon_momentum < 1 and o.muon_weight_decay >= 0):
+            raise LmcliError("optimizer.muon_lr must be positive, optimizer.muon_momentum in [0, 1) and "
+                             "optimizer.muon_weight_decay not negative")
+        if t.parallel == "fsdp":
+            raise LmcliError("optimizer.name = \"muon\" needs whole matrices, which FSDP shards: use training.parallel = \"ddp\"")
     if not 0 < o.decay_fraction <= 1:
         raise LmcliError(f"optimizer.decay_fraction must be in (0, 1], got {o.decay_fraction}")
     if o.warmup_steps > config.cosine_steps:

@@ -156,7 +156,7 @@ def train_step(
     o, context = config.optimizer, config.model.context_length
     lr = learning_rate(config, state.step + 1)
     for group in state.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices: the same schedule at their own peak
     micro_batches = plan.micro_batches(draw_positions(data.train, plan.batch_size, context, state.batch_rng))
     state.optimizer.zero_grad(set_to_none=True)
     total = torch.zeros((), device=runtime.device)

@@ -313,3 +313,13 @@ def test_fsdp_gathers_bf16_weights_under_bf16_and_keeps_float32_slices(tmp_path,
         assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters())
     finally:
         dist.destroy_process_group()
+
+
+def test_muon_takes_the_same_steps_on_two_processes(workspace):
+    """DDP averages the gradients before the step, so every rank orthogonalizes the same update."""
+    muon = ["--set", "optimizer.name='muon'"]
+    one = train_in_process(workspace, "muon-one", *STEPS[1::2], *muon[1::2])
+    ddp = lmcli(workspace, *config_args(workspace, "muon-ddp"), *STEPS, *MICRO, *muon, "--nproc", "2")
+    assert ddp.returncode == 0, ddp.stderr
+    assert loss_difference(losses(one), losses(workspace / "runs" / "muon-ddp")) < LOSS_RTOL
+    assert weight_difference(weights(one), weights(workspace / "runs" / "muon-ddp")) < WEIGHT_RTOL
