@@ -70,7 +70,8 @@ def end_quietly(signum, frame) -> NoReturn:
 
 
 def exit_worker(code: int) -> NoReturn:
-    """End this worker with ``code`` once its output is flushed, skipping the interpreter's teardown."""
+    """End this worker (or an interrupted launcher) with ``code`` once its output is flushed, skipping the
+    interpreter's teardown."""
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -17,7 +17,7 @@ from typing import Any
 from rich.table import Table
 
 from lmcli.errors import LmcliError
-from lmcli.job import INTERRUPTED
+from lmcli.job import INTERRUPTED, exit_worker
 from lmcli.json_output import dumps
 from lmcli.training import distributed
 from lmcli.training.config import resolve_config_path
@@ -64,6 +64,7 @@ def launch(spec: RunSpec, workspace: Workspace, nproc: int, quiet: bool, as_json
     code = launch_local(nproc, args)
     if code == INTERRUPTED:  # the workers leave that message to the launcher
         print_error("interrupted")
+        exit_worker(code)  # no interpreter teardown, where a late Ctrl-C would find the default handler
     if code:
         sys.exit(code)  # a worker that failed has printed why
 
