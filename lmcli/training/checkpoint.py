@@ -25,7 +25,7 @@ from __future__ import annotations
 import os
 import random
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
@@ -98,6 +98,17 @@ def tensor_checksum(entries: Any) -> int:
         crc = zlib.crc32(f"{tensor.dtype}{tuple(tensor.shape)}".encode(), crc)
         crc = zlib.crc32(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy(), crc)
     return crc
+
+
+def map_tensors(tree: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    """``tree`` (a checkpoint's nested dicts, lists and tuples) with ``fn`` applied to every tensor."""
+    if isinstance(tree, torch.Tensor):
+        return fn(tree)
+    if isinstance(tree, dict):
+        return {k: map_tensors(v, fn) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(map_tensors(v, fn) for v in tree)
+    return tree
 
 
 def tensors_in(entries: Any) -> Iterator[torch.Tensor]:

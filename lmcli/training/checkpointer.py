@@ -25,10 +25,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lmcli.errors import LmcliError
-from lmcli.training.checkpoint import BEST, LATEST, checkpoint_bytes, write_checkpoint
+from lmcli.training.checkpoint import BEST, LATEST, checkpoint_bytes, map_tensors, write_checkpoint
 from lmcli.training.config import TrainConfig
 from lmcli.training.distributed import PeerFailed, World, any_rank
 from lmcli.training.state import TrainState
@@ -80,7 +78,8 @@ class Checkpointer:
         self.wait()
         if not self.writes:
             return
-        entries = on_host({**state, **self.about_run})  # a copy: training goes on changing the weights
+        # a copy on the host: training goes on changing the weights
+        entries = map_tensors({**state, **self.about_run}, lambda t: t.detach().to("cpu", copy=True))
         self._writer = threading.Thread(target=self._write_files, args=(entries, names, step), name="checkpoint-writer")
         self._writer.start()
 
@@ -107,14 +106,3 @@ class Checkpointer:
             if path.is_file():
                 kept = f"the one of step {self.saved_step:,} is kept" if name == LATEST and self.saved_step else "the previous one is kept"
             return LmcliError(f"could not write {path} at step {step:,} ({reason}); {kept}")
-
-
-def on_host(tree: Any) -> Any:
-    """``tree`` (a state dict) with every tensor copied to the CPU: a snapshot nothing else changes."""
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().to("cpu", copy=True)
-    if isinstance(tree, dict):
-        return {k: on_host(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(on_host(v) for v in tree)
-    return tree

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch.distributed.tensor import DTensor, distribute_tensor
 
+from lmcli.training.checkpoint import map_tensors
 from lmcli.training.device import Runtime
 from lmcli.training.distributed import World
 from lmcli.training.optim import AdamW
@@ -97,10 +98,4 @@ def shard_optimizer(optimizer: AdamW, groups: list[dict]) -> AdamW:
 
 def full_tensors(tree: Any) -> Any:
     """``tree`` (a state dict) with every sharded tensor gathered whole; every rank must call it."""
-    if isinstance(tree, DTensor):
-        return tree.full_tensor()
-    if isinstance(tree, dict):
-        return {k: full_tensors(v) for k, v in tree.items()}
-    if isinstance(tree, list):
-        return [full_tensors(v) for v in tree]
-    return tree
+    return map_tensors(tree, lambda t: t.full_tensor() if isinstance(t, DTensor) else t)
