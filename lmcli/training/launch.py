@@ -49,7 +49,10 @@ def launch_local(nproc: int, args: list[str]) -> int:
         rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1, shutdown_timeout=SHUTDOWN_S,
     )
     try:
-        elastic_launch(config, entrypoint=sys.executable)("-m", "lmcli", *args)
+        # Each worker starts with Ctrl-C ignored (the shell's trap survives exec; Python keeps an ignored SIGINT
+        # as it is) until it installs its own handler: a Ctrl-C during interpreter start-up would otherwise
+        # abort it with "Fatal Python error: init_import_site".
+        elastic_launch(config, entrypoint="/bin/sh")("-c", 'trap "" INT; exec "$0" "$@"', sys.executable, "-m", "lmcli", *args)
     except ChildFailedError as e:
         return job_outcome(e.failures)
     except SignalException:
