@@ -2,9 +2,10 @@
 
 FLOPs count only the matrix multiplies (2·m·n·k for an (m×k)·(k×n) product): they are >99% of
 the work at any realistic size, and they are what ``FlopCounterMode`` counts. Per layer, for T
-tokens, d = d_model, f = d_ff, V = vocab_size:
+tokens, d = d_model, f = d_ff, V = vocab_size, and d_kv = kv_heads · head_dim the width of the
+keys and values (d, or less with grouped-query attention):
 
-    Q, K, V projections   3 · 2·T·d·d          QKᵀ (all heads)       2·T·T·d
+    Q, K, V projections   2·T·d·(d + 2·d_kv)   QKᵀ (all heads)       2·T·T·d
     output projection     2·T·d·d              attention · values     2·T·T·d
     feed-forward          3 · 2·T·d·f (SwiGLU: w1, w3, w2; the SiLU ablation has 2 matmuls)
 and once at the end the LM head, 2·T·d·V. RoPE, norms and the softmax are elementwise (not
@@ -32,7 +33,7 @@ def param_counts(cfg: ModelConfig) -> dict[str, int]:
     d, layers = cfg.d_model, cfg.num_layers
     counts = {
         "token_embeddings": cfg.padded_vocab_size * d,
-        "attention": layers * 4 * d * d,
+        "attention": layers * (2 * d * d + 2 * d * cfg.kv_dim),
         "feed_forward": layers * feed_forward_matrices(cfg) * d * cfg.d_ff,
         "norms": (0 if cfg.norm == "none" else (2 * layers + 1) * d) + (2 * layers * cfg.head_dim if cfg.qk_norm else 0),
         "lm_head": 0 if cfg.tie_embeddings else cfg.padded_vocab_size * d,
@@ -52,7 +53,7 @@ def forward_flops(cfg: ModelConfig, seq_len: int) -> dict[str, int]:
         raise LmcliError(f"sequence length must be between 1 and context_length={cfg.context_length}, got {seq_len}")
     T, d, layers = seq_len, cfg.d_model, cfg.num_layers
     flops = {
-        "qkv_projections": layers * 3 * 2 * T * d * d,
+        "qkv_projections": layers * 2 * T * d * (d + 2 * cfg.kv_dim),
         "attention_scores": layers * 2 * T * T * d,
         "attention_values": layers * 2 * T * T * d,
         "output_projection": layers * 2 * T * d * d,

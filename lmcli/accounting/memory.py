@@ -9,7 +9,8 @@ weights, not counted here).
 Parameters, gradients and AdamW's two moments are kept in float32 (also under bf16 autocast,
 which only lowers the activations): b = 4 · 4 bytes per parameter. Activations follow the CS336
 model: per sequence of T tokens, each layer saves the outputs of
-    the two RMSNorms (2·T·d), Q, K and V (3·T·d), QKᵀ and its softmax (2·heads·T·T),
+    the two RMSNorms (2·T·d), Q, K and V (3·T·d, grouped-query attention included: its keys
+    and values are repeated to every head before attention), QKᵀ and its softmax (2·heads·T·T),
     the weighted sum of values (T·d), the output projection (T·d),
     W1 and SiLU (2·T·f) [SwiGLU also W3 and the gated product, 2·T·f more], W2 (T·d),
 and at the end the final RMSNorm (T·d), the LM head's logits (T·V) and the cross-entropy's
@@ -18,7 +19,8 @@ softmax over them (T·V). Without RMSNorm (norm="none") the norm terms are 0.
 Inference (evaluation, generation) keeps no activations for a backward: its peak is the
 parameters plus the largest tensors alive at once in one forward pass (the logits and their
 softmax, one layer's attention scores and probabilities, its feed-forward hidden values and
-the residual stream), and for generation the KV cache (keys and values of every layer).
+the residual stream), and for generation the KV cache (keys and values of every layer, of
+the key/value heads only).
 """
 
 from __future__ import annotations
@@ -75,4 +77,4 @@ def inference_memory(cfg: ModelConfig, seq_len: int, batch_size: int) -> int:
 
 def kv_cache_memory(cfg: ModelConfig, batch_size: int) -> int:
     """Bytes of a float32 KV cache for ``batch_size`` sequences of the full context length."""
-    return WEIGHT_BYTES * 2 * cfg.num_layers * batch_size * cfg.context_length * cfg.d_model
+    return WEIGHT_BYTES * 2 * cfg.num_layers * batch_size * cfg.context_length * cfg.kv_dim

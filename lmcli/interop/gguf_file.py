@@ -55,7 +55,7 @@ def write_gguf(path: Path, state: dict[str, torch.Tensor], cfg: ModelConfig, tok
     writer.add_block_count(cfg.num_layers)
     writer.add_feed_forward_length(cfg.d_ff)
     writer.add_head_count(cfg.num_heads)
-    writer.add_head_count_kv(cfg.num_heads)
+    writer.add_head_count_kv(cfg.kv_heads)
     writer.add_rope_dimension_count(cfg.d_model // cfg.num_heads)
     writer.add_rope_freq_base(cfg.rope_theta)
     writer.add_layer_norm_rms_eps(RMS_NORM_EPS)

@@ -1,15 +1,14 @@
 """lmcli's ``ModelConfig`` as a Hugging Face ``LlamaConfig`` (``config.json``), and back.
 
 The fields map one to one: ``d_model`` -> ``hidden_size``, ``d_ff`` -> ``intermediate_size``,
-``num_layers`` -> ``num_hidden_layers``, ``num_heads`` -> ``num_attention_heads`` (and as
-many key/value heads: no grouped-query attention), ``context_length`` ->
+``num_layers`` -> ``num_hidden_layers``, ``num_heads`` -> ``num_attention_heads``, the
+key/value heads (``num_kv_heads``, or as many as heads) -> ``num_key_value_heads``, ``context_length`` ->
 ``max_position_embeddings``, ``rope_theta``, ``tie_embeddings`` -> ``tie_word_embeddings``;
 SiLU gating, RMSNorm with lmcli's epsilon, no biases.
 
 What Llama cannot express is refused by name rather than exported wrong: the CS336 ablations
 (post-norm, no RMSNorm, NoPE, the SiLU feed-forward). Coming in, so is what lmcli's model
-cannot represent: biases, fewer key/value heads than heads, RoPE scaling, another activation
-or head size.
+cannot represent: biases, RoPE scaling, another activation or head size.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def llama_config(cfg: ModelConfig, bos_id: int | None, eos_id: int | None, dtype
         "intermediate_size": cfg.d_ff,
         "num_hidden_layers": cfg.num_layers,
         "num_attention_heads": cfg.num_heads,
-        "num_key_value_heads": cfg.num_heads,
+        "num_key_value_heads": cfg.kv_heads,
         "head_dim": cfg.d_model // cfg.num_heads,
         "hidden_act": "silu",
         "max_position_embeddings": cfg.context_length,
@@ -78,13 +77,16 @@ def model_config(config: dict[str, Any], source: str) -> ModelConfig:
         raise LmcliError(f"{source} lacks {', '.join(missing)}")
     rope = config.get("rope_parameters") if isinstance(config.get("rope_parameters"), dict) else {}
     table = {ours: config[theirs] for ours, theirs in HF_FIELDS.items()}
+    kv_heads = config.get("num_key_value_heads") or config["num_attention_heads"]
     table.update(rope_theta=rope.get("rope_theta", config.get("rope_theta", 10_000.0)),
-                 tie_embeddings=config.get("tie_word_embeddings", False))
+                 tie_embeddings=config.get("tie_word_embeddings", False),
+                 num_kv_heads=0 if kv_heads == config["num_attention_heads"] else kv_heads)
     try:
         cfg = ModelConfig.from_dict(table)  # types, sizes and finiteness checked as for a [model] table
     except LmcliError as e:
         message = str(e)
-        for ours, theirs in {**HF_FIELDS, "rope_theta": "rope_theta", "tie_embeddings": "tie_word_embeddings"}.items():
+        for ours, theirs in {**HF_FIELDS, "rope_theta": "rope_theta", "tie_embeddings": "tie_word_embeddings",
+                             "num_kv_heads": "num_key_value_heads"}.items():
             message = message.replace(f"model.{ours}", theirs)
         raise LmcliError(f"{source}: {message}") from None
     heads, head_dim = cfg.num_heads, cfg.d_model // cfg.num_heads
@@ -93,8 +95,6 @@ def model_config(config: dict[str, Any], source: str) -> ModelConfig:
     problems = {
         "attention biases (attention_bias)": config.get("attention_bias", False),
         "MLP biases (mlp_bias)": config.get("mlp_bias", False),
-        f"grouped-query attention ({config.get('num_key_value_heads')} key/value heads for {heads} heads)":
-            config.get("num_key_value_heads", heads) != heads,
         f"head_dim {config.get('head_dim')} (lmcli's is hidden_size / heads = {head_dim})": config.get("head_dim", head_dim) != head_dim,
         f"the activation {config.get('hidden_act')!r} (lmcli's SwiGLU uses silu)": config.get("hidden_act", "silu") != "silu",
         f"RoPE scaling {scaling or rope.get('rope_type')!r}": bool(scaling) or rope.get("rope_type", "default") != "default",

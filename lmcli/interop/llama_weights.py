@@ -64,13 +64,20 @@ def reorder_heads(weight: torch.Tensor, num_heads: int, order: torch.Tensor) -> 
     return weight.unflatten(0, (num_heads, -1))[:, order].flatten(0, 1).contiguous()
 
 
+def rotated_heads(name: str, cfg: ModelConfig) -> int:
+    """The heads whose rows RoPE rotates in tensor ``name`` (queries: all; keys: the kv heads); 0 for other tensors."""
+    if not name.endswith(ROTATED):
+        return 0
+    return cfg.num_heads if name.endswith("q_proj.weight") else cfg.kv_heads
+
+
 def to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """lmcli's state dict as a Hugging Face Llama one."""
-    order = halves_order(cfg.d_model // cfg.num_heads)
+    order = halves_order(cfg.head_dim)
     tensors = {}
     for ours, theirs in hf_name_map(cfg).items():
-        weight = state[ours]
-        tensors[theirs] = reorder_heads(weight, cfg.num_heads, order) if ours.endswith(ROTATED) else weight.contiguous()
+        weight, heads = state[ours], rotated_heads(ours, cfg)
+        tensors[theirs] = reorder_heads(weight, heads, order) if heads else weight.contiguous()
     return tensors
 
 
@@ -89,11 +96,11 @@ def from_hf(tensors: dict[str, torch.Tensor], cfg: ModelConfig, source: str) -> 
     if missing or extra:
         what = f"lacks {missing[0]}" if missing else f"has {extra[0]}, which lmcli's Llama does not (a bias?)"
         raise LmcliError(f"{source} {what} ({len(missing)} missing, {len(extra)} unexpected tensors)")
-    inverse = torch.argsort(halves_order(cfg.d_model // cfg.num_heads))
+    inverse = torch.argsort(halves_order(cfg.head_dim))
     state = {}
     for ours, theirs in names.items():
-        weight = tensors[theirs]
-        state[ours] = reorder_heads(weight, cfg.num_heads, inverse) if ours.endswith(ROTATED) else weight
+        weight, heads = tensors[theirs], rotated_heads(ours, cfg)
+        state[ours] = reorder_heads(weight, heads, inverse) if heads else weight
     if cfg.tie_embeddings:
         state["lm_head.weight"] = state["token_embeddings.weight"]
     return state

@@ -6,6 +6,11 @@ positions. The softmax runs in float32, so the model is stable under bf16 autoca
 Multi-head: d_model is split into num_heads heads of d_k = d_model / num_heads; each head
 attends on its own and the heads are concatenated and mixed by ``output_proj``.
 
+Grouped-query attention (``num_kv_heads`` < num_heads): keys and values have fewer heads, each
+shared by a group of num_heads / num_kv_heads consecutive query heads (Llama's layout). Only
+the shared heads are projected and cached; ``repeat_kv_heads`` copies each out to its group
+just before attending, so every attention kernel sees ordinary multi-head shapes.
+
 RoPE: instead of adding a position vector, rotate each consecutive pair (x₀,x₁), (x₂,x₃), … of
 a query/key at position i by the angle i·θ^(-2k/d_k). A dot product of two rotated vectors then
 depends only on their relative offset. It is applied to Q and K, never V.
@@ -44,6 +49,13 @@ def scaled_dot_product_attention(
     return softmax(scores, dim=-1).to(V.dtype) @ V
 
 
+def repeat_kv_heads(x: torch.Tensor, group: int) -> torch.Tensor:
+    """(..., kv_heads, seq, d_k) -> (..., kv_heads · group, seq, d_k): each head repeated for its group."""
+    if group == 1:
+        return x
+    return x.unsqueeze(-3).expand(*x.shape[:-2], group, *x.shape[-2:]).flatten(-4, -3)
+
+
 def causal_mask(num_queries: int, num_keys: int, device=None) -> torch.Tensor:
     """(queries, keys) mask where the queries are the last ``num_queries`` positions of the keys."""
     return torch.ones(num_queries, num_keys, dtype=torch.bool, device=device).tril(num_keys - num_queries)
@@ -75,23 +87,26 @@ class RotaryPositionalEmbedding(nn.Module):
 class MultiHeadSelfAttention(nn.Module):
     def __init__(
         self, d_model: int, num_heads: int, max_seq_len: int | None = None, theta: float | None = None,
-        device=None, dtype=None, kernels: str = "fast", qk_norm: bool = False,
+        device=None, dtype=None, kernels: str = "fast", qk_norm: bool = False, num_kv_heads: int | None = None,
     ):
         super().__init__()
         self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads or num_heads
+        self.head_dim = d_model // num_heads
+        kv_dim = self.num_kv_heads * self.head_dim
         self.kernels = kernels
         # QK-norm: each head's queries and keys RMS-normalized (one gain per dimension of a head)
-        self.q_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype) if qk_norm else None
-        self.k_norm = RMSNorm(d_model // num_heads, device=device, dtype=dtype) if qk_norm else None
+        self.q_norm = RMSNorm(self.head_dim, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = RMSNorm(self.head_dim, device=device, dtype=dtype) if qk_norm else None
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.k_proj = Linear(d_model, d_model, device=device, dtype=dtype)
-        self.v_proj = Linear(d_model, d_model, device=device, dtype=dtype)
+        self.k_proj = Linear(d_model, kv_dim, device=device, dtype=dtype)
+        self.v_proj = Linear(d_model, kv_dim, device=device, dtype=dtype)
         self.output_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         if theta is not None and max_seq_len is None:
             raise ValueError("RoPE needs max_seq_len to precompute its angles")
         self.rope = (
             None if theta is None
-            else RotaryPositionalEmbedding(theta, d_model // num_heads, max_seq_len, device, kernels=kernels)
+            else RotaryPositionalEmbedding(theta, self.head_dim, max_seq_len, device, kernels=kernels)
         )
 
     def forward(
@@ -106,14 +121,16 @@ class MultiHeadSelfAttention(nn.Module):
             qkv = self.q_proj(x), self.k_proj(x), self.v_proj(x)
         else:
             qkv = kernels.project_qkv(x, self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
-        q, k, v = (self.split_heads(t) for t in qkv)
+        q, k, v = (self.split_heads(t) for t in qkv)  # (..., heads, seq, d_k); k, v: kv heads
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope is not None:
             positions = None if token_positions is None else token_positions.unsqueeze(-2)  # broadcast over heads
             q, k = self.rope(q, positions), self.rope(k, positions)
         if kv_cache is not None:
-            k, v = kv_cache.update(k, v)
+            k, v = kv_cache.update(k, v)  # the cache holds the kv heads only
+        group = self.num_heads // self.num_kv_heads
+        k, v = repeat_kv_heads(k, group), repeat_kv_heads(v, group)
         mask = None if kv_cache is None else kv_cache.visible(q.shape[-2])  # a static cache's written positions
         if mask is None and q.shape[-2] > 1:  # (a single query is the last position: it may attend to every key)
             mask = causal_mask(q.shape[-2], k.shape[-2], x.device)
@@ -126,5 +143,5 @@ class MultiHeadSelfAttention(nn.Module):
         return self.output_proj(out.transpose(-3, -2).flatten(-2))
 
     def split_heads(self, x: torch.Tensor) -> torch.Tensor:
-        """(..., seq, d_model) -> (..., heads, seq, d_k)"""
-        return x.unflatten(-1, (self.num_heads, -1)).transpose(-3, -2)
+        """(..., seq, heads · d_k) -> (..., heads, seq, d_k), for the query heads or the kv heads"""
+        return x.unflatten(-1, (-1, self.head_dim)).transpose(-3, -2)

@@ -1,7 +1,9 @@
 """The shape of a Transformer LM as one frozen dataclass, read from the ``[model]`` table of a TOML config.
 
 The defaults are the CS336 TinyStories model (17M non-embedding parameters). Beyond the
-CS336 ablations, the switches of the modern recipe: ``qk_norm`` (RMSNorm on each head's
+CS336 ablations, the switches of the modern recipe: ``num_kv_heads`` (grouped-query attention:
+fewer key/value heads than query heads, each shared by a group of them, so the KV cache and the
+key/value projections shrink by num_heads / num_kv_heads), ``qk_norm`` (RMSNorm on each head's
 queries and keys: attention logits stay bounded at high learning rates), ``logit_softcap``
 (c·tanh(z/c) on the output logits) and ``ffn = "relu2"`` (squared ReLU, modded-nanogpt's). ``vocab_multiple``
 pads the embedding and output tables to a multiple of it (50,257 ids become 50,304 rows: bf16
@@ -42,6 +44,7 @@ class ModelConfig:
     d_model: int = 512
     num_layers: int = 4
     num_heads: int = 16
+    num_kv_heads: int = 0  # key/value heads; 0: num_heads (multi-head), fewer: grouped-query attention
     d_ff: int = 1_344
     rope_theta: float = 10_000.0
     norm: str = "pre"  # "pre" | "post" | "none"   (ablations: post-norm, no RMSNorm)
@@ -56,6 +59,16 @@ class ModelConfig:
     @property
     def head_dim(self) -> int:
         return self.d_model // self.num_heads
+
+    @property
+    def kv_heads(self) -> int:
+        """Heads of keys and values: each serves num_heads / kv_heads consecutive query heads."""
+        return self.num_kv_heads or self.num_heads
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the key (and of the value) projection: kv_heads · head_dim."""
+        return self.kv_heads * self.head_dim
 
     @property
     def padded_vocab_size(self) -> int:
@@ -74,6 +87,8 @@ class ModelConfig:
             raise LmcliError(f"model.vocab_multiple must be between 0 and 4,096, got {self.vocab_multiple}")
         if self.d_model % self.num_heads:
             raise LmcliError(f"model.num_heads ({self.num_heads}) must divide model.d_model ({self.d_model})")
+        if self.num_kv_heads < 0 or self.num_heads % self.kv_heads:
+            raise LmcliError(f"model.num_kv_heads ({self.num_kv_heads}) must divide model.num_heads ({self.num_heads}); 0 means as many")
         for name, allowed in (("norm", NORMS), ("position", POSITIONS), ("ffn", FFNS), ("kernels", KERNELS)):
             if getattr(self, name) not in allowed:
                 raise LmcliError(f"model.{name} must be one of {', '.join(allowed)}; got {getattr(self, name)!r}")
@@ -85,8 +100,9 @@ class ModelConfig:
 
     def same_architecture(self, other: ModelConfig) -> bool:
         """Whether both configs build the same model (weights of one load into the other)."""
-        same_tables = self.padded_vocab_size == other.padded_vocab_size
-        return same_tables and dataclasses.replace(self, kernels=other.kernels, vocab_multiple=other.vocab_multiple) == other
+        same_tables = self.padded_vocab_size == other.padded_vocab_size and self.kv_heads == other.kv_heads
+        unchanged = dict(kernels=other.kernels, vocab_multiple=other.vocab_multiple, num_kv_heads=other.num_kv_heads)
+        return same_tables and dataclasses.replace(self, **unchanged) == other
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelConfig:

@@ -153,7 +153,7 @@ def _score_tiles(Q: torch.Tensor, K: torch.Tensor, causal: bool):
 
 def project_qkv(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor):
     """(x W_qᵀ, x W_kᵀ, x W_vᵀ) in one matmul against the stacked weights."""
-    return (x @ torch.cat((w_q, w_k, w_v)).T).chunk(3, dim=-1)
+    return (x @ torch.cat((w_q, w_k, w_v)).T).split([w_q.shape[0], w_k.shape[0], w_v.shape[0]], dim=-1)
 
 
 # ---------------------------------------------------------------- RoPE

@@ -6,7 +6,7 @@ new token costs one position of projection and one row of attention instead of r
 the whole prefix.
 
 The buffers are preallocated to the context length, one (batch, heads, context, d_k) slot per
-layer, and new keys/values are written in place: no per-step concatenation of the whole cache.
+layer (the key/value heads: grouped-query attention caches num_heads / num_kv_heads times less), and new keys/values are written in place: no per-step concatenation of the whole cache.
 Keys are stored after RoPE rotation, so a cached key keeps the position it was computed at;
 ``length`` is both the number of cached tokens and the position of the next one.
 
@@ -70,7 +70,7 @@ class KVCache:
         """An empty cache shaped for ``model`` (a TransformerLM), on its device and in its dtype."""
         config, weight = model.config, model.lm_head.weight
         return cls(
-            config.num_layers, batch_size, config.num_heads, config.context_length, config.head_dim,
+            config.num_layers, batch_size, config.kv_heads, config.context_length, config.head_dim,
             weight.device, weight.dtype, static,
         )
 

@@ -47,12 +47,13 @@ class TransformerBlock(nn.Module):
     def __init__(
         self, d_model: int, num_heads: int, d_ff: int, max_seq_len: int, theta: float | None,
         norm: str = "pre", ffn: str = "swiglu", device=None, dtype=None, kernels: str = "fast", qk_norm: bool = False,
+        num_kv_heads: int | None = None,
     ):
         super().__init__()
         self.norm = norm
         self.ln1 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels,
-                                           qk_norm=qk_norm)
+                                           qk_norm=qk_norm, num_kv_heads=num_kv_heads)
         self.ln2 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
         feed_forward = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLU2FeedForward}[ffn]
         self.ffn = feed_forward(d_model, d_ff, device=device, dtype=dtype)
@@ -62,7 +63,7 @@ class TransformerBlock(nn.Module):
         theta = config.rope_theta if config.position == "rope" else None
         return cls(
             config.d_model, config.num_heads, config.d_ff, config.context_length, theta, config.norm, config.ffn,
-            device=device, dtype=dtype, kernels=config.kernels, qk_norm=config.qk_norm,
+            device=device, dtype=dtype, kernels=config.kernels, qk_norm=config.qk_norm, num_kv_heads=config.kv_heads,
         )
 
     def forward(
@@ -84,7 +85,7 @@ class TransformerLM(nn.Module):
         rope_theta: float, device=None, dtype=None, **switches,
     ):
         """The CS336 constructor; ``switches`` are the other fields of ``ModelConfig`` (norm, position,
-        ffn, tie_embeddings, kernels). ``TransformerLM.from_config(config)`` is the same from a config."""
+        ffn, tie_embeddings, kernels, num_kv_heads, ...). ``TransformerLM.from_config(config)`` is the same from a config."""
         super().__init__()
         self.config = config = ModelConfig(
             vocab_size=vocab_size, context_length=context_length, d_model=d_model, num_layers=num_layers,

@@ -35,10 +35,11 @@ CONFIGS = [
     dataclasses.replace(TINY, position="none"),
     dataclasses.replace(TINY, ffn="silu", d_ff=128),
     dataclasses.replace(TINY, tie_embeddings=True),
-    dataclasses.replace(TINY, qk_norm=True, logit_softcap=15.0, ffn="relu2", d_ff=128),
+    dataclasses.replace(TINY, qk_norm=True, logit_softcap=15.0, ffn="relu2", d_ff=128, num_kv_heads=2),
     dataclasses.replace(TINY, vocab_multiple=64),
+    dataclasses.replace(TINY, num_kv_heads=1),
 ]
-IDS = ["tiny", "wider", "post-norm", "no-norm", "nope", "silu", "tied", "recipe", "padded"]
+IDS = ["tiny", "wider", "post-norm", "no-norm", "nope", "silu", "tied", "recipe", "padded", "multi-query"]
 
 
 @pytest.mark.parametrize("cfg", CONFIGS, ids=IDS)

@@ -111,10 +111,13 @@ def test_cache_matches_for_ablations(norm, position, ffn):
     assert list(generate(model, [3, 4], 8, temperature=0)) == greedy_reference(model, [3, 4], 8)
 
 
-def test_cached_logits_equal_full_forward():
-    model = tiny_model()
+@pytest.mark.parametrize("kv_heads", [0, 2, 1], ids=["multi-head", "grouped-query", "multi-query"])
+def test_cached_logits_equal_full_forward(kv_heads):
+    model = tiny_model(num_kv_heads=kv_heads)
     ids = torch.randint(0, 261, (2, 10))
     cache = KVCache.for_model(model, 2)
+    group = model.config.num_heads // (kv_heads or model.config.num_heads)
+    assert cache.layers[0].keys.numel() * group == 2 * model.config.context_length * model.config.d_model  # the smaller cache
     with torch.no_grad():
         steps = [model(ids[:, :4], kv_cache=cache)] + [model(ids[:, i : i + 1], kv_cache=cache) for i in range(4, 10)]
         assert torch.allclose(torch.cat(steps, dim=1), model(ids), atol=1e-5)

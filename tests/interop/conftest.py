@@ -16,8 +16,8 @@ from lmcli.training.checkpoint import write_checkpoint
 
 SPECIAL = "<|endoftext|>"
 WORDS = ["the", "cat", "sat", "on", "a", "mat", "Tom", "dog", "ran", "to", "park", "with", "ball", "und", "über", "naïve", "日本"]
-SHAPES = [  # vocab, context, d_model, heads, layers, theta, tied
-    dict(vocab_size=300, context_length=32, d_model=64, num_heads=4, num_layers=2, d_ff=128, rope_theta=10_000.0),
+SHAPES = [  # vocab, context, d_model, heads, layers, theta, tied; the first with grouped-query attention
+    dict(vocab_size=300, context_length=32, d_model=64, num_heads=4, num_layers=2, d_ff=128, rope_theta=10_000.0, num_kv_heads=2),
     dict(vocab_size=310, context_length=48, d_model=96, num_heads=3, num_layers=1, d_ff=160, rope_theta=500_000.0),
     dict(vocab_size=300, context_length=16, d_model=32, num_heads=2, num_layers=3, d_ff=64, rope_theta=10_000.0, tie_embeddings=True),
 ]

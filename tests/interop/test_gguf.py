@@ -34,7 +34,7 @@ def test_the_gguf_file_holds_the_llama_hyperparameters_tokenizer_and_weights(cli
     fields = {name: field.contents() for name, field in reader.fields.items()}
     assert fields["general.architecture"] == "llama" and fields["tokenizer.ggml.pre"] == "gpt-2"
     assert (fields["llama.embedding_length"], fields["llama.block_count"], fields["llama.attention.head_count"],
-            fields["llama.attention.head_count_kv"], fields["llama.context_length"]) == (64, 2, 4, 4, 32)
+            fields["llama.attention.head_count_kv"], fields["llama.context_length"]) == (64, 2, 4, 2, 32)
     tokenizer = Tokenizer.from_dir(tokenizer_dir)
     assert len(fields["tokenizer.ggml.tokens"]) == cfg.vocab_size and len(fields["tokenizer.ggml.merges"]) == len(tokenizer.merges)
     state = load_model_from_checkpoint(checkpoint)[0].state_dict()

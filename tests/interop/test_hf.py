@@ -35,7 +35,8 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / a.abs().max()).item()
 
 
-@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"d{s['d_model']}-h{s['num_heads']}-l{s['num_layers']}" + ("-tied" if s.get("tie_embeddings") else ""))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"d{s['d_model']}-h{s['num_heads']}-kv{s.get('num_kv_heads') or s['num_heads']}-l{s['num_layers']}"
+                         + ("-tied" if s.get("tie_embeddings") else ""))
 def test_exported_model_gives_lmcli_logits_and_greedy_tokens_in_transformers(cli, tmp_path, tokenizers_by_size, shape):
     cfg = ModelConfig(**shape)
     checkpoint = lmcli_checkpoint(tmp_path / "model.pt", cfg, tokenizers_by_size[cfg.vocab_size])
@@ -136,8 +137,8 @@ def transformers_llama(out: Path, tied: bool = False, **overrides) -> Path:
     """A random LlamaForCausalLM saved by transformers, with a byte-level BPE tokenizer saved by tokenizers."""
     vocab, merges = train_bpe(sample_text(), 300, [SPECIAL])
     config = transformers.LlamaConfig(vocab_size=300, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=32,
-                                      rms_norm_eps=1e-5, tie_word_embeddings=tied, **overrides)
+                                      num_attention_heads=4, max_position_embeddings=32, rms_norm_eps=1e-5,
+                                      tie_word_embeddings=tied, **{"num_key_value_heads": 4, **overrides})
     torch.manual_seed(0)
     model = transformers.LlamaForCausalLM(config)
     with torch.no_grad():
@@ -156,10 +157,11 @@ def transformers_llama(out: Path, tied: bool = False, **overrides) -> Path:
     return out
 
 
-@pytest.mark.parametrize("tied", [False, True], ids=["untied", "tied"])
-def test_import_of_a_transformers_llama_gives_its_logits(cli, tmp_path, monkeypatch, tied):
+@pytest.mark.parametrize(("tied", "kv_heads"), [(False, 4), (True, 4), (False, 2), (True, 1)],
+                         ids=["untied", "tied", "gqa", "tied-mqa"])
+def test_import_of_a_transformers_llama_gives_its_logits(cli, tmp_path, monkeypatch, tied, kv_heads):
     monkeypatch.setenv("LMCLI_WORKSPACE", str(tmp_path / "ws"))
-    src = transformers_llama(tmp_path / "llama", tied)
+    src = transformers_llama(tmp_path / "llama", tied, num_key_value_heads=kv_heads)
     result = cli("import", str(src), "--name", "llama", "--json")
     assert result.exit_code == 0, result.output
     ours, cfg, saved = load_model_from_checkpoint(tmp_path / "ws" / "runs" / "llama" / "latest.pt")
@@ -250,7 +252,7 @@ def test_bad_hugging_face_directories_are_one_line_and_write_nothing(cli, tmp_pa
     bad_import(cli, src, "has no weights", ws)
     (src / "model.safetensors").write_bytes(weights)
 
-    for changes, fragment in (({"model_type": "gpt2"}, "not a Llama"), ({"num_key_value_heads": 2}, "grouped-query attention"),
+    for changes, fragment in (({"model_type": "gpt2"}, "not a Llama"), ({"num_key_value_heads": 3}, "num_key_value_heads (3) must divide num_attention_heads (4)"),
                               ({"attention_bias": True}, "attention biases"), ({"hidden_size": 32, "head_dim": 8}, "config.json implies shape"),
                               ({"vocab_size": 310}, "config.json implies shape (310, "),
                               ({"max_position_embeddings": 10**12}, "needs about"), ({"hidden_size": 64.5}, "hidden_size must be an integer"),

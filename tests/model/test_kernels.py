@@ -16,7 +16,8 @@ from lmcli.model.loss import cross_entropy, linear_cross_entropy
 TINY = dict(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48)
 ABLATIONS = [{}, {"norm": "post"}, {"norm": "none"}, {"position": "none"}, {"ffn": "silu", "d_ff": 128},
              {"tie_embeddings": True}, {"qk_norm": True}, {"logit_softcap": 2.0}, {"ffn": "relu2", "d_ff": 128},
-             {"qk_norm": True, "logit_softcap": 2.0, "ffn": "relu2", "tie_embeddings": True}]
+             {"num_kv_heads": 2}, {"num_kv_heads": 1, "position": "none"},
+             {"qk_norm": True, "logit_softcap": 2.0, "ffn": "relu2", "tie_embeddings": True, "num_kv_heads": 2}]
 
 
 @pytest.fixture(autouse=True)
