@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lmcli.allocator import unmap_large_buffers
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import check_text_file
 from lmcli.tokenizer.fast_count import count_file_pretokens
@@ -88,6 +89,7 @@ def train_bpe(
     stats.input_bytes = path.stat().st_size
     stats.requested_merges = num_merges
 
+    unmap_large_buffers()  # chunks and batch arrays come and go: keep them from fragmenting the heap
     with stats.timed("pretokenize"):
         word_counts = count_file_pretokens(path, special_tokens, workers, chunk_bytes, errors, on_bytes)
     stats.distinct_pretokens = len(word_counts)
