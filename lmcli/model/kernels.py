@@ -196,19 +196,21 @@ def row_weights(targets: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 def weighted_loss_and_gradient(
     logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor, gradient: bool, z_loss: float = 0.0
 ):
-    """Σ_i weights_i (L_i − o_iy + z_loss · L_i²), L_i = log Σ_j exp o_ij, for float32 ``logits`` (rows × vocab)
-    and, if ``gradient``, its gradient weights_i ((1 + 2 z_loss L_i) softmax(o_i) − onehot(y_i)) (else None)."""
+    """Σ_i weights_i (L_i − o_iy + z_loss · L_i²), L_i = log Σ_j exp o_ij, for float32 ``logits`` (rows × vocab),
+    its z-loss part Σ_i weights_i · z_loss · L_i² (for reporting), and, if ``gradient``, its gradient
+    weights_i ((1 + 2 z_loss L_i) softmax(o_i) − onehot(y_i)) (else None)."""
     targets = targets.clamp(min=0).unsqueeze(-1)  # an ignored row's target is any valid id: its weight is 0
     maxes = logits.amax(dim=-1, keepdim=True)
     exps = (logits - maxes).exp_()  # the one (rows × vocab) tensor made here, exponentiated in place
     sums = exps.sum(dim=-1, keepdim=True)
     log_z = sums.log() + maxes
-    loss = ((log_z - logits.gather(-1, targets) + z_loss * log_z.square()).squeeze(-1) * weights).sum()
+    z_term = (z_loss * log_z.square().squeeze(-1) * weights).sum()
+    loss = ((log_z - logits.gather(-1, targets)).squeeze(-1) * weights).sum() + z_term
     if not gradient:
-        return loss, None
+        return loss, z_term, None
     weights = weights.unsqueeze(-1)
     scale = weights / sums if not z_loss else weights * (1 + 2 * z_loss * log_z) / sums
-    return loss, exps.mul_(scale).scatter_add_(-1, targets, -weights)
+    return loss, z_term, exps.mul_(scale).scatter_add_(-1, targets, -weights)
 
 
 class CrossEntropy(torch.autograd.Function):
@@ -222,7 +224,7 @@ class CrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         rows, targets = logits.reshape(-1, logits.shape[-1]), targets.reshape(-1)
-        loss, grad = weighted_loss_and_gradient(rows, targets, row_weights(targets, rows.dtype), ctx.needs_input_grad[0])
+        loss, _, grad = weighted_loss_and_gradient(rows, targets, row_weights(targets, rows.dtype), ctx.needs_input_grad[0])
         if grad is not None:
             ctx.save_for_backward(grad.view(logits.shape))
         return loss
@@ -236,10 +238,11 @@ class CrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(
     x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, vocab: int | None = None, z_loss: float = 0.0,
     softcap: float = 0.0,
-) -> torch.Tensor:
-    """``cross_entropy(x @ weight.T, targets)`` (plus ``z_loss`` times the mean squared log-normalizer),
-    computing the logits ``CHUNK_LOGITS`` at a time; with ``vocab``, the logits past the first ``vocab``
-    (padding rows of ``weight``) are left out; with ``softcap`` c, of the logits c·tanh(o/c)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``cross_entropy(x @ weight.T, targets)`` plus ``z_loss`` times the mean squared log-normalizer, and
+    that z-loss term alone (no gradient: for reporting), computing the logits ``CHUNK_LOGITS`` at a
+    time; with ``vocab``, the logits past the first ``vocab`` (padding rows of ``weight``) are left
+    out; with ``softcap`` c, of the logits c·tanh(o/c)."""
     return LinearCrossEntropy.apply(x, weight, targets, vocab, z_loss, softcap)
 
 
@@ -264,7 +267,7 @@ class LinearCrossEntropy(torch.autograd.Function):
         gradient = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         grad_x = torch.empty_like(rows) if gradient else None
         grad_w = torch.zeros(weight.shape, dtype=exact, device=weight.device) if gradient else None
-        loss = torch.zeros((), dtype=exact, device=x.device)
+        loss, z_term = torch.zeros((), dtype=exact, device=x.device), torch.zeros((), dtype=exact, device=x.device)
         chunk = max(1, CHUNK_LOGITS // weight.shape[0])
         for start in range(0, rows.shape[0], chunk):
             part = slice(start, start + chunk)
@@ -275,8 +278,9 @@ class LinearCrossEntropy(torch.autograd.Function):
                 logits = capped * softcap
             if vocab is not None and vocab < logits.shape[-1]:
                 logits[:, vocab:] = float("-inf")  # padding: probability 0, gradient 0
-            part_loss, grad = weighted_loss_and_gradient(logits, targets[part], weights[part], gradient, z_loss)
+            part_loss, part_z, grad = weighted_loss_and_gradient(logits, targets[part], weights[part], gradient, z_loss)
             loss += part_loss
+            z_term += part_z
             if gradient:
                 if softcap:  # d(c·tanh(o/c))/do = 1 − tanh²
                     grad.mul_(1 - capped.square())
@@ -288,9 +292,10 @@ class LinearCrossEntropy(torch.autograd.Function):
                     grad_w += grad.T @ inputs  # a bf16 product, summed in float32
         if gradient:
             ctx.save_for_backward(grad_x.view(x.shape), grad_w.to(weight.dtype))
-        return loss
+        ctx.mark_non_differentiable(z_term)
+        return loss, z_term
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
+    def backward(ctx, grad: torch.Tensor, _z_term_grad: torch.Tensor):
         grad_x, grad_w = ctx.saved_tensors
         return grad_x * grad, grad_w * grad, None, None, None, None

@@ -58,11 +58,23 @@ def linear_cross_entropy(
     With ``vocab``, only the first ``vocab`` logits count (the other rows of ``weight`` are padding); with
     ``z_loss``, plus z_loss · mean(log Z²), Z = Σ_j exp o_j, which keeps the logits from drifting
     (PaLM's z-loss); with ``softcap``, of the soft-capped logits."""
+    return loss_and_z_term(x, weight, targets, kernels, vocab, z_loss, softcap)[0]
+
+
+def loss_and_z_term(
+    x: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, kernels: str = "fast", vocab: int | None = None,
+    z_loss: float = 0.0, softcap: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``linear_cross_entropy``, and its z-loss term z_loss · mean(log Z²) alone, without gradient: the
+    loss minus that term is the cross-entropy, what a run reports as its loss."""
     if kernels in ("reference", "torch"):
         logits = (x @ weight.T)[..., :vocab]
         logits = soft_capped(logits, softcap) if softcap else logits
         loss = cross_entropy(logits, targets, kernels)
-        return loss + z_loss * squared_log_normalizer(logits, targets) if z_loss else loss
+        if not z_loss:
+            return loss, torch.zeros((), device=loss.device)
+        z_term = z_loss * squared_log_normalizer(logits, targets)
+        return loss + z_term, z_term.detach()
     return fast.linear_cross_entropy(x, weight, targets, vocab, z_loss, softcap)  # a chunk of logits at a time
 
 

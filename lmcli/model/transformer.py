@@ -37,7 +37,7 @@ from lmcli.errors import LmcliError
 from lmcli.model.attention import MultiHeadSelfAttention
 from lmcli.model.config import ModelConfig
 from lmcli.model.layers import Embedding, Linear, ReLU2FeedForward, RMSNorm, SiLUFeedForward, SwiGLU
-from lmcli.model.loss import linear_cross_entropy, soft_capped
+from lmcli.model.loss import loss_and_z_term, soft_capped
 
 if TYPE_CHECKING:
     from lmcli.model.kv_cache import KVCache, LayerCache
@@ -112,15 +112,18 @@ class TransformerLM(nn.Module):
         return self.config.context_length
 
     def forward(
-        self, token_ids: torch.Tensor, kv_cache: KVCache | None = None, targets: torch.Tensor | None = None
-    ) -> torch.Tensor:
+        self, token_ids: torch.Tensor, kv_cache: KVCache | None = None, targets: torch.Tensor | None = None,
+        z_loss: float = 0.0,
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """(..., seq) integer ids -> (..., seq, vocab_size) next-token logits, seq <= context_length.
 
         With ``kv_cache`` (batch, seq) are the tokens that follow the cached ones: they are placed
         at the next positions, attend over the cached keys/values too, and are cached in turn.
         With ``targets`` (..., seq) the result is instead the mean cross-entropy of the logits
         against them (``IGNORE`` targets left out): training computes the loss inside the model,
-        so that a compiled model compiles it too, and the fast kernels never hold all the logits."""
+        so that a compiled model compiles it too, and the fast kernels never hold all the logits.
+        With ``z_loss`` > 0 as well, the pair (that loss + z_loss · mean log² Z, the z-loss term alone
+        without gradient), Z the softmax's normalizer: what a run trains on, and what it reports apart."""
         cached = 0 if kv_cache is None else kv_cache.length
         if cached + token_ids.shape[-1] > self.context_length:
             raise LmcliError(
@@ -137,8 +140,9 @@ class TransformerLM(nn.Module):
         if self.ln_final is not None:
             x = self.ln_final(x)
         if targets is not None:
-            return linear_cross_entropy(x, self.lm_head.weight, targets, self.kernels, self.config.vocab_size,
-                                        softcap=self.config.logit_softcap)
+            loss, z_term = loss_and_z_term(x, self.lm_head.weight, targets, self.kernels, self.config.vocab_size,
+                                           z_loss, self.config.logit_softcap)
+            return (loss, z_term) if z_loss else loss
         return self.logits(x)
 
     def cached_logits(self, token_ids: torch.Tensor, kv_cache: KVCache) -> torch.Tensor:

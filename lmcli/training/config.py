@@ -73,6 +73,7 @@ class TrainingConfig:
     checkpoint_interval: int = 500  # steps between writes of latest.pt
     keep_interval: int = 0  # steps between kept copies step-NNNNNN.pt; 0 = none
     peak_flops: float = 0.0  # the device's peak FLOP/s, for MFU; 0 = known GPUs only (none on CPU)
+    z_loss: float = 0.0  # λ > 0: λ·mean(log² Z) added to the training loss (PaLM used 1e-4); rows report it as z_loss
 
 
 @dataclass(frozen=True)
@@ -200,7 +201,7 @@ def check_config(config: TrainConfig) -> None:
         "training.keep_interval": t.keep_interval, "optimizer.min_lr": o.min_lr, "optimizer.eps": o.eps,
         "optimizer.weight_decay": o.weight_decay, "optimizer.grad_clip": o.grad_clip,
         "optimizer.warmup_steps": o.warmup_steps, "optimizer.cosine_steps": o.cosine_steps,
-        "training.peak_flops": t.peak_flops,
+        "training.peak_flops": t.peak_flops, "training.z_loss": t.z_loss,
     }
     for key, value in positive.items():
         if value <= 0:

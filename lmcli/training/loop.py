@@ -97,7 +97,7 @@ def train(
     loss_value = math.nan
     with StopRequest() as stop:
         for step in range(state.step + 1, config.max_steps + 1):
-            lr, loss, grad_norm = train_step(state, model, plan, data, config, runtime)
+            lr, losses, grad_norm = train_step(state, model, plan, data, config, runtime)
             state.step = step
             if meter.first_step_s is None:
                 meter.end_first_step(step)
@@ -109,7 +109,8 @@ def train(
             if not (step % log_interval == 0 or evaluating or saving):
                 continue
             # Reading the loss synchronises with the device: only done on these steps (the same on every rank).
-            loss_value, norm_value = all_reduce_sum(loss).item() / world.size, grad_norm.item()
+            loss_value, z_value = (all_reduce_sum(losses) / world.size).tolist()
+            norm_value = grad_norm.item()
             if not (math.isfinite(loss_value) and math.isfinite(norm_value)):
                 events.on_row({"kind": "diverged", "step": step, "loss": loss_value, "grad_norm": norm_value})
                 raise TrainingDiverged(
@@ -119,7 +120,8 @@ def train(
             tokens_per_s, mfu = meter.measure(step)
             events.on_row({"kind": "train", "step": step, "tokens": step * tokens_per_step,
                            "elapsed_s": round(state.elapsed_s, 3), "lr": lr, "loss": loss_value,
-                           "grad_norm": norm_value, "tokens_per_s": round(tokens_per_s, 1), "mfu": mfu})
+                           "grad_norm": norm_value, "tokens_per_s": round(tokens_per_s, 1), "mfu": mfu,
+                           **({"z_loss": z_value} if config.training.z_loss else {})})
             if evaluating:
                 validation = evaluator.evaluate(model.evaluated)
                 val_loss = validation.loss
@@ -152,25 +154,33 @@ def train_step(
     state: TrainState, model: DataParallel, plan: BatchPlan, data: TrainingData, config: TrainConfig, runtime: Runtime
 ) -> tuple[float, torch.Tensor, torch.Tensor]:
     """One optimizer step over the global batch (this rank's micro-batches of it); returns (lr, this rank's
-    mean loss, gradient norm)."""
+    mean cross-entropy and z-loss term as one tensor of 2, gradient norm)."""
     o, context = config.optimizer, config.model.context_length
     lr = learning_rate(config, state.step + 1)
     for group in state.optimizer.param_groups:
         group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's matrices: the same schedule at their own peak
     micro_batches = plan.micro_batches(draw_positions(data.train, plan.batch_size, context, state.batch_rng))
     state.optimizer.zero_grad(set_to_none=True)
-    total = torch.zeros((), device=runtime.device)
+    total = torch.zeros(2, device=runtime.device)  # cross-entropy, z-loss term
     for i, positions in enumerate(micro_batches):
         x, y = read_batch(data.train, positions, context, runtime.device)
         last = i == len(micro_batches) - 1
         with model.sync_gradients(last):  # gradients add up over the micro-batches; averaged over ranks after the last
             with runtime.autocast_context():
-                loss = model.trained(x, targets=y) / len(micro_batches)  # the model computes its loss
-            loss.backward()
-        total += loss.detach()
+                loss, z_term = training_loss(model.trained, x, y, config.training.z_loss)  # the model computes its loss
+            (loss / len(micro_batches)).backward()
+        total += torch.stack([loss.detach() - z_term, z_term]) / len(micro_batches)
     grad_norm = clip_grad_norm(state.model.parameters(), o.grad_clip or math.inf)
     state.optimizer.step()
     return lr, total, grad_norm
+
+
+def training_loss(model, x: torch.Tensor, y: torch.Tensor, z_loss: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss to train on (cross-entropy, plus the z-loss term when ``z_loss`` > 0) and that term alone."""
+    if z_loss:
+        return model(x, targets=y, z_loss=z_loss)
+    loss = model(x, targets=y)
+    return loss, torch.zeros_like(loss.detach())
 
 
 def parallelize(state: TrainState, config: TrainConfig, world: World, runtime: Runtime) -> DataParallel:

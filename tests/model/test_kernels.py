@@ -11,7 +11,7 @@ from lmcli.model import ModelConfig, TransformerLM, kernels, torch_kernels
 from lmcli.model.attention import causal_mask, scaled_dot_product_attention
 from lmcli.model.layers import rotate_pairs
 from lmcli.model.kernels import IGNORE
-from lmcli.model.loss import cross_entropy, linear_cross_entropy
+from lmcli.model.loss import cross_entropy, linear_cross_entropy, loss_and_z_term
 
 TINY = dict(vocab_size=97, context_length=16, d_model=32, num_layers=2, num_heads=4, d_ff=48)
 ABLATIONS = [{}, {"norm": "post"}, {"norm": "none"}, {"position": "none"}, {"ffn": "silu", "d_ff": 128},
@@ -149,8 +149,8 @@ def test_hand_written_backwards_pass_gradcheck():
     logits, targets = torch.randn(5, 11, dtype=torch.float64, requires_grad=True), torch.tensor([3, IGNORE, 0, 10, 7])
     assert torch.autograd.gradcheck(lambda o: kernels.CrossEntropy.apply(o, targets), (logits,))
     x, weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True), torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets), (x, weight))
-    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets, None, 0.1), (x, weight))
+    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets)[0], (x, weight))
+    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets, None, 0.1)[0], (x, weight))
 
 
 @pytest.mark.parametrize("kernel_set", ["fast", "torch"])
@@ -202,7 +202,7 @@ def test_vocabulary_padding_changes_no_logit_loss_or_gradient(kernel_set):
     assert not padded.config.same_architecture(plain.config)
 
 
-@pytest.mark.parametrize("kernel_set", ["fast", "torch"])
+@pytest.mark.parametrize("kernel_set", ["fast", "torch", "reference"])
 def test_the_z_loss_term_equals_the_plain_formula(kernel_set, monkeypatch):
     monkeypatch.setattr(kernels, "CHUNK_LOGITS", 200)  # several chunks
     x, weight, targets = torch.randn(3, 7, 16), torch.randn(40, 16) * 0.5, torch.randint(0, 40, (3, 7))
@@ -215,6 +215,11 @@ def test_the_z_loss_term_equals_the_plain_formula(kernel_set, monkeypatch):
 
     assert_same(values_and_grads(lambda a, w: linear_cross_entropy(a, w, targets, kernel_set, z_loss=1e-2), x, weight),
                 values_and_grads(plain, x, weight), rtol=1e-5, atol=1e-6)
+    total, z_term = loss_and_z_term(x, weight.requires_grad_(), targets, kernel_set, z_loss=1e-2)  # reported apart
+    log_z = torch.logsumexp(x @ weight.T, dim=-1)[targets != IGNORE]
+    torch.testing.assert_close(z_term, 1e-2 * log_z.square().mean())
+    torch.testing.assert_close(total - z_term, cross_entropy(x @ weight.T, targets, "reference"))
+    assert total.requires_grad and not z_term.requires_grad
 
 
 def test_fused_loss_with_softcap_padding_and_z_loss_equals_the_plain_formula(monkeypatch):
@@ -228,4 +233,4 @@ def test_fused_loss_with_softcap_padding_and_z_loss_equals_the_plain_formula(mon
     fused = lambda a, w: linear_cross_entropy(a, w, targets, "fast", vocab=40, z_loss=1e-2, softcap=3.0)  # noqa: E731
     assert_same(values_and_grads(fused, x, weight), values_and_grads(plain, x, weight), rtol=1e-5, atol=1e-6)
     x64, w64 = x.double().requires_grad_(), weight.double().requires_grad_()
-    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets, 40, 1e-2, 3.0), (x64, w64))
+    assert torch.autograd.gradcheck(lambda a, w: kernels.linear_cross_entropy(a, w, targets, 40, 1e-2, 3.0)[0], (x64, w64))

@@ -156,17 +156,17 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(cli, workspace, config, monkeyp
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(cli, workspace, config, monkeypatch):
     import lmcli.model.transformer as transformer
 
-    real_loss, training_calls = transformer.linear_cross_entropy, []
+    real_loss, training_calls = transformer.loss_and_z_term, []
 
     def nan_from_step_26(x, weight, targets, *args, **options):
-        loss = real_loss(x, weight, targets, *args, **options)
+        loss, z_term = real_loss(x, weight, targets, *args, **options)
         if torch.is_grad_enabled():  # a training step, not an evaluation
             training_calls.append(1)
             if len(training_calls) >= 26:
-                return loss * float("nan")
-        return loss
+                return loss * float("nan"), z_term
+        return loss, z_term
 
-    monkeypatch.setattr(transformer, "linear_cross_entropy", nan_from_step_26)
+    monkeypatch.setattr(transformer, "loss_and_z_term", nan_from_step_26)
     result = cli("train", "--config", config, "--name", "nan")
     assert result.exit_code == 1
     assert "training diverged at step 26" in result.stderr and "latest.pt (step 20) is kept" in result.stderr
@@ -421,3 +421,16 @@ def test_bits_per_byte_divides_by_the_text_each_id_stands_for(tmp_path):
     runtime = setup_runtime("cpu", "off", "off", 0.0)
     result = mean_loss(ConstantLoss(), [((y, y), 1.0)], runtime, rows=2, text_bytes=torch.as_tensor(lengths))
     assert result.loss == pytest.approx(2.0) and result.bits_per_byte == pytest.approx(2.0 * 8 / math.log(2) / 15)
+
+
+def test_z_loss_is_trained_on_and_reported_apart_from_the_cross_entropy(cli, workspace, config):
+    assert cli("train", "--config", config, "--name", "plain", "--set", "training.max_steps=6").exit_code == 0
+    result = cli("train", "--config", config, "--name", "z", "--set", "training.max_steps=6", "--set", "training.z_loss=0.1")
+    assert result.exit_code == 0, result.output
+    plain, z = _rows(workspace / "runs" / "plain", "train"), _rows(workspace / "runs" / "z", "train")
+    assert "z_loss" not in plain[0] and all(row["z_loss"] > 0 for row in z)
+    # step 1's loss is computed before any update: the same cross-entropy, the z-loss term apart
+    assert z[0]["loss"] == pytest.approx(plain[0]["loss"], abs=1e-5)
+    assert z[1]["loss"] != plain[1]["loss"]  # the update differs: the z-loss was trained on
+    result = cli("train", "--config", config, "--name", "bad", "--set", "training.z_loss=-1")
+    assert result.exit_code == 1 and result.stderr == "error: training.z_loss must not be negative, got -1.0\n"
