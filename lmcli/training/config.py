@@ -221,12 +221,9 @@ def check_config(config: TrainConfig) -> None:
             f"training.total_tokens ({t.total_tokens:,}) is less than one batch "
             f"({t.batch_size} x {config.model.context_length} tokens)"
         )
-    if o.name == "muon":
-        if not (o.muon_lr > 0 and 0 <= o.muon_momentum < 1 and o.muon_weight_decay >= 0):
-            raise LmcliError("optimizer.muon_lr must be positive, optimizer.muon_momentum in [0, 1) and "
-                             "optimizer.muon_weight_decay not negative")
-        if t.parallel == "fsdp":
-            raise LmcliError("optimizer.name = \"muon\" needs whole matrices, which FSDP shards: use training.parallel = \"ddp\"")
+    if o.name == "muon" and not (o.muon_lr > 0 and 0 <= o.muon_momentum < 1 and o.muon_weight_decay >= 0):
+        raise LmcliError("optimizer.muon_lr must be positive, optimizer.muon_momentum in [0, 1) and "
+                         "optimizer.muon_weight_decay not negative")
     if not 0 < o.decay_fraction <= 1:
         raise LmcliError(f"optimizer.decay_fraction must be in (0, 1], got {o.decay_fraction}")
     if o.warmup_steps > config.cosine_steps:

@@ -50,8 +50,8 @@ from lmcli.training.device import Runtime
 from lmcli.training.distributed import World, all_reduce_sum, any_rank
 from lmcli.training.evaluator import Evaluator
 from lmcli.training.metrics import perplexity
+from lmcli.training.muon import optimizer_groups
 from lmcli.training.observers import Observers, RunPlan, TrainObserver
-from lmcli.training.optim import decay_groups
 from lmcli.training.parallelize import DataParallel, parallel_mode, shard_optimizer
 from lmcli.training.schedule import learning_rate
 from lmcli.training.state import TrainState
@@ -188,8 +188,7 @@ def parallelize(state: TrainState, config: TrainConfig, world: World, runtime: R
     state.model.activation_checkpointing = config.training.activation_checkpointing
     model = DataParallel(state.model, parallel_mode(config.training.parallel, world), runtime)
     if model.mode == "fsdp":  # sharding made new (sliced) parameters: the optimizer must update those
-        o = config.optimizer
-        state.optimizer = shard_optimizer(state.optimizer, decay_groups(state.model, o.weight_decay, list(o.no_decay)))
+        state.optimizer = shard_optimizer(state.optimizer, optimizer_groups(state.model, config.optimizer))
     elif runtime.compile:  # the update fused too (FSDP's sharded DTensors stay with the eager update)
         state.optimizer.compile_step(runtime.compile_options())
     return model

@@ -51,6 +51,10 @@ class AdamW(torch.optim.Optimizer):
         super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
         self._compiled_update = None
 
+    def hyperparameters(self) -> dict:
+        """The constructor's arguments besides the parameters: what a copy over other parameters needs."""
+        return {key: self.defaults[key] for key in ("lr", "betas", "eps", "weight_decay")}
+
     def compile_step(self, options: dict) -> None:
         """Run each group's update through ``torch.compile(compiled_update, **options)`` from now on."""
         self._compiled_update = torch.compile(compiled_update, **options)

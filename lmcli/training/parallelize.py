@@ -81,11 +81,11 @@ class DataParallel:
 
 
 def shard_optimizer(optimizer: AdamW, groups: list[dict]) -> AdamW:
-    """A new AdamW over ``groups`` (the sharded model's parameter groups, in the same order), holding
-    ``optimizer``'s state sliced like each parameter."""
+    """A new optimizer of ``optimizer``'s kind over ``groups`` (the sharded model's parameter groups, in
+    the same order), holding ``optimizer``'s state sliced like each parameter."""
     saved = optimizer.state_dict()
     # its own hyperparameters only: after load_state_dict, torch adds keys of its own to ``defaults``
-    sharded = AdamW(groups, **{key: optimizer.defaults[key] for key in ("lr", "betas", "eps", "weight_decay")})
+    sharded = type(optimizer)(groups, **optimizer.hyperparameters())
     params = [p for g in sharded.param_groups for p in g["params"]]
     for index, entry in saved["state"].items():
         p = params[index]

@@ -22,8 +22,8 @@ from lmcli.errors import LmcliError
 from lmcli.model.transformer import TransformerLM
 from lmcli.training.checkpoint import capture_rng, load_model_state, restore_rng, uncompiled_state_dict
 from lmcli.training.config import TrainConfig
-from lmcli.training.muon import Muon, muon_groups
-from lmcli.training.optim import AdamW, decay_groups
+from lmcli.training.muon import build_optimizer
+from lmcli.training.optim import AdamW
 from lmcli.training.parallelize import full_tensors
 
 
@@ -43,13 +43,7 @@ class TrainState:
         o, seed = config.optimizer, config.training.seed
         torch.manual_seed(seed)
         model = TransformerLM.from_config(config.model, device=device, dtype=torch.float32)
-        groups = decay_groups(model, o.weight_decay, list(o.no_decay))
-        if o.name == "muon":
-            groups = muon_groups(model, groups, o.muon_lr / o.lr, o.muon_weight_decay, o.muon_momentum)
-            optimizer = Muon(groups, lr=o.lr, betas=o.betas, eps=o.eps, momentum=o.muon_momentum)
-        else:
-            optimizer = AdamW(groups, lr=o.lr, betas=o.betas, eps=o.eps)
-        return cls(model, optimizer, torch.Generator().manual_seed(seed))
+        return cls(model, build_optimizer(model, o, device), torch.Generator().manual_seed(seed))
 
     @property
     def elapsed_s(self) -> float:

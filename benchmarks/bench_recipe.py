@@ -1,0 +1,290 @@
+"""The modern recipe, measured: each switch alone against the CS336 baseline, then the winners combined.
+
+A small Llama (d_model 128, 4 layers, 4 heads, context 128, a 2,048-token BPE) is trained on
+the 20 MB bench corpus (``../shared/bench/docs-bench.txt.xz``: Python and Perl documentation,
+split by document into train and validation) for the same number of tokens, same seed, same
+data order, in every run. The baseline is CS336's recipe (AdamW, cosine schedule). Each
+variant changes one thing:
+
+    wsd       optimizer.schedule = "wsd"        (warmup-stable-decay, the last 20% decaying)
+    muon      optimizer.name = "muon"           (Muon for the blocks' matrices, AdamW for the rest)
+    qk_norm   model.qk_norm = true
+    z_loss    training.z_loss = 1e-4
+    softcap   model.logit_softcap = 30
+    relu2     model.ffn = "relu2"               (d_ff 576: the same parameters as SwiGLU's 384)
+    gqa       model.num_kv_heads = 2            (2 key/value heads for 4 query heads)
+
+Every variant runs at its own best learning rate, from a 3-point ``lmcli sweep`` (x0.5, x1, x2
+of the baseline's best; Muon sweeps its matrices' rate ``optimizer.muon_lr``). The table gives,
+for each, its final validation loss and the fraction of the baseline's tokens (and wall time)
+it needed to reach the baseline's final validation loss, read off its validation curve
+(interpolated between evaluations; "-" when it never did). Then the combination of the
+variants that won (a ratio below 1) is swept and measured the same way, and the stability
+check trains the baseline and the combination at 3x and 10x their best rates.
+
+A caveat on reading the ratios: they are read from one run per variant at the full budget. A
+schedule that does its decay at the end (WSD) reaches a given loss late in such a run, so its
+ratio understates what a shorter WSD run would give.
+
+Usage: python benchmarks/bench_recipe.py [--steps 300] [--only VARIANT ...] [--out docs/recipe-curves.png] [--json]
+A run takes about a minute on 2 CPU cores; the whole benchmark (31 runs) about 30 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import lzma
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH_XZ = REPO.parent / "shared" / "bench" / "docs-bench.txt.xz"
+WORK = REPO / ".bench" / "recipe"
+EOT = "<|endoftext|>"
+VALID_SHARE = 0.05  # the last 5% of the documents
+
+BASE_CONFIG = """
+[model]
+vocab_size = 2048
+context_length = 128
+d_model = 128
+num_layers = 4
+num_heads = 4
+d_ff = 384
+rope_theta = 10000.0
+
+[optimizer]
+lr = {lr}
+min_lr = {min_lr}
+warmup_steps = {warmup}
+betas = [0.9, 0.95]
+weight_decay = 0.1
+no_decay = ["*ln*", "token_embeddings.weight"]
+grad_clip = 1.0
+
+[training]
+batch_size = 16
+max_steps = {steps}
+log_interval = 5
+eval_interval = {eval_interval}
+eval_batches = 8
+final_eval_tokens = 65536
+checkpoint_interval = {steps}
+seed = 0
+
+[system]
+device = "cpu"
+"""
+BASE_LR = 3e-3
+VARIANTS = {  # name -> the --set values that make it
+    "baseline": [],
+    "wsd": ["optimizer.schedule=wsd"],
+    "muon": ["optimizer.name=muon"],
+    "qk_norm": ["model.qk_norm=true", 'optimizer.no_decay=["*ln*","*_norm*","token_embeddings.weight"]'],  # gains: no decay
+    "z_loss": ["training.z_loss=1e-4"],
+    "softcap": ["model.logit_softcap=30"],
+    "relu2": ["model.ffn=relu2", "model.d_ff=576"],
+    "gqa": ["model.num_kv_heads=2"],
+}
+SWEEP_FACTORS = (0.5, 1.0, 2.0)
+STABILITY_FACTORS = (3.0, 10.0)
+
+
+def lmcli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "LMCLI_WORKSPACE": str(WORK / "ws"), "PYTHONPATH": str(REPO), "COLUMNS": "120"}
+    result = subprocess.run([sys.executable, "-m", "lmcli", *args], env=env, capture_output=True, text=True)
+    if check and result.returncode:
+        sys.exit(f"lmcli {' '.join(args)} failed:\n{result.stderr}")
+    return result
+
+
+def prepare_data() -> None:
+    """Train/validation text split by document, a 2,048-token BPE, and their token ids (once)."""
+    data = WORK / "ws" / "data"
+    if (data / "valid.npy").exists():
+        return
+    if not BENCH_XZ.exists():
+        sys.exit(f"{BENCH_XZ} is missing (the shared bench corpus)")
+    data.mkdir(parents=True, exist_ok=True)
+    documents = lzma.decompress(BENCH_XZ.read_bytes()).decode("utf-8").split(EOT)
+    cut = int(len(documents) * (1 - VALID_SHARE))
+    (data / "train.txt").write_text(EOT.join(documents[:cut]) + EOT, encoding="utf-8")
+    (data / "valid.txt").write_text(EOT.join(documents[cut:]), encoding="utf-8")
+    lmcli("train-bpe", str(data / "train.txt"), "--vocab", "2048", "--force")
+    lmcli("encode", str(data / "train.txt"), str(data / "valid.txt"))
+
+
+def sweep(name: str, config: Path, sets: list[str], key: str, values: list[float]) -> dict:
+    """An ``lmcli sweep`` over ``key``; returns its report (sweep.json)."""
+    grid = f"{key}={','.join(f'{v:.4g}' for v in values)}"
+    args = ["sweep", "--config", str(config), "--name", name, "--set", grid, "--quiet", "--json"]
+    for value in sets:
+        args += ["--set", value]
+    return json.loads(lmcli(*args).stdout)
+
+
+def rows(run_dir: Path, kind: str) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def crossing(points: list[tuple[float, float]], target: float) -> float | None:
+    """The first x where the curve of (x, loss) points reaches ``target`` (linear between points)."""
+    previous = None
+    for x, loss in points:
+        if loss <= target:
+            if previous is None:
+                return x
+            x0, loss0 = previous
+            return x0 + (x - x0) * (loss0 - target) / (loss0 - loss)
+        previous = (x, loss)
+    return None
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float:
+    """y at ``x`` on the curve of (x, y) points (linear between them)."""
+    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+        if x0 <= x <= x1:
+            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+    return points[-1][1]
+
+
+def measured(report: dict) -> dict:
+    """The sweep's best run: its learning rates, final validation loss and curves."""
+    best = next(r for r in report["runs"] if r["name"] == report["best"])
+    run_dir = WORK / "ws" / "runs" / best["name"]
+    train = rows(run_dir, "train")
+    return {
+        "run": best["name"], "values": best["values"], "final_val_loss": best["final_val_loss"],
+        "curve": [(r["tokens"], r["val_loss"]) for r in rows(run_dir, "eval")],
+        "elapsed": [(0, 0.0)] + [(r["tokens"], r["elapsed_s"]) for r in train],
+        "sweep": [(r["values"], r["final_val_loss"], r["status"]) for r in report["runs"]],
+    }
+
+
+def compare(result: dict, baseline: dict) -> dict:
+    """Tokens and wall time ``result`` needed to reach the baseline's last evaluation, as fractions of the baseline's."""
+    target = baseline["curve"][-1][1]
+    tokens = crossing(result["curve"], target)
+    total_tokens, total_time = baseline["curve"][-1][0], baseline["elapsed"][-1][1]
+    if tokens is None:
+        return {"token_ratio": None, "time_ratio": None}
+    return {"token_ratio": tokens / total_tokens, "time_ratio": interpolate(result["elapsed"], tokens) / total_time}
+
+
+def run_variant(name: str, config: Path, sets: list[str], rates: dict[str, float]) -> dict:
+    """A 3-point sweep of the variant's learning rate around ``rates``; its best run, measured."""
+    key = "optimizer.muon_lr" if "optimizer.name=muon" in sets else "optimizer.lr"
+    fixed = [f"{k}={v:.4g}" for k, v in rates.items() if k != key]
+    values = [rates[key] * f for f in SWEEP_FACTORS]
+    started = time.perf_counter()
+    result = measured(sweep(f"recipe-{name}", config, sets + fixed, key, values))
+    print(f"  {name}: best {result['values']}, final val loss {result['final_val_loss']:.4f} "
+          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    return {**result, "sets": sets, "rate_key": key}
+
+
+def stability(name: str, config: Path, sets: list[str], best: dict[str, float]) -> list[dict]:
+    """The run at 3x and 10x its best rates (every rate scaled): finished or diverged, and its final loss."""
+    outcomes = []
+    for factor in STABILITY_FACTORS:
+        run = f"recipe-{name}-x{factor:g}"
+        scaled = [f"{k}={v * factor:.4g}" for k, v in best.items()]
+        lmcli("train", "--config", str(config), "--name", run, "--quiet", *[a for s in sets + scaled for a in ("--set", s)],
+              check=False)  # a diverged run exits 1: that is the measurement
+        run_dir = WORK / "ws" / "runs" / run
+        final = rows(run_dir, "final_eval")
+        outcomes.append({"factor": factor, "status": "diverged" if rows(run_dir, "diverged") else "finished",
+                         "final_val_loss": final[-1]["val_loss"] if final else None})
+    return outcomes
+
+
+def rates_of(result: dict, base_rates: dict[str, float]) -> dict[str, float]:
+    return {**base_rates, **{k: float(v) for k, v in result["values"].items()}}
+
+
+def plot(results: dict[str, dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for name, result in results.items():
+        tokens, losses = zip(*result["curve"])
+        ax.plot([t / 1e6 for t in tokens], losses, label=name, linewidth=2.5 if name in ("baseline", "combination") else 1.2)
+    ax.set(xlabel="training tokens (millions)", ylabel="validation loss (nats/token)",
+           title="Each switch at its best learning rate (bench corpus, 2 CPU cores)")
+    low = min(min(l for _, l in r["curve"]) for r in results.values())
+    ax.set_ylim(low - 0.05, low + 1.5)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=300, help="steps of every run (a multiple of 10)")
+    parser.add_argument("--only", nargs="*", default=list(VARIANTS), help="variants to measure (baseline always)")
+    parser.add_argument("--out", type=Path, default=REPO / "docs" / "recipe-curves.png")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    prepare_data()
+    WORK.mkdir(parents=True, exist_ok=True)
+    config = WORK / "base.toml"
+    config.write_text(BASE_CONFIG.format(lr=BASE_LR, min_lr=BASE_LR / 10, warmup=args.steps // 20, steps=args.steps,
+                                         eval_interval=args.steps // 10))
+    lmcli("runs")  # the workspace exists
+    for stale in (WORK / "ws" / "runs").glob("recipe-*"):  # every measurement from scratch
+        subprocess.run(["rm", "-rf", str(stale)], check=True)
+    for stale in (WORK / "ws" / "sweeps").glob("recipe-*"):
+        subprocess.run(["rm", "-rf", str(stale)], check=True)
+
+    print(f"recipe benchmark: {args.steps} steps of 16 x 128 tokens per run, 3 learning rates per variant", flush=True)
+    results = {"baseline": run_variant("baseline", config, [], {"optimizer.lr": BASE_LR})}
+    base_rates = rates_of(results["baseline"], {"optimizer.lr": BASE_LR})
+    for name in [n for n in args.only if n != "baseline"]:
+        sets = VARIANTS[name]
+        start = {**base_rates, "optimizer.muon_lr": 0.02} if "optimizer.name=muon" in sets else base_rates
+        results[name] = run_variant(name, config, sets, start)
+    for name, result in results.items():
+        result.update(compare(result, results["baseline"]))
+    winners = [n for n, r in results.items() if n != "baseline" and r["token_ratio"] is not None and r["token_ratio"] < 1]
+    combined = [s for n in winners for s in VARIANTS[n]]
+    combo_rates = {**base_rates, **({"optimizer.muon_lr": rates_of(results["muon"], {})["optimizer.muon_lr"]} if "muon" in winners else {})}
+    if winners:
+        results["combination"] = run_variant("combination", config, combined, combo_rates)
+        results["combination"].update(compare(results["combination"], results["baseline"]))
+    checks = {"baseline": stability("baseline", config, [], base_rates)}
+    if winners:
+        checks["combination"] = stability("combination", config, combined, rates_of(results["combination"], combo_rates))
+    plot(results, args.out)
+
+    report = {"steps": args.steps, "tokens_per_run": args.steps * 16 * 128, "winners": winners, "stability": checks,
+              "variants": {n: {k: v for k, v in r.items() if k not in ("curve", "elapsed")} for n, r in results.items()}}
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    base_final = results["baseline"]["final_val_loss"]
+    print(f"\n{'variant':<12} {'best rate':<28} {'final val':>9} {'vs base':>8} {'tokens':>7} {'time':>6}")
+    for name, r in results.items():
+        ratio = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731
+        rate = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["values"].items())
+        print(f"{name:<12} {rate:<28} {r['final_val_loss']:>9.4f} {r['final_val_loss'] - base_final:>+8.4f} "
+              f"{ratio(r['token_ratio']):>7} {ratio(r['time_ratio']):>6}")
+    print(f"\nwinners (token ratio < 1): {', '.join(winners) or 'none'}")
+    for name, outcomes in checks.items():
+        print(f"stability, {name}: " + "; ".join(
+            f"x{o['factor']:g} {o['status']}, final val {o['final_val_loss'] if o['final_val_loss'] is None else round(o['final_val_loss'], 4)}"
+            for o in outcomes))
+    print(f"curves: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
