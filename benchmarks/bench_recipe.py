@@ -15,10 +15,12 @@ variant changes one thing:
     gqa       model.num_kv_heads = 2            (2 key/value heads for 4 query heads)
 
 Every variant runs at its own best learning rate, from a 3-point ``lmcli sweep`` (x0.5, x1, x2
-of the baseline's best; Muon sweeps its matrices' rate ``optimizer.muon_lr``). The table gives,
+of the baseline's best; Muon sweeps its matrices' rate ``optimizer.muon_lr``), extended by up
+to two more points (x2 or x0.5 each) while the best lies on the grid's edge. The table gives,
 for each, its final validation loss and the fraction of the baseline's tokens (and wall time)
 it needed to reach the baseline's final validation loss, read off its validation curve
-(interpolated between evaluations; "-" when it never did). Then the combination of the
+(interpolated between evaluations; "-" when it never did); time is those tokens at the run's
+median training rate (so Muon's extra matrix work counts). Then the combination of the
 variants that won (a ratio below 1) is swept and measured the same way, and the stability
 check trains the baseline and the combination at 3x and 10x their best rates.
 
@@ -35,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import lzma
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -91,12 +95,13 @@ VARIANTS = {  # name -> the --set values that make it
     "gqa": ["model.num_kv_heads=2"],
 }
 SWEEP_FACTORS = (0.5, 1.0, 2.0)
+MAX_EXTENSIONS = 2  # extra points past the grid's edge when the best rate lies on it
 STABILITY_FACTORS = (3.0, 10.0)
 
 
 def lmcli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "LMCLI_WORKSPACE": str(WORK / "ws"), "PYTHONPATH": str(REPO), "COLUMNS": "120"}
-    result = subprocess.run([sys.executable, "-m", "lmcli", *args], env=env, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "lmcli", *args], env=env, capture_output=True, text=True, check=False)
     if check and result.returncode:
         sys.exit(f"lmcli {' '.join(args)} failed:\n{result.stderr}")
     return result
@@ -145,66 +150,71 @@ def crossing(points: list[tuple[float, float]], target: float) -> float | None:
     return None
 
 
-def interpolate(points: list[tuple[float, float]], x: float) -> float:
-    """y at ``x`` on the curve of (x, y) points (linear between them)."""
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
-        if x0 <= x <= x1:
-            return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
-    return points[-1][1]
-
-
-def measured(report: dict) -> dict:
-    """The sweep's best run: its learning rates, final validation loss and curves."""
-    best = next(r for r in report["runs"] if r["name"] == report["best"])
-    run_dir = WORK / "ws" / "runs" / best["name"]
-    train = rows(run_dir, "train")
+def measured(run: str, values: dict[str, float], tried: dict[float, tuple[str, float | None]]) -> dict:
+    """The run's learning rates, final validation loss and curves, and the sweep it won."""
+    run_dir = WORK / "ws" / "runs" / run
     return {
-        "run": best["name"], "values": best["values"], "final_val_loss": best["final_val_loss"],
+        "run": run, "values": values, "final_val_loss": rows(run_dir, "final_eval")[-1]["val_loss"],
         "curve": [(r["tokens"], r["val_loss"]) for r in rows(run_dir, "eval")],
-        "elapsed": [(0, 0.0)] + [(r["tokens"], r["elapsed_s"]) for r in train],
-        "sweep": [(r["values"], r["final_val_loss"], r["status"]) for r in report["runs"]],
+        "tokens_per_s": statistics.median(r["tokens_per_s"] for r in rows(run_dir, "train")),
+        "sweep": {f"{v:.4g}": loss for v, (_, loss) in sorted(tried.items())},
     }
 
 
 def compare(result: dict, baseline: dict) -> dict:
-    """Tokens and wall time ``result`` needed to reach the baseline's last evaluation, as fractions of the baseline's."""
-    target = baseline["curve"][-1][1]
-    tokens = crossing(result["curve"], target)
-    total_tokens, total_time = baseline["curve"][-1][0], baseline["elapsed"][-1][1]
+    """Tokens and training time ``result`` needed to reach the baseline's last evaluation, as fractions
+    of the baseline's. Time is tokens over the run's median training rate (evaluations left out; the
+    median, so that a moment of contention on a shared machine does not count)."""
+    tokens = crossing(result["curve"], baseline["curve"][-1][1])
     if tokens is None:
         return {"token_ratio": None, "time_ratio": None}
-    return {"token_ratio": tokens / total_tokens, "time_ratio": interpolate(result["elapsed"], tokens) / total_time}
+    token_ratio = tokens / baseline["curve"][-1][0]
+    return {"token_ratio": token_ratio, "time_ratio": token_ratio * baseline["tokens_per_s"] / result["tokens_per_s"]}
+
+
+def train_one(run: str, config: Path, sets: list[str]) -> dict:
+    """One ``lmcli train`` run: finished or diverged, and its final validation loss (None if it diverged)."""
+    lmcli("train", "--config", str(config), "--name", run, "--quiet", *[a for s in sets for a in ("--set", s)],
+          check=False)  # a diverged run exits 1: that is a result here
+    run_dir = WORK / "ws" / "runs" / run
+    final = rows(run_dir, "final_eval")
+    return {"status": "diverged" if rows(run_dir, "diverged") else "finished",
+            "final_val_loss": final[-1]["val_loss"] if final else None}
 
 
 def run_variant(name: str, config: Path, sets: list[str], rates: dict[str, float]) -> dict:
-    """A 3-point sweep of the variant's learning rate around ``rates``; its best run, measured."""
+    """A 3-point sweep of the variant's learning rate around ``rates`` (extended past an edge that
+    wins, up to MAX_EXTENSIONS points); its best run, measured."""
     key = "optimizer.muon_lr" if "optimizer.name=muon" in sets else "optimizer.lr"
     fixed = [f"{k}={v:.4g}" for k, v in rates.items() if k != key]
-    values = [rates[key] * f for f in SWEEP_FACTORS]
     started = time.perf_counter()
-    result = measured(sweep(f"recipe-{name}", config, sets + fixed, key, values))
-    print(f"  {name}: best {result['values']}, final val loss {result['final_val_loss']:.4f} "
-          f"({time.perf_counter() - started:.0f} s)", flush=True)
+    report = sweep(f"recipe-{name}", config, sets + fixed, key, [rates[key] * f for f in SWEEP_FACTORS])
+    tried = {float(r["values"][key]): (r["name"], r["final_val_loss"]) for r in report["runs"]}
+
+    def best() -> float:
+        return min(tried, key=lambda v: math.inf if tried[v][1] is None else tried[v][1])
+
+    for _ in range(MAX_EXTENSIONS):
+        if min(tried) < best() < max(tried):
+            break
+        value = float(f"{best() * 2 if best() == max(tried) else best() / 2:.4g}")
+        run = f"recipe-{name}-{key.split('.')[-1]}={value:.4g}"
+        tried[value] = (run, train_one(run, config, sets + fixed + [f"{key}={value:.4g}"])["final_val_loss"])
+    result = measured(tried[best()][0], {key: best()}, tried)
+    print(f"  {name}: best {key} = {best():.4g} of {', '.join(f'{v:.4g}' for v in sorted(tried))}, "
+          f"final val loss {result['final_val_loss']:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
     return {**result, "sets": sets, "rate_key": key}
 
 
 def stability(name: str, config: Path, sets: list[str], best: dict[str, float]) -> list[dict]:
     """The run at 3x and 10x its best rates (every rate scaled): finished or diverged, and its final loss."""
-    outcomes = []
-    for factor in STABILITY_FACTORS:
-        run = f"recipe-{name}-x{factor:g}"
-        scaled = [f"{k}={v * factor:.4g}" for k, v in best.items()]
-        lmcli("train", "--config", str(config), "--name", run, "--quiet", *[a for s in sets + scaled for a in ("--set", s)],
-              check=False)  # a diverged run exits 1: that is the measurement
-        run_dir = WORK / "ws" / "runs" / run
-        final = rows(run_dir, "final_eval")
-        outcomes.append({"factor": factor, "status": "diverged" if rows(run_dir, "diverged") else "finished",
-                         "final_val_loss": final[-1]["val_loss"] if final else None})
-    return outcomes
+    return [{"factor": factor, **train_one(f"recipe-{name}-x{factor:g}", config,
+                                           sets + [f"{k}={v * factor:.4g}" for k, v in best.items()])}
+            for factor in STABILITY_FACTORS]
 
 
 def rates_of(result: dict, base_rates: dict[str, float]) -> dict[str, float]:
-    return {**base_rates, **{k: float(v) for k, v in result["values"].items()}}
+    return {**base_rates, **result["values"]}
 
 
 def plot(results: dict[str, dict], out: Path) -> None:
@@ -267,14 +277,16 @@ def main() -> None:
     plot(results, args.out)
 
     report = {"steps": args.steps, "tokens_per_run": args.steps * 16 * 128, "winners": winners, "stability": checks,
-              "variants": {n: {k: v for k, v in r.items() if k not in ("curve", "elapsed")} for n, r in results.items()}}
+              "variants": {n: {k: v for k, v in r.items() if k != "curve"} for n, r in results.items()}}
     if args.json:
         print(json.dumps(report, indent=2))
         return
     base_final = results["baseline"]["final_val_loss"]
     print(f"\n{'variant':<12} {'best rate':<28} {'final val':>9} {'vs base':>8} {'tokens':>7} {'time':>6}")
+    def ratio(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}x"
+
     for name, r in results.items():
-        ratio = lambda x: "-" if x is None else f"{x:.2f}x"  # noqa: E731
         rate = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["values"].items())
         print(f"{name:<12} {rate:<28} {r['final_val_loss']:>9.4f} {r['final_val_loss'] - base_final:>+8.4f} "
               f"{ratio(r['token_ratio']):>7} {ratio(r['time_ratio']):>6}")

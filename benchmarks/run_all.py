@@ -2,7 +2,7 @@
 
 Each script runs lmcli and its comparator side by side in one process tree and prints its own
 table and ratios; this runner only sequences them and stops at the first failure.
-Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model memory generate adamw train_throughput parallel)
+Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model memory generate adamw train_throughput parallel recipe)
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ BENCHMARKS = {
     "adamw": "bench_adamw.py",
     "train_throughput": "train_throughput.py",
     "parallel": "bench_parallel.py",
+    "recipe": "bench_recipe.py",
 }
 
 

@@ -79,6 +79,8 @@ WorkspaceOption = Annotated[
     ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object instead of tables.")]
+TextFieldOption = Annotated[str, typer.Option("--text-field", help="The field holding each record's text, in JSON lines, parquet and datasets.")]
+SplitOption = Annotated[str, typer.Option("--split", help="The split of an hf:OWNER/NAME dataset.")]
 
 
 def fail(message: str, code: int = 1) -> None:
@@ -160,12 +162,14 @@ def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None
 
 @command("train-bpe")
 def train_bpe(
-    input_path: Annotated[Optional[Path], typer.Argument(metavar="INPUT", help="UTF-8 text file to train on \\[default: the workspace's demo train split].", show_default=False)] = None,
+    inputs: Annotated[Optional[list[str]], typer.Argument(metavar="[INPUT]...", help="Text to train on, counted together: text files (.txt, .gz, .zst, .xz), JSON lines, .parquet, a dataset directory or hf:OWNER/NAME; glob patterns work \\[default: the workspace's demo train split].", show_default=False)] = None,
     vocab: Annotated[int, typer.Option("--vocab", max=2**31 - 1, help="Vocabulary size, counting the 256 bytes and the special tokens.")] = 10000,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token: never split, never merged across (repeatable) \\[default: <|endoftext|>].", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output directory for vocab.json, merges.txt, tokenizer-meta.json \\[default: the workspace's tokenizer/].", show_default=False)] = None,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes that pre-tokenize in parallel, this one included \\[default: all cores].", show_default=False)] = None,
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
+    text_field: TextFieldOption = "text",
+    split: SplitOption = "train",
     force: Annotated[bool, typer.Option("--force", help="Overwrite an output directory that holds a different tokenizer.")] = False,
     profile: Annotated[Optional[Path], typer.Option("--profile", help="Write cProfile stats of the main process to this file (view: python -m pstats FILE).", show_default=False)] = None,
     workspace: WorkspaceOption = None,
@@ -180,12 +184,13 @@ def train_bpe(
 
     Example: lmcli train-bpe data/TinyStoriesV2-GPT4-train.txt --vocab 10000 --out tok-ts
     """
-    run("train_bpe")(input_path, vocab, special_tokens or [END_OF_TEXT], out, workers, errors, force, profile, workspace, json_)
+    run("train_bpe")(inputs or [], vocab, special_tokens or [END_OF_TEXT], out, workers, errors, text_field, split, force, profile,
+                     workspace, json_)
 
 
 @command("encode")
 def encode(
-    inputs: Annotated[Optional[list[Path]], typer.Argument(metavar="[INPUT]...", help="UTF-8 text files to encode, one .npy each (shards of one dataset) \\[default: both demo splits of the workspace, to data/train.npy and data/valid.npy].", show_default=False)] = None,
+    inputs: Annotated[Optional[list[str]], typer.Argument(metavar="[INPUT]...", help="Inputs to encode, one .npy each: text files (.txt, .gz, .zst, .xz), JSON lines (.jsonl[.gz|.zst]), .parquet, a dataset directory or hf:OWNER/NAME; glob patterns work \\[default: both demo splits of the workspace, to data/train.npy and data/valid.npy].", show_default=False)] = None,
     tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory (vocab.json, merges.txt) \\[default: the workspace's tokenizer/].", show_default=False)] = None,
     special_tokens: Annotated[Optional[list[str]], typer.Option("--special-token", help="Special token, never split (repeatable) \\[default: the tokenizer's, else <|endoftext|>].", show_default=False)] = None,
     out: Annotated[Optional[Path], typer.Option("--out", help="Output .npy of a single INPUT \\[default: the workspace's data/INPUT-NAME.npy].", show_default=False)] = None,
@@ -193,18 +198,23 @@ def encode(
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes encoding chunks in parallel \\[default: all cores].", show_default=False)] = None,
     dtype: Annotated[str, typer.Option("--dtype", help="auto: uint16 when every id is below 65,536 (half the size of uint32), else uint32; or force uint16 / uint32.")] = "auto",
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
+    text_field: TextFieldOption = "text",
+    split: SplitOption = "train",
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Encode a text file of any size to a .npy array of token ids (np.load(path, mmap_mode="r")).
+    """Encode text of any size to a .npy array of token ids (np.load(path, mmap_mode="r")).
 
     The file is streamed in chunks cut where tokenization cannot change, encoded by a pool of workers
     and written atomically: the ids equal encoding the whole file in one piece, and an interrupted run
     leaves no partial .npy behind. With GPT-2's files the ids are exactly tiktoken's gpt2 ids.
 
-    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy    |    lmcli encode owt-*.txt --out-dir data/owt
+    Records (JSON lines, parquet, datasets) are documents: each is followed by <|endoftext|>, so records
+    t1, t2 give the ids of the text t1<|endoftext|>t2<|endoftext|>. Compressed inputs are streamed.
+
+    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy    |    lmcli encode 'shards/*.parquet' --out-dir data/web
     """
-    run("encode")(inputs or [], tokenizer, special_tokens, out, out_dir, workers, dtype, errors, workspace, json_)
+    run("encode")(inputs or [], tokenizer, special_tokens, out, out_dir, workers, dtype, errors, text_field, split, workspace, json_)
 
 
 @command("decode")
@@ -224,12 +234,14 @@ def decode(
 
 @command("stats")
 def stats(
-    input_path: Annotated[Optional[Path], typer.Argument(metavar="[INPUT]", help="UTF-8 corpus, documents separated by the special token \\[default: the workspace's demo train split].", show_default=False)] = None,
+    input_path: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="Corpus: a text file, documents separated by the special token (also .gz, .zst, .xz), or records, one document each (JSON lines, .parquet, a dataset directory, hf:OWNER/NAME) \\[default: the workspace's demo train split].", show_default=False)] = None,
     tokenizers: Annotated[Optional[list[Path]], typer.Option("--tokenizer", help="Tokenizer directory; repeat to compare several side by side \\[default: the workspace's tokenizer/].", show_default=False)] = None,
     docs: Annotated[int, typer.Option("--docs", max=INT64, help="Number of documents to sample.")] = 500,
     seed: Annotated[int, typer.Option("--seed", min=0, max=INT64, help="Seed of the document sample.")] = 0,
     workers: Annotated[Optional[int], typer.Option("--workers", min=1, max=1024, help="Processes for the parallel throughput \\[default: all cores].", show_default=False)] = None,
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
+    text_field: TextFieldOption = "text",
+    split: SplitOption = "train",
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -239,7 +251,7 @@ def stats(
 
     Example: lmcli stats data/owt_valid.txt --tokenizer tok-ts --tokenizer tok-owt --docs 10
     """
-    run("stats")(input_path, tokenizers, docs, seed, workers, errors, workspace, json_)
+    run("stats")(input_path, tokenizers, docs, seed, workers, errors, text_field, split, workspace, json_)
 
 
 @command("train")

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 PACKAGE = REPO / "lmcli"
 HELPERS = ["errors", "atomic", "workspace", "config_values", "toml_config", "parallel", "json_output", "progress", "readers",
-           "memory_budget", "job", "allocator",
+           "memory_budget", "job", "allocator", "extras",
            "peak_memory", "configs"]
 # The stack, bottom to top: a module may import modules of its own unit and of units of a lower rank.
 RANKS = {

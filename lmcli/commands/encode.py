@@ -1,4 +1,4 @@
-"""``lmcli encode``: text files to ``.npy`` token ids, with the workspace's defaults and a summary."""
+"""``lmcli encode``: text (files, compressed, JSON lines, parquet, datasets) to ``.npy`` token ids, with the workspace's defaults and a summary."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from lmcli.errors import LmcliError
 from lmcli.json_output import dumps
 from lmcli.parallel import available_cores
 from lmcli.tokenizer import Tokenizer
-from lmcli.tokenizer.chunks import check_text_file
 from lmcli.tokenizer.encode_file import choose_dtype, encode_files
+from lmcli.tokenizer.sources import TextSource, expand_inputs
 from lmcli.tokenizer.train import check_errors_mode
 from lmcli.ui.console import console
 from lmcli.ui.progress import Bars
@@ -19,7 +19,7 @@ from lmcli.workspace import DEMO_SPLITS, Workspace
 
 
 def run(
-    input_paths: list[Path],
+    input_names: list[str],
     tokenizer_dir: Path | None,
     special_tokens: list[str] | None,
     out: Path | None,
@@ -27,6 +27,8 @@ def run(
     workers: int | None,
     dtype: str,
     errors: str,
+    text_field: str,
+    split: str,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
@@ -37,24 +39,25 @@ def run(
     tokenizer = Tokenizer.from_dir(tokenizer_dir, special_tokens or None)
     if out is not None and out_dir is not None:
         raise LmcliError("give --out (one output file) or --out-dir (a directory for several), not both")
-    if not input_paths:
+    if not input_names:
         if out is not None or out_dir is not None:
             raise LmcliError("--out and --out-dir need INPUT files (without them, both demo splits are encoded into the workspace)")
-        input_paths = [demo_split(ws, split) for split in DEMO_SPLITS]
-    elif out is not None and len(input_paths) != 1:
-        raise LmcliError("--out names one output: give exactly one INPUT, or --out-dir DIR for several")
+        input_names = [str(demo_split(ws, name)) for name in DEMO_SPLITS]
     # Check everything before the progress bar starts, so bad input fails with one clear line.
-    inputs = [check_text_file(p) for p in input_paths]
+    inputs = expand_inputs(input_names)
+    if out is not None and len(inputs) != 1:
+        raise LmcliError("--out names one output: give exactly one INPUT, or --out-dir DIR for several")
     check_errors_mode(errors)
     choose_dtype(tokenizer, dtype)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise LmcliError(f"--out-dir {out_dir} is a file, not a directory")
-    jobs = [(p, out or (out_dir / f"{p.stem}.npy" if out_dir is not None else ws.encoded_path(p))) for p in inputs]
+    jobs = [(source, out or default_output(source, out_dir, ws)) for source in inputs]
     check_outputs(jobs)
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     with Bars(quiet=as_json) as bars:
-        results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars, tokenizer_dir=tokenizer_dir)
+        results = encode_files(tokenizer, jobs, workers, dtype, errors, progress=bars, tokenizer_dir=tokenizer_dir,
+                               text_field=text_field, split=split)
     if as_json:
         print(dumps({"tokenizer": str(tokenizer_dir), "files": [r.as_dict() for r in results]}))
         return
@@ -67,9 +70,16 @@ def run(
         )
 
 
-def check_outputs(jobs: list[tuple[Path, Path]]) -> None:
+def default_output(source: TextSource, out_dir: Path | None, ws: Workspace) -> Path:
+    """OUT_DIR/NAME.npy, or the workspace's data/NAME.npy (NAME: the input's name without its suffixes)."""
+    if out_dir is not None:
+        return out_dir / f"{source.stem}.npy"
+    return ws.encoded_path(source.path) if source.plain else ws.data_dir / f"{source.stem}.npy"
+
+
+def check_outputs(jobs: list[tuple[TextSource, Path]]) -> None:
     """No output may be a directory, overwrite an input, or be written twice."""
-    inputs = {p.resolve() for p, _ in jobs}
+    inputs = {source.path.resolve() for source, _ in jobs}
     seen: set[Path] = set()
     for _, output in jobs:
         resolved = output.resolve()

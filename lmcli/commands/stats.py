@@ -18,12 +18,14 @@ from lmcli.workspace import Workspace
 
 
 def run(
-    input_path: Path | None,
+    input_path: str | None,
     tokenizer_dirs: list[Path] | None,
     docs: int,
     seed: int,
     workers: int | None,
     errors: str,
+    text_field: str,
+    split: str,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
@@ -33,7 +35,7 @@ def run(
     tokenizers = [(str(d), Tokenizer.from_dir(d)) for d in dirs]  # load all first: a bad directory fails fast
     with Bars(quiet=as_json) as bars:
         report = corpus_stats(input_path or demo_split(ws, "train"), tokenizers, docs, seed, workers or available_cores(), bars,
-                              errors)
+                              errors, text_field, split)
     if as_json:
         print(dumps(report))
     else:

@@ -25,7 +25,7 @@ from lmcli.parallel import available_cores
 from lmcli.peak_memory import PeakMemory
 from lmcli.tokenizer.files import MERGES_FILE, META_FILE, VOCAB_FILE, read_meta, save_tokenizer, token_text
 from lmcli.tokenizer.special_tokens import check_special_tokens
-from lmcli.tokenizer.train import TrainStats, check_errors_mode, check_input, check_vocab_size, train_bpe
+from lmcli.tokenizer.train import TrainStats, check_errors_mode, check_inputs, check_vocab_size, train_bpe
 from lmcli.ui.console import console, print_warning
 from lmcli.ui.progress import Bars
 from lmcli.workspace import Workspace
@@ -34,12 +34,14 @@ LONGEST_SHOWN = 5
 
 
 def run(
-    input_path: Path | None,
+    input_names: list[str],
     vocab_size: int,
     special_tokens: list[str],
     out_dir: Path | None,
     workers: int | None,
     errors: str,
+    text_field: str,
+    split: str,
     force: bool,
     profile_path: Path | None,
     workspace: Path | None,
@@ -47,31 +49,33 @@ def run(
 ) -> None:
     """Validate everything that can be checked before training, train, write, report."""
     ws = Workspace.resolve(workspace)
-    path = check_input(input_path if input_path is not None else demo_split(ws, "train"))
+    sources = check_inputs(input_names or [str(demo_split(ws, "train"))])
     special_tokens = check_special_tokens(special_tokens)
     check_vocab_size(vocab_size, special_tokens)
     check_errors_mode(errors)
     out = Path(out_dir).expanduser() if out_dir is not None else ws.tokenizer_dir
     workers = workers or available_cores()
+    names = [source.name if source.kind == "hub" else str(source.path.resolve()) for source in sources]
     recipe = {
-        "input": str(path.resolve()),
-        "input_bytes": path.stat().st_size,
+        "input": names[0] if len(names) == 1 else names,
+        "input_bytes": sum(source.size for source in sources),
         "requested_vocab_size": vocab_size,
         "special_tokens": special_tokens,
         "errors": errors,
+        **({"text_field": text_field} if any(not source.plain for source in sources) else {}),
     }
     check_output_dir(out, recipe, force)
 
     stats = TrainStats()
     started = time.perf_counter()
     with PeakMemory() as peak, _profiling(profile_path):
-        vocab, merges = _train_with_progress(path, vocab_size, special_tokens, workers, errors, stats)
+        vocab, merges = _train_with_progress(sources, vocab_size, special_tokens, workers, errors, text_field, split, stats)
         with stats.timed("write"):
             save_tokenizer(out, vocab, merges, special_tokens, {**recipe, "trainer": "lmcli train-bpe", "workers": workers})
     stats.seconds["total"] = time.perf_counter() - started
 
     summary = {
-        "input": str(path),
+        "input": ", ".join(source.name for source in sources),
         "out": str(out),
         "vocab_size": len(vocab),
         **{k: recipe[k] for k in ("requested_vocab_size", "special_tokens", "input_bytes")},
@@ -125,10 +129,11 @@ def check_output_dir(out: Path, recipe: dict, force: bool) -> None:
         )
 
 
-def _train_with_progress(path, vocab_size, special_tokens, workers, errors, stats):
+def _train_with_progress(sources, vocab_size, special_tokens, workers, errors, text_field, split, stats):
     """train_bpe with a byte bar while pre-tokenizing, then a merge bar."""
     with Bars() as bars:
-        reading = bars.task("pre-tokenize", total=path.stat().st_size, unit="bytes")
+        size = sum(source.size for source in sources)
+        reading = bars.task("pre-tokenize", total=size if all(source.kind != "hub" for source in sources) else None, unit="bytes")
         merging = None
 
         def on_merge(done: int) -> None:
@@ -138,8 +143,8 @@ def _train_with_progress(path, vocab_size, special_tokens, workers, errors, stat
             merging.update(completed=done)
 
         return train_bpe(
-            path, vocab_size, special_tokens, workers=workers, errors=errors, stats=stats,
-            on_bytes=reading.advance, on_merge=on_merge,
+            [source.name for source in sources], vocab_size, special_tokens, workers=workers, errors=errors, stats=stats,
+            on_bytes=reading.advance, on_merge=on_merge, text_field=text_field, split=split,
         )
 
 

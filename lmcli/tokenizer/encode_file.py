@@ -19,6 +19,7 @@ a pairing; files from before this record, or written by other tools, are taken a
 
 from __future__ import annotations
 
+import collections
 import io
 import json
 import multiprocessing
@@ -33,8 +34,9 @@ import numpy as np
 from lmcli.atomic import atomic_open, atomic_path
 from lmcli.errors import LmcliError
 from lmcli.progress import SILENT, Progress
-from lmcli.tokenizer.chunks import check_text_file, chunk_ranges, read_text
+from lmcli.tokenizer.chunks import chunk_ranges, read_text
 from lmcli.tokenizer.files import tokenizer_fingerprint
+from lmcli.tokenizer.sources import Piece, TextSource, open_source, pieces
 from lmcli.tokenizer.tokenizer import Tokenizer
 
 ENCODE_CHUNK_BYTES = 1 << 20  # small enough to balance two workers on a 20 MB file
@@ -94,16 +96,20 @@ def _init_worker(tokenizer: Tokenizer, path: str, dtype: np.dtype, errors: str) 
     _worker.update(tokenizer=tokenizer, path=path, dtype=dtype, errors=errors)
 
 
-def _encode_range(byte_range: tuple[int, int]) -> tuple[int, np.ndarray]:
+def _encode_range(byte_range: tuple[int, int]) -> tuple[int, int, np.ndarray]:
     start, end = byte_range
     text = read_text(_worker["path"], start, end, _worker["errors"])
-    return end - start, _worker["tokenizer"].encode_array(text).astype(_worker["dtype"])
+    return end - start, end - start, _worker["tokenizer"].encode_array(text).astype(_worker["dtype"])
+
+
+def _encode_piece(piece: Piece) -> tuple[int, int, np.ndarray]:
+    return len(piece.text.encode("utf-8")), piece.bytes_read, _worker["tokenizer"].encode_array(piece.text).astype(_worker["dtype"])
 
 
 def _encoded_chunks(
     tokenizer: Tokenizer, path: Path, ranges: list[tuple[int, int]], dtype: np.dtype, workers: int, errors: str
-) -> Iterator[tuple[int, np.ndarray]]:
-    """(bytes read, ids) per chunk, in file order; in this process when one worker is enough."""
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(text bytes, input bytes read, ids) per chunk, in file order; in this process when one worker is enough."""
     init = (tokenizer, str(path), dtype, errors)
     if workers <= 1 or len(ranges) <= 1:
         _init_worker(*init)
@@ -113,46 +119,81 @@ def _encoded_chunks(
         yield from pool.imap(_encode_range, ranges)
 
 
+def _encoded_pieces(tokenizer: Tokenizer, pieces: Iterable[Piece], dtype: np.dtype, workers: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(text bytes, input bytes read, ids) per piece of a streamed source, in order. At most two
+    pieces per worker are in flight: the stream is read as fast as they are encoded, no faster."""
+    read = 0
+    for nbytes, read_so_far, ids in _encoded_in_order(tokenizer, pieces, dtype, workers):
+        yield nbytes, read_so_far - read, ids
+        read = read_so_far
+
+
+def _encoded_in_order(tokenizer: Tokenizer, pieces: Iterable[Piece], dtype: np.dtype, workers: int) -> Iterator[tuple[int, int, np.ndarray]]:
+    init = (tokenizer, "", dtype, "strict")
+    if workers <= 1:
+        _init_worker(*init)
+        yield from map(_encode_piece, pieces)
+        return
+    with multiprocessing.get_context().Pool(workers, _init_worker, init) as pool:
+        in_flight: collections.deque = collections.deque()
+        for piece in pieces:
+            in_flight.append(pool.apply_async(_encode_piece, (piece,)))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().get()
+        while in_flight:
+            yield in_flight.popleft().get()
+
+
 def encode_file(
     tokenizer: Tokenizer,
-    input_path: str | os.PathLike,
+    input_path: str | os.PathLike | TextSource,
     output_path: str | os.PathLike,
     workers: int = 1,
     dtype: str = "auto",
     errors: str = "strict",
     on_progress: Callable[[int], None] | None = None,
     chunk_bytes: int = ENCODE_CHUNK_BYTES,
+    text_field: str = "text",
+    split: str = "train",
 ) -> EncodeResult:
-    """Encode a UTF-8 text file to a ``.npy`` of ids (``np.load(..., mmap_mode="r")`` friendly)."""
-    input_path, output_path = check_text_file(input_path), Path(output_path)
+    """Encode a text source (``lmcli.tokenizer.sources``: a UTF-8 text file, compressed text, JSON
+    lines, parquet, a dataset) to a ``.npy`` of ids (``np.load(..., mmap_mode="r")`` friendly).
+    ``on_progress(n)``: n more input bytes read (compressed bytes for a compressed source)."""
+    source = input_path if isinstance(input_path, TextSource) else open_source(input_path)
+    output_path = Path(output_path)
     if workers < 1:
         raise LmcliError(f"--workers must be at least 1 (got {workers})")
     np_dtype = choose_dtype(tokenizer, dtype)
     started = time.perf_counter()
-    ranges = chunk_ranges(input_path, tokenizer.special_tokens, chunk_bytes)
+    if source.plain:
+        ranges = chunk_ranges(source.path, tokenizer.special_tokens, chunk_bytes)
+        chunks = _encoded_chunks(tokenizer, source.path, ranges, np_dtype, workers, errors)
+        workers = min(workers, max(len(ranges), 1))
+    else:
+        chunks = _encoded_pieces(tokenizer, pieces(source, tokenizer.special_tokens, text_field, errors, split), np_dtype, workers)
     header_size = len(_npy_header(np_dtype, 0))
-    tokens = 0
+    tokens = text_bytes = units = 0
     with atomic_path(output_path) as tmp:
         with open(tmp, "wb") as f:
             f.seek(header_size)
-            for nbytes, ids in _encoded_chunks(tokenizer, input_path, ranges, np_dtype, workers, errors):
+            for nbytes, read, ids in chunks:
                 f.write(ids.tobytes())
-                tokens += len(ids)
+                tokens, text_bytes, units = tokens + len(ids), text_bytes + nbytes, units + 1
                 if on_progress:
-                    on_progress(nbytes)
+                    on_progress(read)
             f.seek(0)
             f.write(_npy_header(np_dtype, tokens))
             f.flush()
             os.fsync(f.fileno())
     return EncodeResult(
-        input=str(input_path),
+        input=source.name,
         output=str(output_path),
         tokens=tokens,
-        bytes=input_path.stat().st_size,
+        bytes=text_bytes,
         seconds=time.perf_counter() - started,
         dtype=np_dtype.name,
-        workers=min(workers, max(len(ranges), 1)),
-        chunks=len(ranges),
+        workers=workers,
+        chunks=units,
     )
 
 
@@ -186,23 +227,26 @@ def check_encoded_with(ids_paths: Iterable[Path], fingerprint: str, whose: str) 
 
 def encode_files(
     tokenizer: Tokenizer,
-    jobs: Iterable[tuple[Path, Path]],
+    jobs: Iterable[tuple[TextSource | Path, Path]],
     workers: int,
     dtype: str = "auto",
     errors: str = "strict",
     progress: Progress = SILENT,
     tokenizer_dir: Path | None = None,
+    text_field: str = "text",
+    split: str = "train",
 ) -> list[EncodeResult]:
-    """Encode each (input, output) pair, one progress task per file; with ``tokenizer_dir`` (where
+    """Encode each (input, output) pair, one progress task per input; with ``tokenizer_dir`` (where
     ``tokenizer`` was read from), each output's provenance is recorded beside it."""
     results = []
     fingerprint = tokenizer_fingerprint(tokenizer_dir) if tokenizer_dir is not None else None
-    for input_path, output_path in jobs:
-        size = input_path.stat().st_size if input_path.is_file() else 0
-        task = progress.task(f"encode {input_path.name}", total=size, unit="bytes")
+    for source, output_path in jobs:
+        source = source if isinstance(source, TextSource) else open_source(source)
+        task = progress.task(f"encode {source.path.name}", total=source.size or None, unit="bytes")
         if tokenizer_dir is not None:  # a record of another tokenizer must not outlive the ids it described
             provenance_path(output_path).unlink(missing_ok=True)
-        results.append(encode_file(tokenizer, input_path, output_path, workers, dtype, errors, on_progress=task.advance))
+        results.append(encode_file(tokenizer, source, output_path, workers, dtype, errors, on_progress=task.advance,
+                                   text_field=text_field, split=split))
         if fingerprint is not None:
             write_provenance(output_path, tokenizer_dir, fingerprint)
     return results

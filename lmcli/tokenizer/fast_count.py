@@ -36,7 +36,8 @@ from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, bounded_pieces, chunk_ranges, decode_utf8, read_range
 from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys
 from lmcli.tokenizer.fast_pretokenize import pretokenize_segments
-from lmcli.tokenizer.special_tokens import special_bytes_pattern
+from lmcli.tokenizer.sources import Piece
+from lmcli.tokenizer.special_tokens import special_bytes_pattern, special_token_pattern
 
 Ranges = list[tuple[int, int]]
 Packed = tuple[bytes, np.ndarray, np.ndarray]  # pre-tokens joined, their lengths, their counts
@@ -210,6 +211,105 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
             if w.is_alive():
                 w.terminate()
             w.join()
+
+
+def count_stream_pretokens(
+    stream: Iterable[Piece], special_tokens: list[str], workers: int | None = None,
+    on_bytes: Callable[[int], None] | None = None,
+) -> Counter[bytes]:
+    """``count_file_pretokens`` for a streamed source (``lmcli.tokenizer.sources``): this process
+    reads the pieces and hands them to ``workers`` worker processes through a short queue (so the
+    stream is read no faster than it is counted), which send their counts back packed as a file's
+    workers do. ``on_bytes(n)``: n more input bytes read."""
+    workers = workers or available_cores()
+    on_bytes = on_bytes or (lambda n: None)
+    read = 0
+
+    def advance(piece: Piece) -> None:
+        nonlocal read
+        on_bytes(piece.bytes_read - read)
+        read = piece.bytes_read
+
+    if workers == 1:
+        counts = PretokenCounts()
+        for piece in stream:
+            _add_piece(counts, piece.text, special_token_pattern(special_tokens))
+            advance(piece)
+        return counts.counter()
+    context = _context()
+    tasks, messages = context.Queue(maxsize=2 * workers), context.Queue()
+    procs = [context.Process(target=_stream_worker, args=(tasks, messages, special_tokens), daemon=True) for _ in range(workers)]
+    for w in procs:
+        w.start()
+    total: Counter[bytes] = Counter()
+    done = 0
+
+    def handle(message) -> None:
+        nonlocal done
+        kind, value = message
+        if kind == "error":
+            raise value
+        if kind == "counts":
+            add_packed(total, value)
+        else:
+            done += 1
+
+    def merge_next(timeout: float) -> None:
+        """Merge the next message from the workers, if one comes in ``timeout`` s; a dead worker is an error."""
+        try:
+            handle(messages.get(timeout=timeout))
+        except queue.Empty:
+            if not all(w.is_alive() for w in procs):
+                raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers") from None
+
+    def hand_over(item: str | None) -> None:
+        """Put ``item`` on the task queue, merging counts while it is full."""
+        while True:
+            try:
+                return tasks.put(item, timeout=0.1)
+            except queue.Full:
+                merge_next(0.0)
+
+    try:
+        for piece in stream:
+            hand_over(piece.text)
+            advance(piece)
+        for _ in procs:
+            hand_over(None)
+        while done < len(procs):
+            merge_next(0.5)
+        return total
+    finally:
+        for w in procs:
+            if w.is_alive():
+                w.terminate()
+            w.join()
+
+
+def _add_piece(counts: PretokenCounts, text: str, special) -> None:
+    """Count a piece of text: its documents (cut at special tokens) in batches."""
+    documents = special.split(text)[::2] if special else [text]
+    for batch in _batches(documents):
+        counts.add(batch)
+
+
+def _stream_worker(tasks, messages, special_tokens: list[str]) -> None:
+    """Worker process: count the pieces from ``tasks`` until None; send counts when full and at the end, then "done"."""
+    special = special_token_pattern(special_tokens)
+    try:
+        counts = PretokenCounts()
+        while (text := tasks.get()) is not None:
+            _add_piece(counts, text, special)
+            if len(counts) >= FLUSH_ENTRIES:
+                messages.put(("counts", counts.packed()))
+                counts = PretokenCounts()
+        messages.put(("counts", counts.packed()))
+        del counts
+        messages.put(("done", None))
+    except Exception as e:  # the main process reports it
+        messages.put(("error", e))
+    except KeyboardInterrupt:
+        pass
 
 
 def _shared(ranges: Ranges, next_range) -> Iterator[tuple[int, int]]:

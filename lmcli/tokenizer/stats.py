@@ -1,8 +1,9 @@
 """Tokenizer statistics on a sample of documents, for comparing tokenizers (CS336 experiments).
 
 A sample of N documents (the corpus split on its document separator, ``<|endoftext|>``) is
-drawn with a fixed seed: the file is scanned once for separator offsets, then only the chosen
-documents are read, so any corpus size works. For each tokenizer it reports:
+drawn with a fixed seed: a text file is scanned once for separator offsets, then only the chosen
+documents are read, so any corpus size works; a streamed source (compressed text, JSON lines,
+parquet, a dataset: one document per record) is read once, keeping a reservoir of N documents. For each tokenizer it reports:
 
 * compression: UTF-8 bytes per token (higher = fewer tokens for the same text);
 * encoding throughput, in one process and with all workers (the ``lmcli encode`` path), and
@@ -28,6 +29,7 @@ from lmcli.progress import SILENT, Progress
 from lmcli.tokenizer.chunks import check_text_file, decode_utf8, read_range
 from lmcli.tokenizer.encode_file import encode_file
 from lmcli.tokenizer.files import token_text
+from lmcli.tokenizer.sources import TextSource, open_source, pieces
 from lmcli.tokenizer.special_tokens import END_OF_TEXT
 from lmcli.tokenizer.tokenizer import Tokenizer
 
@@ -76,6 +78,38 @@ def sample_documents(
     return docs, sum(end - start for start, end in chosen)
 
 
+def sample_stream_documents(
+    source: TextSource, separator: str, n: int, seed: int, progress: Progress = SILENT, errors: str = "strict",
+    text_field: str = "text", split: str = "train",
+) -> tuple[list[str], int]:
+    """``sample_documents`` for a streamed source (compressed text, records): one pass, keeping a
+    uniform sample of ``n`` documents as they go by (reservoir sampling), so memory holds only those."""
+    if n < 1:
+        raise LmcliError(f"--docs must be at least 1 (got {n})")
+    task = progress.task(f"scan {source.path.name}", total=source.size or None, unit="bytes")
+    rng, sample, seen, tail, read = random.Random(seed), [], 0, "", 0
+
+    def offer(document: str) -> None:
+        nonlocal seen
+        if len(sample) < n:
+            sample.append(document)
+        elif (slot := rng.randrange(seen + 1)) < n:
+            sample[slot] = document
+        seen += 1
+
+    for piece in pieces(source, [separator], text_field, errors, split):
+        *documents, tail = (tail + piece.text).split(separator)
+        for document in filter(None, documents):
+            offer(document)
+        task.advance(piece.bytes_read - read)
+        read = piece.bytes_read
+    if tail:
+        offer(tail)
+    if not sample:
+        raise LmcliError(f"{source.name} holds no text")
+    return sample, sum(len(d.encode("utf-8")) for d in sample)
+
+
 def tokenizer_stats(tokenizer: Tokenizer, name: str, docs: list[str], nbytes: int, workers: int, sample_dir: Path) -> dict:
     """Compression, throughput (1 process and ``workers``) and vocabulary use of one tokenizer on
     ``docs`` (``nbytes`` of the corpus)."""
@@ -120,17 +154,23 @@ def _parallel_rate(tokenizer: Tokenizer, docs: list[str], workers: int, sample_d
 
 
 def corpus_stats(
-    input_path: Path, tokenizers: list[tuple[str, Tokenizer]], docs: int, seed: int, workers: int,
-    progress: Progress = SILENT, errors: str = "strict",
+    input_path: str | Path, tokenizers: list[tuple[str, Tokenizer]], docs: int, seed: int, workers: int,
+    progress: Progress = SILENT, errors: str = "strict", text_field: str = "text", split: str = "train",
 ) -> dict:
-    """The statistics of every (name, tokenizer) on the same ``docs`` sampled documents.
+    """The statistics of every (name, tokenizer) on the same ``docs`` sampled documents of the input
+    (any source of ``lmcli.tokenizer.sources``; a record is a document).
 
     Documents are split on the first tokenizer's first special token (``<|endoftext|>`` if it has none)."""
     if workers < 1:
         raise LmcliError(f"--workers must be at least 1 (got {workers})")
+    source = open_source(input_path)
     first = tokenizers[0][1].special_tokens
-    sample, nbytes = sample_documents(input_path, first[0] if first else END_OF_TEXT, docs, seed, progress, errors)
-    report = {"input": str(input_path), "documents": len(sample), "bytes": nbytes, "seed": seed}
+    separator = first[0] if first else END_OF_TEXT
+    if source.plain:
+        sample, nbytes = sample_documents(source.path, separator, docs, seed, progress, errors)
+    else:
+        sample, nbytes = sample_stream_documents(source, separator, docs, seed, progress, errors, text_field, split)
+    report = {"input": source.name, "documents": len(sample), "bytes": nbytes, "seed": seed}
     with tempfile.TemporaryDirectory(prefix="lmcli-stats-") as tmp:
         report["tokenizers"] = [tokenizer_stats(t, name, sample, nbytes, workers, Path(tmp)) for name, t in tokenizers]
     return report

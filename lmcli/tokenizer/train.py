@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,9 +30,10 @@ from pathlib import Path
 from lmcli.allocator import unmap_large_buffers
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import check_text_file
-from lmcli.tokenizer.fast_count import count_file_pretokens
+from lmcli.tokenizer.fast_count import count_file_pretokens, count_stream_pretokens
 from lmcli.tokenizer.fast_merges import MergeLoop
 from lmcli.tokenizer.reference import build_vocab
+from lmcli.tokenizer.sources import TextSource, expand_inputs, pieces
 from lmcli.tokenizer.special_tokens import check_special_tokens
 
 ERROR_MODES = ("strict", "replace")
@@ -59,7 +61,7 @@ class TrainStats:
 
 
 def train_bpe(
-    input_path: str | os.PathLike,
+    input_path: str | os.PathLike | list[str | os.PathLike],
     vocab_size: int,
     special_tokens: list[str] | None = None,
     *,
@@ -69,29 +71,43 @@ def train_bpe(
     on_bytes: Callable[[int], None] | None = None,
     on_merge: Callable[[int], None] | None = None,
     stats: TrainStats | None = None,
+    text_field: str = "text",
+    split: str = "train",
 ) -> tuple[dict[int, bytes], list[tuple[bytes, bytes]]]:
     """Train byte-level BPE on a UTF-8 text file; returns ``(vocab, merges)``.
 
     ``vocab`` maps id -> token bytes (special tokens, then the 256 bytes, then merges);
     ``merges`` lists the merged pairs in creation order. If the corpus runs out of pairs first,
     the vocabulary is smaller than ``vocab_size`` (``stats.merges`` says how many were made).
-    Options: ``workers`` processes (default: all cores), ``chunk_bytes`` per work unit,
-    ``errors="replace"`` to accept invalid UTF-8, progress callbacks ``on_bytes(n)`` /
-    ``on_merge(done)``, and a ``TrainStats`` to fill in.
+    ``input_path`` may also be any source ``lmcli.tokenizer.sources`` reads (compressed text, JSON
+    lines, parquet, a dataset, ``text_field`` holding the text), a glob, or a list of them: their
+    pre-token counts add up. Options: ``workers`` processes (default: all cores), ``chunk_bytes``
+    per work unit, ``errors="replace"`` to accept invalid UTF-8, progress callbacks
+    ``on_bytes(n)`` / ``on_merge(done)``, and a ``TrainStats`` to fill in.
     """
     special_tokens = check_special_tokens(special_tokens or [])
-    path = check_input(input_path)
+    sources = check_inputs(input_path if isinstance(input_path, list) else [input_path])
     num_merges = check_vocab_size(vocab_size, special_tokens)
     check_errors_mode(errors)
     if workers is not None and workers < 1:
         raise LmcliError(f"--workers must be at least 1, got {workers}")
     stats = stats if stats is not None else TrainStats()
-    stats.input_bytes = path.stat().st_size
+    stats.input_bytes = sum(source.size for source in sources)
     stats.requested_merges = num_merges
 
     unmap_large_buffers()  # chunks and batch arrays come and go: keep them from fragmenting the heap
     with stats.timed("pretokenize"):
-        word_counts = count_file_pretokens(path, special_tokens, workers, chunk_bytes, errors, on_bytes)
+        word_counts: Counter[bytes] = Counter()
+        for source in sources:  # one source's counts at a time, added to the total
+            if source.plain:
+                counts = count_file_pretokens(source.path, special_tokens, workers, chunk_bytes, errors, on_bytes)
+            else:
+                stream = pieces(source, special_tokens, text_field, errors, split)
+                counts = count_stream_pretokens(stream, special_tokens, workers, on_bytes)
+            if word_counts:
+                word_counts.update(counts)
+            else:
+                word_counts = counts
     stats.distinct_pretokens = len(word_counts)
     stats.total_pretokens = sum(word_counts.values())
     with stats.timed("count"):
@@ -125,3 +141,12 @@ def check_input(input_path: str | os.PathLike) -> Path:
     if path.stat().st_size == 0:
         raise LmcliError(f"input file {path} is empty: there is nothing to train on")
     return path
+
+
+def check_inputs(names: list[str | os.PathLike]) -> list[TextSource]:
+    """The sources the names and patterns give; an empty file is an error."""
+    sources = expand_inputs(names)
+    for source in sources:
+        if source.kind != "hub" and source.size == 0:
+            raise LmcliError(f"input file {source.name} is empty: there is nothing to train on")
+    return sources

@@ -24,7 +24,8 @@ class Bars:
 
     A task in bytes shows done/total and MB/s, one in items n/total and the elapsed time; both
     show the ETA. ``quiet`` draws nothing (for ``--json`` and ``--quiet``). The display starts
-    with the first task, so a command that fails before any work prints nothing but its error.
+    with the first task, so a command that fails before any work prints nothing but its error,
+    and a failure during the work erases the bars, leaving the error alone.
     """
 
     def __init__(self, quiet: bool = False, embedded: bool = False):
@@ -38,9 +39,21 @@ class Bars:
     def __enter__(self) -> Bars:
         return self
 
-    def __exit__(self, *exc) -> None:
-        if self.rich.live.is_started:
+    def __exit__(self, exc_type, *exc) -> None:
+        if not self.rich.live.is_started:
+            return
+        if exc_type is None:
             self.rich.stop()
+            return
+        # The work failed: its error line alone, no half-filled bars above it (a terminal erases
+        # them; elsewhere, a log or a pipe, the final frame is not written at all).
+        self.rich.live.transient = True
+        console, quiet = self.rich.console, self.rich.console.quiet
+        console.quiet = quiet or not console.is_terminal
+        try:
+            self.rich.stop()
+        finally:
+            console.quiet = quiet
 
     def task(self, description: str, total: float | None, completed: float = 0, unit: str = "items") -> _Task:
         if not (self.embedded or self.rich.live.is_started):

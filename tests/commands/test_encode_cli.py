@@ -129,8 +129,8 @@ def test_cli_encode_input_summary(cli, gpt2_dir, fixtures, tmp_path):
     "args, message",
     [
         (["encode", "missing.txt", "--tokenizer", "{gpt2}"], "does not exist"),
-        (["encode", "{gpt2}", "--tokenizer", "{gpt2}"], "is a directory, not a text file"),
-        (["stats", "{gpt2}", "--tokenizer", "{gpt2}"], "is a directory, not a text file"),
+        (["encode", "{gpt2}", "--tokenizer", "{gpt2}"], "is a directory without a saved dataset or .parquet/.jsonl files"),
+        (["stats", "{gpt2}", "--tokenizer", "{gpt2}"], "is a directory without a saved dataset or .parquet/.jsonl files"),
         (["encode", "{sample}", "--tokenizer", "no-such-dir"], "does not exist"),
         (["encode", "{sample}", "--tokenizer", "{mismatched}"], "do not belong together"),
         (["encode", "--tokenizer", "{gpt2}", "--out", "x.npy"], "--out and --out-dir need INPUT files"),
