@@ -200,6 +200,9 @@ def encode(
     errors: Annotated[str, typer.Option("--errors", help="Invalid UTF-8 in the input: strict (stop, naming the byte offset) or replace (use U+FFFD).")] = "strict",
     text_field: TextFieldOption = "text",
     split: SplitOption = "train",
+    shard_tokens: Annotated[Optional[int], typer.Option("--shard-tokens", min=1, max=INT64, help="Write all INPUTs as one dataset of shards of about this many tokens, with a manifest, into --out-dir (resumable: run the same command again after an interruption) \\[default without it: one .npy per input; with --part: 100,000,000].", show_default=False)] = None,
+    part: Annotated[Optional[str], typer.Option("--part", help="i/n: encode every n-th INPUT from the i-th (from 0) into --out-dir/part-i-of-n, for n machines; training reads --out-dir as the whole.", show_default=False)] = None,
+    force: Annotated[bool, typer.Option("--force", help="With --shard-tokens: start over when --out-dir holds shards of other inputs or another tokenizer.")] = False,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
@@ -212,9 +215,13 @@ def encode(
     Records (JSON lines, parquet, datasets) are documents: each is followed by <|endoftext|>, so records
     t1, t2 give the ids of the text t1<|endoftext|>t2<|endoftext|>. Compressed inputs are streamed.
 
-    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy    |    lmcli encode 'shards/*.parquet' --out-dir data/web
+    With --shard-tokens, all inputs become one dataset of shards and a manifest in --out-dir, which
+    a training config names as data.train = "DIR"; the same command resumes an interrupted run.
+
+    Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy    |    lmcli encode 'shards/*.parquet' --out-dir data/web --shard-tokens 100000000
     """
-    run("encode")(inputs or [], tokenizer, special_tokens, out, out_dir, workers, dtype, errors, text_field, split, workspace, json_)
+    run("encode")(inputs or [], tokenizer, special_tokens, out, out_dir, workers, dtype, errors, text_field, split, shard_tokens, part,
+                  force, workspace, json_)
 
 
 @command("decode")

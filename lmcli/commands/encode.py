@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from lmcli.atomic import check_apart
 from lmcli.data.demo import demo_split
 from lmcli.data.token_files import is_npy
 from lmcli.errors import LmcliError
@@ -11,6 +12,7 @@ from lmcli.json_output import dumps
 from lmcli.parallel import available_cores
 from lmcli.tokenizer import Tokenizer
 from lmcli.tokenizer.encode_file import choose_dtype, encode_files
+from lmcli.tokenizer.encode_shards import DEFAULT_SHARD_TOKENS, MANIFEST, encode_to_shards, parse_part, shard_directory
 from lmcli.tokenizer.sources import TextSource, expand_inputs
 from lmcli.tokenizer.train import check_errors_mode
 from lmcli.ui.console import console
@@ -29,6 +31,9 @@ def run(
     errors: str,
     text_field: str,
     split: str,
+    shard_tokens: int | None,
+    part_text: str | None,
+    force: bool,
     workspace: Path | None,
     as_json: bool,
 ) -> None:
@@ -51,6 +56,15 @@ def run(
     choose_dtype(tokenizer, dtype)
     if out_dir is not None and out_dir.exists() and not out_dir.is_dir():
         raise LmcliError(f"--out-dir {out_dir} is a file, not a directory")
+    part = parse_part(part_text)
+    if shard_tokens is not None or part is not None:
+        if out_dir is None:
+            raise LmcliError("--shard-tokens and --part write a dataset of shards: give its --out-dir")
+        for source in inputs:
+            if source.kind != "hub":
+                check_apart(out_dir, {"input": source.path}, "--out-dir")
+        return encode_shards(tokenizer, tokenizer_dir, inputs, out_dir, shard_tokens or DEFAULT_SHARD_TOKENS, workers, dtype,
+                             errors, text_field, split, part, force, as_json)
     jobs = [(source, out or default_output(source, out_dir, ws)) for source in inputs]
     check_outputs(jobs)
     if out_dir is not None:
@@ -68,6 +82,30 @@ def run(
             f"({r.workers} worker{'s' if r.workers != 1 else ''})",
             highlight=False, soft_wrap=True,  # one line per file, however long its paths: scripts read it
         )
+
+
+def encode_shards(tokenizer: Tokenizer, tokenizer_dir: Path, inputs: list[TextSource], out_dir: Path, shard_tokens: int,
+                  workers: int, dtype: str, errors: str, text_field: str, split: str, part: tuple[int, int] | None,
+                  force: bool, as_json: bool) -> None:
+    """Encode into shards with a manifest (resuming an interrupted run); print a summary line (or JSON)."""
+    with Bars(quiet=as_json) as bars:
+        def on_source(source: TextSource):
+            return bars.task(f"encode {source.path.name}", total=source.size or None, unit="bytes").advance
+
+        manifest = encode_to_shards(tokenizer, tokenizer_dir, inputs, out_dir, shard_tokens, workers, dtype, errors, text_field,
+                                    split, part, force, on_source)
+    directory = shard_directory(out_dir, part)
+    tokens = sum(shard["tokens"] for shard in manifest["shards"])
+    summary = {"out_dir": str(directory), "manifest": str(directory / MANIFEST), "shards": len(manifest["shards"]),
+               "tokens": tokens, "documents": sum(shard["documents"] for shard in manifest["shards"]),
+               "inputs": len(manifest["sources"]), "resumed_shards": manifest["resumed_shards"], "dtype": manifest["dtype"]}
+    if as_json:
+        print(dumps(summary))
+        return
+    kept = f", {summary['resumed_shards']} kept from the interrupted run" if summary["resumed_shards"] else ""
+    console.print(f"[bold]{summary['inputs']} input(s)[/] -> [bold]{directory}[/]: {summary['shards']} shard(s), {tokens:,} tokens "
+                  f"({summary['dtype']}), {summary['documents']:,} documents{kept}; manifest {summary['manifest']}",
+                  highlight=False, soft_wrap=True)
 
 
 def default_output(source: TextSource, out_dir: Path | None, ws: Workspace) -> Path:

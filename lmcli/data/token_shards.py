@@ -2,7 +2,8 @@
 
 A large corpus is often encoded in pieces: one ``lmcli encode`` run per input file or per
 machine, each writing its own ``.npy``. ``data.train`` / ``data.valid`` name such a dataset as
-one path, a glob pattern (``data/owt-*.npy``) or a list of paths and patterns.
+one path, a glob pattern (``data/owt-*.npy``), a directory of shards with a manifest (``lmcli
+encode --shard-tokens``, its parts merged) or a list of these.
 
 Each shard is a memory map (``lmcli.data.token_files``), so memory stays bounded by what is
 read, not by the total size. A window of ``context + 1`` ids starts at an offset ``o`` of one
@@ -25,6 +26,7 @@ import numpy as np
 
 from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
+from lmcli.tokenizer.encode_shards import dataset_shards
 
 
 def shard_paths(spec: str | Sequence[str], resolve: Callable[[str], Path] = Path) -> list[Path]:
@@ -33,7 +35,9 @@ def shard_paths(spec: str | Sequence[str], resolve: Callable[[str], Path] = Path
     paths: list[Path] = []
     for item in [spec] if isinstance(spec, str) else spec:
         path = resolve(item)
-        if glob.has_magic(str(path)) and not path.exists():  # a file named x[1].npy is that file, not a pattern
+        if path.is_dir():  # a dataset that `lmcli encode --shard-tokens` wrote: its manifest lists the shards
+            paths += dataset_shards(path)
+        elif glob.has_magic(str(path)) and not path.exists():  # a file named x[1].npy is that file, not a pattern
             matches = sorted(Path(m) for m in glob.glob(str(path)))
             if not matches:
                 raise LmcliError(f"no file matches {path}")

@@ -20,7 +20,9 @@ a pairing; files from before this record, or written by other tools, are taken a
 from __future__ import annotations
 
 import collections
+import contextlib
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -79,6 +81,42 @@ def choose_dtype(tokenizer: Tokenizer, requested: str = "auto") -> np.dtype:
             f"(max {np.iinfo(dtype).max:,}): use --dtype uint32 or auto"
         )
     return dtype
+
+
+class IdsFile:
+    """A ``.npy`` of token ids written as they come, atomically: room for the header first, the header
+    (which needs the count) last, then fsync and the rename onto ``path``. As a context manager it
+    is completed on success and removed on failure; ``close`` and ``abort`` do each explicitly."""
+
+    def __init__(self, path: Path, dtype: np.dtype):
+        self.path, self.dtype, self.tokens = Path(path), dtype, 0
+        self._stack = contextlib.ExitStack()
+        self._file = self._stack.enter_context(open(self._stack.enter_context(atomic_path(path)), "wb"))
+        self._file.seek(len(_npy_header(dtype, 0)))
+
+    def write(self, ids: np.ndarray) -> None:
+        self._file.write(ids.tobytes())
+        self.tokens += len(ids)
+
+    def close(self) -> None:
+        self._file.seek(0)
+        self._file.write(_npy_header(self.dtype, self.tokens))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._stack.close()
+
+    def abort(self) -> None:
+        """Remove the unfinished file (nothing is renamed onto ``path``)."""
+        self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> IdsFile:
+        return self
+
+    def __exit__(self, exc_type, *exc) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
 
 
 def _npy_header(dtype: np.dtype, count: int) -> bytes:
@@ -144,6 +182,20 @@ def _encoded_in_order(tokenizer: Tokenizer, pieces: Iterable[Piece], dtype: np.d
             yield in_flight.popleft().get()
 
 
+def encoded_chunks(
+    tokenizer: Tokenizer, source: TextSource, dtype: np.dtype, workers: int, errors: str = "strict",
+    text_field: str = "text", split: str = "train", skip: int = 0, chunk_bytes: int = ENCODE_CHUNK_BYTES,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(text bytes, input bytes read, ids) of each chunk of ``source`` in order (byte ranges of a text
+    file, pieces of a streamed source), from chunk ``skip`` on: the same chunks every time for the same
+    input, so that an interrupted encoding can go on after the chunks it finished."""
+    if source.plain:
+        ranges = chunk_ranges(source.path, tokenizer.special_tokens, chunk_bytes)
+        return _encoded_chunks(tokenizer, source.path, ranges[skip:], dtype, workers, errors)
+    stream = pieces(source, tokenizer.special_tokens, text_field, errors, split)
+    return _encoded_pieces(tokenizer, itertools.islice(stream, skip, None), dtype, workers)
+
+
 def encode_file(
     tokenizer: Tokenizer,
     input_path: str | os.PathLike | TextSource,
@@ -166,29 +218,19 @@ def encode_file(
     np_dtype = choose_dtype(tokenizer, dtype)
     started = time.perf_counter()
     if source.plain:
-        ranges = chunk_ranges(source.path, tokenizer.special_tokens, chunk_bytes)
-        chunks = _encoded_chunks(tokenizer, source.path, ranges, np_dtype, workers, errors)
-        workers = min(workers, max(len(ranges), 1))
-    else:
-        chunks = _encoded_pieces(tokenizer, pieces(source, tokenizer.special_tokens, text_field, errors, split), np_dtype, workers)
-    header_size = len(_npy_header(np_dtype, 0))
-    tokens = text_bytes = units = 0
-    with atomic_path(output_path) as tmp:
-        with open(tmp, "wb") as f:
-            f.seek(header_size)
-            for nbytes, read, ids in chunks:
-                f.write(ids.tobytes())
-                tokens, text_bytes, units = tokens + len(ids), text_bytes + nbytes, units + 1
-                if on_progress:
-                    on_progress(read)
-            f.seek(0)
-            f.write(_npy_header(np_dtype, tokens))
-            f.flush()
-            os.fsync(f.fileno())
+        workers = min(workers, max(len(chunk_ranges(source.path, tokenizer.special_tokens, chunk_bytes)), 1))
+    chunks = encoded_chunks(tokenizer, source, np_dtype, workers, errors, text_field, split, chunk_bytes=chunk_bytes)
+    text_bytes = units = 0
+    with IdsFile(output_path, np_dtype) as out:
+        for nbytes, read, ids in chunks:
+            out.write(ids)
+            text_bytes, units = text_bytes + nbytes, units + 1
+            if on_progress:
+                on_progress(read)
     return EncodeResult(
         input=source.name,
         output=str(output_path),
-        tokens=tokens,
+        tokens=out.tokens,
         bytes=text_bytes,
         seconds=time.perf_counter() - started,
         dtype=np_dtype.name,
