@@ -102,7 +102,7 @@ def encode_shards(tokenizer: Tokenizer, tokenizer_dir: Path, inputs: list[TextSo
     if as_json:
         print(dumps(summary))
         return
-    kept = f", {summary['resumed_shards']} kept from the interrupted run" if summary["resumed_shards"] else ""
+    kept = f", {summary['resumed_shards']} kept from an earlier run" if summary["resumed_shards"] else ""
     console.print(f"[bold]{summary['inputs']} input(s)[/] -> [bold]{directory}[/]: {summary['shards']} shard(s), {tokens:,} tokens "
                   f"({summary['dtype']}), {summary['documents']:,} documents{kept}; manifest {summary['manifest']}",
                   highlight=False, soft_wrap=True)

@@ -142,6 +142,18 @@ def pieces(source: TextSource, special_tokens: list[str], text_field: str = "tex
     return _joined(records)
 
 
+def one_stream(sources: list[TextSource], special_tokens: list[str], text_field: str = "text", errors: str = "strict",
+               split: str = "train") -> Iterator[Piece]:
+    """The pieces of several streamed sources one after another (``bytes_read`` counted over all)."""
+    done = 0
+    for source in sources:
+        last = 0
+        for piece in pieces(source, special_tokens, text_field, errors, split):
+            yield Piece(piece.text, done + piece.bytes_read)
+            last = piece.bytes_read
+        done += source.size or last
+
+
 def _joined(records: Iterable[tuple[str, int]]) -> Iterator[Piece]:
     """Records (text, bytes read) joined into pieces, each record followed by END_OF_TEXT."""
     batch, size, read = [], 0, 0

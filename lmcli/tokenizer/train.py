@@ -33,7 +33,7 @@ from lmcli.tokenizer.chunks import check_text_file
 from lmcli.tokenizer.fast_count import count_file_pretokens, count_stream_pretokens
 from lmcli.tokenizer.fast_merges import MergeLoop
 from lmcli.tokenizer.reference import build_vocab
-from lmcli.tokenizer.sources import TextSource, expand_inputs, pieces
+from lmcli.tokenizer.sources import TextSource, expand_inputs, one_stream
 from lmcli.tokenizer.special_tokens import check_special_tokens
 
 ERROR_MODES = ("strict", "replace")
@@ -98,16 +98,17 @@ def train_bpe(
     unmap_large_buffers()  # chunks and batch arrays come and go: keep them from fragmenting the heap
     with stats.timed("pretokenize"):
         word_counts: Counter[bytes] = Counter()
-        for source in sources:  # one source's counts at a time, added to the total
+        streamed = [source for source in sources if not source.plain]
+        if streamed:  # all streamed sources through one set of workers, started before any reader's import
+            stream = one_stream(streamed, special_tokens, text_field, errors, split)
+            word_counts = count_stream_pretokens(stream, special_tokens, workers, on_bytes)
+        for source in sources:  # the text files one at a time, their counts added to the total
             if source.plain:
                 counts = count_file_pretokens(source.path, special_tokens, workers, chunk_bytes, errors, on_bytes)
-            else:
-                stream = pieces(source, special_tokens, text_field, errors, split)
-                counts = count_stream_pretokens(stream, special_tokens, workers, on_bytes)
-            if word_counts:
-                word_counts.update(counts)
-            else:
-                word_counts = counts
+                if word_counts:
+                    word_counts.update(counts)
+                else:
+                    word_counts = counts
     stats.distinct_pretokens = len(word_counts)
     stats.total_pretokens = sum(word_counts.values())
     with stats.timed("count"):
