@@ -159,6 +159,24 @@ def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
         yield batch
 
 
+class WorkerMessages:
+    """What counting workers send: ("counts", packed), ("bytes", n), ("done", None) or ("error", exception)."""
+
+    def __init__(self, on_counts: Callable[[Packed], None], on_bytes: Callable[[int], None] | None = None):
+        self.on_counts, self.on_bytes, self.done = on_counts, on_bytes, 0
+
+    def handle(self, message: tuple[str, object]) -> None:
+        kind, value = message
+        if kind == "error":
+            raise value
+        if kind == "bytes":
+            self.on_bytes(value)
+        elif kind == "counts":
+            self.on_counts(value)
+        else:
+            self.done += 1
+
+
 def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[bytes]:
     """Count in this process and ``processes - 1`` workers sharing one queue of ranges."""
     context = _context()
@@ -172,19 +190,8 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
         w.start()
     try:
         received: list[Packed] = []  # added once this process's own Counter exists: never two Counters at once
-        done = 0
-
-        def handle(message) -> None:
-            nonlocal done
-            kind, value = message
-            if kind == "error":
-                raise value
-            if kind == "bytes":
-                on_bytes(value)
-            elif kind == "counts":
-                received.append(value)
-            else:
-                done += 1
+        inbox = WorkerMessages(received.append, on_bytes)
+        handle = inbox.handle
 
         def drain_then(n: int) -> None:
             on_bytes(n)
@@ -195,7 +202,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                     return
 
         total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then).counter()
-        while done < len(workers):
+        while inbox.done < len(workers):
             while received:
                 add_packed(total, received.pop())
             try:
@@ -242,22 +249,12 @@ def count_stream_pretokens(
     for w in procs:
         w.start()
     total: Counter[bytes] = Counter()
-    done = 0
-
-    def handle(message) -> None:
-        nonlocal done
-        kind, value = message
-        if kind == "error":
-            raise value
-        if kind == "counts":
-            add_packed(total, value)
-        else:
-            done += 1
+    inbox = WorkerMessages(lambda packed: add_packed(total, packed))
 
     def merge_next(timeout: float) -> None:
         """Merge the next message from the workers, if one comes in ``timeout`` s; a dead worker is an error."""
         try:
-            handle(messages.get(timeout=timeout))
+            inbox.handle(messages.get(timeout=timeout))
         except queue.Empty:
             if not all(w.is_alive() for w in procs):
                 raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers") from None
@@ -276,7 +273,7 @@ def count_stream_pretokens(
             advance(piece)
         for _ in procs:
             hand_over(None)
-        while done < len(procs):
+        while inbox.done < len(procs):
             merge_next(0.5)
         return total
     finally:
