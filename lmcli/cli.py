@@ -320,7 +320,7 @@ def import_(
 @command("plot")
 def plot(
     runs: Annotated[Optional[list[str]], typer.Argument(help="Run directories or run names in the workspace's runs/ \\[default: every run].", show_default=False)] = None,
-    metric: Annotated[str, typer.Option("--metric", "-m", help="val_loss, train_loss, lr or grad_norm.")] = "val_loss",
+    metric: Annotated[str, typer.Option("--metric", "-m", help="val_loss, train_loss, lr, grad_norm, val_bpb, or val_loss/NAME (val_bpb/NAME) of a mixture's source.")] = "val_loss",
     x: Annotated[str, typer.Option("--x", help="x axis: step, tokens or time (wall-clock).")] = "step",
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Image to write (.png, .pdf, .svg) \\[default: curves.png, or none with --terminal].", show_default=False)] = None,
     terminal: Annotated[bool, typer.Option("--terminal", "-t", help="Draw the curves in the terminal (braille characters).")] = False,

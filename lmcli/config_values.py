@@ -44,6 +44,10 @@ def checked_value(key: str, value: Any, kind: Any) -> Any:
             except LmcliError:
                 continue
         raise LmcliError(f"{key} must be {' or '.join(map(_type_name, args))}, got {shown(value)}")
+    if dataclasses.is_dataclass(kind):  # a table of its own, e.g. one source of a data mixture
+        if not isinstance(value, dict):
+            raise LmcliError(f"{key} must be {_type_name(kind)}, got {shown(value)}")
+        return dataclass_from_table(kind, key, value)
     if origin is Literal:
         if value not in args:
             raise LmcliError(f"{key} must be one of {', '.join(map(repr, args))}; got {shown(value)}")
@@ -73,7 +77,11 @@ def shown(value: Any, limit: int = 60) -> str:
 
 
 def _type_name(kind: Any) -> str:
+    if dataclasses.is_dataclass(kind):
+        return "a table {" + ", ".join(f.name for f in dataclasses.fields(kind)) + "}"
     if typing.get_origin(kind) is tuple:
         item = typing.get_args(kind)[0]
+        if dataclasses.is_dataclass(item):
+            return "a list of tables {" + ", ".join(f.name for f in dataclasses.fields(item)) + "}"
         return "a list of " + {int: "integers", float: "numbers", str: "strings"}.get(item, str(item))
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(kind, str(kind))

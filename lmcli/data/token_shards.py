@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -49,16 +50,46 @@ def shard_paths(spec: str | Sequence[str], resolve: Callable[[str], Path] = Path
     return paths
 
 
-class TokenShards:
-    """Token-id arrays read as one dataset of context windows."""
+@dataclass(frozen=True)
+class ShardGroup:
+    """One source of a mixture: a run of consecutive shards, drawn from with a weight."""
 
-    def __init__(self, arrays: Sequence[np.ndarray], paths: Sequence[Path] = ()):
+    name: str
+    weight: float
+    shards: int  # how many shards, following those of the groups before it
+
+
+class TokenShards:
+    """Token-id arrays read as one dataset of context windows; as a mixture, its shards fall into
+    ``groups`` (sources), which training draws windows from by weight (``training.data.draw_positions``)."""
+
+    def __init__(self, arrays: Sequence[np.ndarray], paths: Sequence[Path] = (), groups: Sequence[ShardGroup] = ()):
         self.arrays, self.paths = list(arrays), list(paths)
+        self.groups = list(groups) or [ShardGroup("", 1.0, len(self.arrays))]
 
     @classmethod
     def open(cls, paths: Sequence[Path], what: str, context: int) -> TokenShards:
         """Memory-map every shard, each long enough for one window of ``context + 1`` ids."""
         return cls([open_token_ids(p, what, context + 1) for p in paths], paths)
+
+    @classmethod
+    def mixture(cls, sources: Sequence[tuple[str, float, Sequence[Path]]], what: str, context: int) -> TokenShards:
+        """The shards of every (name, weight, paths) source, one group each, in order."""
+        parts = [cls.open(paths, f"{what} ({name})" if len(sources) > 1 else what, context) for name, _, paths in sources]
+        groups = [ShardGroup(name, weight, len(part.arrays)) for (name, weight, _), part in zip(sources, parts)]
+        return cls([a for part in parts for a in part.arrays], [p for part in parts for p in part.paths], groups)
+
+    def group(self, index: int) -> TokenShards:
+        """The shards of one group, as a dataset of their own."""
+        first = sum(g.shards for g in self.groups[:index])
+        end = first + self.groups[index].shards
+        return TokenShards(self.arrays[first:end], self.paths[first:end])
+
+    def group_windows(self, context: int) -> np.ndarray:
+        """How many windows each group has (see ``num_windows``)."""
+        ends = np.cumsum([g.shards for g in self.groups])
+        per_shard = np.concatenate([[0], np.cumsum(self._starts_per_shard(context))])
+        return per_shard[ends] - per_shard[ends - np.array([g.shards for g in self.groups])]
 
     def __len__(self) -> int:
         return sum(len(a) for a in self.arrays)

@@ -32,6 +32,7 @@ METRICS = {
     "lr": ("train", "lr", "learning rate"),
     "grad_norm": ("train", "grad_norm", "gradient norm (before clipping)"),
 }
+PER_SOURCE = {"val_loss": "validation loss", "val_bpb": "validation bits per byte"}  # val_loss/NAME: a mixture's source
 X_AXES = ("step", "tokens", "time")
 TIME_UNITS = ((3600, "hours"), (60, "minutes"), (1, "seconds"))
 
@@ -46,7 +47,7 @@ class Curve:
 
 def curve_points(run: Run, metric: str, x_axis: str) -> tuple[list[float], list[float]]:
     """(xs, ys) of ``metric`` against ``x_axis`` ("step", "tokens" or "time" in seconds)."""
-    kind, key, _ = METRICS[metric]
+    kind, key, _ = metric_spec(metric)
     elapsed_at = {r["step"]: r["elapsed_s"] for r in run.series("train", "elapsed_s")}
     xs, ys = [], []
     for row in run.series(kind, key):
@@ -55,6 +56,17 @@ def curve_points(run: Run, metric: str, x_axis: str) -> tuple[list[float], list[
             xs.append(float(x))
             ys.append(float(row[key]))
     return xs, ys
+
+
+def metric_spec(metric: str) -> tuple[str, str, str]:
+    """(row kind, row key, axis label) of a metric: one of METRICS, val_bpb, or val_loss/NAME and
+    val_bpb/NAME for the source NAME of a mixture; an error naming the choices otherwise."""
+    if metric in METRICS:
+        return METRICS[metric]
+    base, _, source = metric.partition("/")
+    if base in PER_SOURCE and (source or base != "val_loss"):
+        return "eval", metric, PER_SOURCE[base] + (f" ({source})" if source else "")
+    raise LmcliError(f"unknown metric {metric!r} (choose {', '.join(METRICS)}, val_bpb, or val_loss/NAME for a mixture's source)")
 
 
 def flat_config(run: Run) -> dict[str, Any]:
@@ -90,8 +102,7 @@ def legend_labels(runs: list[Run]) -> list[str]:
 def build_curves(runs: list[Run], metric: str, x_axis: str) -> tuple[list[Curve], list[str]]:
     """The curves of the runs that have points for ``metric``, and the names of those that have
     none yet (left out); an error when no run has any."""
-    if metric not in METRICS:
-        raise LmcliError(f"unknown metric {metric!r} (choose {', '.join(METRICS)})")
+    metric_spec(metric)
     if x_axis not in X_AXES:
         raise LmcliError(f"unknown x axis {x_axis!r} (choose {', '.join(X_AXES)})")
     curves, left_out = [], []
@@ -115,10 +126,10 @@ def time_unit(curves: list[Curve]) -> tuple[float, str]:
 def axis_labels(curves: list[Curve], metric: str, x_axis: str) -> tuple[list[Curve], str, str]:
     """Curves with their x scaled for display, and the x and y axis labels."""
     if x_axis != "time":
-        return curves, {"step": "step", "tokens": "tokens processed"}[x_axis], METRICS[metric][2]
+        return curves, {"step": "step", "tokens": "tokens processed"}[x_axis], metric_spec(metric)[2]
     scale, unit = time_unit(curves)
     scaled = [Curve(c.label, [x / scale for x in c.xs], c.ys, c.diverged) for c in curves]
-    return scaled, f"wall-clock time ({unit})", METRICS[metric][2]
+    return scaled, f"wall-clock time ({unit})", metric_spec(metric)[2]
 
 
 def loss_ceiling(curves: list[Curve]) -> float | None:

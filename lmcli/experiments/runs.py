@@ -92,6 +92,13 @@ class Run:
         return final[-1]["val_bpb"] if final else None
 
     @property
+    def final_val_by_source(self) -> dict[str, float]:
+        """A mixture's final validation loss of each source (empty for one dataset)."""
+        final = self.series("final_eval", "val_loss")
+        prefix = "val_loss/"
+        return {k[len(prefix):]: v for k, v in final[-1].items() if k.startswith(prefix)} if final else {}
+
+    @property
     def tokens_per_s(self) -> float | None:
         """Median over the logged intervals: robust to the slow first steps and to evaluation pauses."""
         speeds = [r["tokens_per_s"] for r in self.series("train", "tokens_per_s")]
@@ -113,6 +120,7 @@ class Run:
             "best_val_loss": self.best_val_loss,
             "final_val_loss": finite_or_none(self.final_val_loss),
             "final_val_bpb": self.final_val_bpb,
+            "final_val_by_source": self.final_val_by_source,
             "tokens_per_s": self.tokens_per_s,
             "elapsed_s": self.elapsed_s,
             "problem": self.problem,

@@ -29,12 +29,37 @@ from lmcli.toml_config import apply_override, read_toml
 
 
 @dataclass(frozen=True)
+class DataSource:
+    """One source of a mixture: its token files, how often a window is drawn from it, a name for reports."""
+
+    path: str | tuple[str, ...]  # as data.train: a .npy, a glob, a shard directory, or a list of them
+    weight: float = 1.0  # relative: the share of windows drawn from this source is weight / sum of weights
+    name: str = ""  # in reports (val_loss/NAME); default: the path's file name without its suffix
+
+
+Data = str | tuple[str, ...] | tuple[DataSource, ...]
+
+
+@dataclass(frozen=True)
 class DataConfig:
-    # token ids from `lmcli encode`: a .npy path, a glob pattern or a list of them (shards);
-    # relative paths live in the workspace
-    train: str | tuple[str, ...] = "data/train.npy"
-    valid: str | tuple[str, ...] = "data/valid.npy"
+    # token ids from `lmcli encode`: a .npy path, a glob pattern, a shard directory or a list of them;
+    # or a mixture, a list of tables {path, weight, name}. Relative paths live in the workspace.
+    train: Data = "data/train.npy"
+    valid: Data = "data/valid.npy"
     tokenizer: str = "tokenizer"  # the tokenizer directory the ids were encoded with
+
+    def sources(self, split: str) -> tuple[DataSource, ...]:
+        """``train`` or ``valid`` as a mixture (one source of weight 1 when it is not one), names filled in."""
+        value = getattr(self, split)
+        if not (isinstance(value, tuple) and value and isinstance(value[0], DataSource)):
+            return (DataSource(value, 1.0, split),)
+        return tuple(dataclasses.replace(s, name=s.name or source_name(s.path)) for s in value)
+
+
+def source_name(path: str | tuple[str, ...]) -> str:
+    """A mixture source's default name: its (first) path's file name, without suffix."""
+    first = path if isinstance(path, str) else path[0]
+    return Path(first.rstrip("/")).name.split(".")[0] or first
 
 
 @dataclass(frozen=True)
@@ -224,6 +249,14 @@ def check_config(config: TrainConfig) -> None:
     if o.name == "muon" and not (o.muon_lr > 0 and 0 <= o.muon_momentum < 1 and o.muon_weight_decay >= 0):
         raise LmcliError("optimizer.muon_lr must be positive, optimizer.muon_momentum in [0, 1) and "
                          "optimizer.muon_weight_decay not negative")
+    for split in ("train", "valid"):
+        sources = config.data.sources(split)
+        if any(not (s.weight > 0) for s in sources):
+            raise LmcliError(f"data.{split}: every source's weight must be positive, got {[s.weight for s in sources]}")
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            raise LmcliError(f"data.{split}: two sources are named {sorted(n for n in names if names.count(n) > 1)[0]!r}: "
+                             "give each a distinct name")
     if not 0 < o.decay_fraction <= 1:
         raise LmcliError(f"optimizer.decay_fraction must be in (0, 1], got {o.decay_fraction}")
     if o.warmup_steps > config.cosine_steps:
@@ -245,6 +278,8 @@ def _toml_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, list):
+    if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):  # an inline table: one source of a data mixture
+        return "{" + ", ".join(f"{key} = {_toml_value(v)}" for key, v in value.items()) + "}"
     return json.dumps(value)  # a JSON string is a valid TOML basic string

@@ -32,6 +32,7 @@ from lmcli.tokenizer.encode_file import check_encoded_with
 from lmcli.tokenizer.files import load_vocab, read_meta, tokenizer_fingerprint, tokenizer_paths
 
 SCAN_CHUNK = 1 << 24  # ids per chunk when scanning a memmap (64 MiB of uint32 at most)
+Source = tuple[str, float, Sequence[Path]]  # a dataset of a mixture: name, weight, its token files
 
 
 def get_batch(
@@ -46,8 +47,17 @@ def get_batch(
 def draw_positions(
     data: TokenShards, batch_size: int, context_length: int, generator: torch.Generator | None = None
 ) -> np.ndarray:
-    """``batch_size`` uniformly random window positions of ``data`` (see ``TokenShards``)."""
-    return torch.randint(data.num_windows(context_length), (batch_size,), generator=generator).numpy()
+    """``batch_size`` uniformly random window positions of ``data`` (see ``TokenShards``). A mixture
+    first draws each window's source by weight, then a uniform window of that source: one seeded
+    stream either way, so a resumed run draws what the uninterrupted one would have."""
+    if len(data.groups) == 1:
+        return torch.randint(data.num_windows(context_length), (batch_size,), generator=generator).numpy()
+    windows = data.group_windows(context_length)
+    first = np.concatenate([[0], np.cumsum(windows)[:-1]])
+    weights = torch.tensor([g.weight for g in data.groups], dtype=torch.float64)
+    sources = torch.multinomial(weights, batch_size, replacement=True, generator=generator).numpy()
+    uniform = torch.rand(batch_size, dtype=torch.float64, generator=generator).numpy()  # 53 bits: no bias for any size
+    return first[sources] + np.minimum((uniform * windows[sources]).astype(np.int64), windows[sources] - 1)
 
 
 def read_batch(
@@ -133,14 +143,16 @@ def text_bytes_per_id(tokenizer_dir: Path) -> np.ndarray:
 
 
 def load_training_data(
-    train_paths: Sequence[Path], valid_paths: Sequence[Path], tokenizer_dir: Path, vocab_size: int,
+    train_sources: Sequence[Source], valid_sources: Sequence[Source], tokenizer_dir: Path, vocab_size: int,
     context_length: int, progress: Progress = SILENT,
 ) -> TrainingData:
-    """Open and check everything a run reads (every shard, every id), so bad input fails before the first step."""
+    """Open and check everything a run reads (every shard, every id), so bad input fails before the first step.
+    Each split is a list of (name, weight, paths) sources: one for a plain dataset, several for a mixture."""
     fingerprint = check_tokenizer(tokenizer_dir, vocab_size)
-    check_encoded_with([*train_paths, *valid_paths], fingerprint, f"the tokenizer in {tokenizer_dir} (data.tokenizer)")
-    train = TokenShards.open(train_paths, "training data", context_length)
-    valid = TokenShards.open(valid_paths, "validation data", context_length)
+    every_path = [p for sources in (train_sources, valid_sources) for _, _, paths in sources for p in paths]
+    check_encoded_with(every_path, fingerprint, f"the tokenizer in {tokenizer_dir} (data.tokenizer)")
+    train = TokenShards.mixture(train_sources, "training data", context_length)
+    valid = TokenShards.mixture(valid_sources, "validation data", context_length)
     train_stats = scan_shards(train, vocab_size, progress)
     scan_shards(valid, vocab_size, progress)
     return TrainingData(train, valid, train_stats, tokenizer_dir, fingerprint, text_bytes_per_id(tokenizer_dir))

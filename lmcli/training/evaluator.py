@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -45,32 +45,63 @@ Batch = tuple[torch.Tensor, torch.Tensor]
 class Validation:
     loss: float  # mean cross-entropy, nats per predicted token
     bits_per_byte: float | None  # None when the bytes per id are unknown
+    tokens: float = 0.0  # the predicted tokens it averages over
+    text_bytes: float = 0.0  # the bytes of text they stand for
+    sources: dict[str, Validation] = field(default_factory=dict)  # each source of a mixture's own
+
+    def rows(self) -> dict[str, float]:
+        """What a metrics row adds for a mixture: ``val_loss/NAME`` and ``val_bpb/NAME`` of each source."""
+        row = {}
+        for name, part in self.sources.items():
+            row[f"val_loss/{name}"] = part.loss
+            row[f"val_bpb/{name}"] = part.bits_per_byte
+        return row
+
+
+def combined(parts: dict[str, Validation]) -> Validation:
+    """One validation of several sources: every predicted token of all of them counted once."""
+    tokens, text = sum(p.tokens for p in parts.values()), sum(p.text_bytes for p in parts.values())
+    loss_sum = sum(p.loss * p.tokens for p in parts.values())
+    return Validation(loss_sum / tokens if tokens else math.nan, loss_sum / math.log(2) / text if text else None,
+                      tokens, text, parts)
 
 
 class Evaluator:
+    """Validation of a run: its data, or each source of a mixture apart and all of them together."""
+
     def __init__(self, valid: TokenShards, config: TrainConfig, runtime: Runtime, plan: BatchPlan,
                  text_bytes: np.ndarray | None = None):
         t = config.training
-        self.valid, self.runtime, self.plan = valid, runtime, plan
+        self.runtime, self.plan = runtime, plan
         self.text_bytes = None if text_bytes is None else torch.as_tensor(text_bytes, device=runtime.device)
         self.context = config.model.context_length
         self.interval, self.max_steps, self.final_tokens = t.eval_interval, config.max_steps, t.final_eval_tokens
+        self.sources = {g.name: valid.group(i) for i, g in enumerate(valid.groups)} if len(valid.groups) > 1 else {"": valid}
         generator = torch.Generator().manual_seed(t.seed + 1)
-        positions = [draw_positions(valid, t.batch_size, self.context, generator) for _ in range(t.eval_batches)]
-        self.batches = [(read_batch(valid, micro, self.context, runtime.device), 1.0)
-                        for batch in positions for micro in plan.micro_batches(batch)]
+        self.batches = {}
+        for name, data in self.sources.items():
+            positions = [draw_positions(data, t.batch_size, self.context, generator) for _ in range(t.eval_batches)]
+            self.batches[name] = [(read_batch(data, micro, self.context, runtime.device), 1.0)
+                                  for batch in positions for micro in plan.micro_batches(batch)]
 
     def due(self, step: int) -> bool:
         return step % self.interval == 0 or step == self.max_steps
 
     def evaluate(self, model: torch.nn.Module) -> Validation:
         """The loss on the fixed validation batches."""
-        return mean_loss(model, self.batches, self.runtime, self.plan.micro_batch_size, self.text_bytes)
+        return self._per_source(lambda name, data: mean_loss(model, self.batches[name], self.runtime,
+                                                             self.plan.micro_batch_size, self.text_bytes))
 
     def final(self, model: torch.nn.Module, progress: Progress = SILENT) -> Validation:
-        """The loss over the whole validation data (or its first ``final_eval_tokens``)."""
-        return validation_loss(model, self.valid, self.plan, self.context, self.final_tokens, self.runtime, progress,
-                               text_bytes=self.text_bytes)
+        """The loss over the whole validation data (or its first ``final_eval_tokens`` of each source)."""
+        return self._per_source(lambda name, data: validation_loss(
+            model, data, self.plan, self.context, self.final_tokens, self.runtime, progress,
+            description=f"final validation {name}".strip(), text_bytes=self.text_bytes))
+
+    def _per_source(self, measure) -> Validation:
+        if list(self.sources) == [""]:
+            return measure("", self.sources[""])
+        return combined({name: measure(name, data) for name, data in self.sources.items()})
 
 
 @torch.no_grad()
@@ -91,7 +122,8 @@ def mean_loss(
             loss = model(x, targets=y)
         totals += torch.stack([loss.to(dtype) * tokens, tokens, text]) * weight
     loss_sum, count, text_sum = all_reduce_sum(totals).tolist()
-    return Validation(loss_sum / count if count else math.nan, loss_sum / math.log(2) / text_sum if text_sum else None)
+    return Validation(loss_sum / count if count else math.nan, loss_sum / math.log(2) / text_sum if text_sum else None,
+                      count, text_sum)
 
 
 def padded(x: torch.Tensor, y: torch.Tensor, rows: int) -> Batch:

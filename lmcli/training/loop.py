@@ -126,7 +126,7 @@ def train(
                 validation = evaluator.evaluate(model.evaluated)
                 val_loss = validation.loss
                 events.on_row({"kind": "eval", "step": step, "tokens": step * tokens_per_step, "val_loss": val_loss,
-                               "val_perplexity": perplexity(val_loss), "val_bpb": validation.bits_per_byte})
+                               "val_perplexity": perplexity(val_loss), "val_bpb": validation.bits_per_byte, **validation.rows()})
                 events.on_note(f"step {step:,}: train loss {loss_value:.4f}, val loss {val_loss:.4f}, lr {lr:.2e}, "
                                f"{tokens_per_s:,.0f} tokens/s")
                 if val_loss < state.best_val_loss:
@@ -146,7 +146,8 @@ def train(
     checkpointer.wait()
     final_val_loss = final.loss
     events.on_row({"kind": "final_eval", "step": config.max_steps, "tokens": config.max_steps * tokens_per_step,
-                   "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss), "val_bpb": final.bits_per_byte})
+                   "val_loss": final_val_loss, "val_perplexity": perplexity(final_val_loss), "val_bpb": final.bits_per_byte,
+                   **final.rows()})
     return TrainResult(state, loss_value, final_val_loss, meter.first_step_s, final.bits_per_byte)
 
 

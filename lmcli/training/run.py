@@ -114,7 +114,7 @@ def run_training(
             raise LmcliError(f"the tokenizer in {tokenizer_dir} (data.tokenizer) is not the one {spec.init_from} was "
                              "trained with: encode the data with that tokenizer and point data.tokenizer at it")
     data = load_training_data(
-        shard_paths(config.data.train, resolve), shard_paths(config.data.valid, resolve), resolve(config.data.tokenizer),
+        data_sources(config, "train", resolve), data_sources(config, "valid", resolve), resolve(config.data.tokenizer),
         config.model.vocab_size, config.model.context_length, progress if world.is_main else SILENT,
     )
     if checkpoint is not None and checkpoint["tokenizer"]["fingerprint"] != data.tokenizer_fingerprint:
@@ -124,6 +124,11 @@ def run_training(
                         list(observers) if world.is_main else [], progress if world.is_main else SILENT, init)
     distributed.stop()  # after an error the group stays up, so the ranks can agree which one reports it
     return summary
+
+
+def data_sources(config: TrainConfig, split: str, resolve) -> list[tuple[str, float, list[Path]]]:
+    """``data.train`` or ``data.valid`` as (name, weight, token files) sources."""
+    return [(s.name, s.weight, shard_paths(s.path, resolve)) for s in config.data.sources(split)]
 
 
 def with_vocab_multiple(config: TrainConfig, on_cuda: bool) -> TrainConfig:

@@ -120,3 +120,19 @@ def test_auto_compiles_a_cpu_run_only_when_it_is_long_enough_and_can_build(monke
     monkeypatch.setattr(device.shutil, "which", lambda name: "/usr/bin/c++")
     monkeypatch.setattr(device.sysconfig, "get_paths", lambda: {"include": "/nowhere"})  # no Python headers
     assert not setup_runtime("cpu", "auto", "auto", 0.0, training_flops=hours).compile
+
+
+def test_a_mixture_draws_its_sources_by_weight_and_windows_uniformly_within_each():
+    from lmcli.data.token_shards import ShardGroup
+
+    arrays = [np.arange(1000), np.arange(500), np.arange(1500)]  # source a: the first; b: the other two
+    data = TokenShards(arrays, groups=[ShardGroup("a", 0.7, 1), ShardGroup("b", 0.3, 2)])
+    assert list(data.group_windows(10)) == [990, 490 + 1490]
+    positions = draw_positions(data, 40_000, 10, torch.Generator().manual_seed(0))
+    share_a = np.mean(positions < 990)
+    assert abs(share_a - 0.7) < 0.01  # 4 standard deviations: 0.0092
+    in_b = positions[positions >= 990] - 990
+    assert abs(np.mean(in_b < 490) - 490 / 1980) < 0.015  # uniform over b's windows, both shards
+    assert positions.max() < data.num_windows(10)
+    again = draw_positions(data, 40_000, 10, torch.Generator().manual_seed(0))
+    assert np.array_equal(positions, again)  # one seeded stream

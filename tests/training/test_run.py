@@ -434,3 +434,44 @@ def test_z_loss_is_trained_on_and_reported_apart_from_the_cross_entropy(cli, wor
     assert z[1]["loss"] != plain[1]["loss"]  # the update differs: the z-loss was trained on
     result = cli("train", "--config", config, "--name", "bad", "--set", "training.z_loss=-1")
     assert result.exit_code == 1 and result.stderr == "error: training.z_loss must not be negative, got -1.0\n"
+
+
+MIXTURE = """
+[data]
+train = [{path = "data/story.npy", weight = 3.0}, {path = ["data/code-*.npy"], weight = 1.0, name = "code"}]
+valid = [{path = "data/valid.npy", name = "story"}, {path = "data/code-valid.npy", name = "code"}]
+"""
+
+
+def test_a_mixture_trains_reports_each_source_and_resumes_bit_for_bit(cli, workspace, config, tmp_path):
+    data = workspace / "data"
+    np.save(data / "story.npy", np.frombuffer(_text(3000, 2), dtype=np.uint8).astype(np.uint16))
+    code = np.frombuffer(b"def f(x):\n    return x + 1\n" * 300, dtype=np.uint8).astype(np.uint16)
+    np.save(data / "code-0.npy", code[:4000])
+    np.save(data / "code-1.npy", code[4000:])
+    np.save(data / "code-valid.npy", code[:2000])
+    mixed = tmp_path / "mixed.toml"
+    mixed.write_text(f'extends = "{config}"\n{MIXTURE}')
+    assert cli("train", "--config", str(mixed), "--name", "straight").exit_code == 0
+
+    class CtrlCAtStep20(TrainObserver):
+        def on_step(self, step: int) -> None:
+            if step == 20:
+                signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(RunSpec(config=str(mixed), name="split"), Workspace(workspace), [CtrlCAtStep20()])
+    assert cli("train", "--resume", "split", "--quiet").exit_code == 0
+    straight, split = workspace / "runs" / "straight", workspace / "runs" / "split"
+    assert [r["loss"] for r in _rows(straight, "train")] == [r["loss"] for r in _rows(split, "train")]
+    evals = _rows(straight, "eval")
+    assert all({"val_loss/code", "val_loss/story", "val_bpb/code"} <= set(row) for row in evals)
+    final = _rows(straight, "final_eval")[-1]
+    low, high = sorted((final["val_loss/code"], final["val_loss/story"]))
+    assert low < final["val_loss"] < high  # the tokens of both, together
+    listed = {r["name"]: r for r in json.loads(cli("runs", "--json").stdout)["runs"]}
+    assert listed["straight"]["final_val_by_source"] == {"story": final["val_loss/story"], "code": final["val_loss/code"]}
+    assert cli("plot", "straight", "--metric", "val_loss/code", "--terminal").exit_code == 0
+    assert "unknown metric 'val_loss/'" in cli("plot", "straight", "--metric", "val_loss/").stderr
+    assert cli("train", "--config", str(mixed), "--name", "bad", "--set",
+               'data.train=[{path = "data/story.npy", weight = 0.0}]').stderr.startswith("error: data.train: every source's weight")

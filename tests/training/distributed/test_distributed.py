@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -328,3 +329,21 @@ def test_muon_takes_the_same_steps_on_two_processes(workspace, way):
     assert run.returncode == 0, run.stderr
     assert loss_difference(losses(one), losses(workspace / "runs" / f"muon-{way}")) < LOSS_RTOL
     assert weight_difference(weights(one), weights(workspace / "runs" / f"muon-{way}")) < WEIGHT_RTOL
+
+
+def test_a_mixture_takes_the_same_steps_on_two_processes(workspace):
+    """The windows (and their sources) are drawn once for the global batch, then split over the ranks."""
+    data = workspace / "data"
+    train = np.load(data / "train.npy")
+    np.save(data / "mix-a.npy", train[: len(train) // 3])
+    np.save(data / "mix-b.npy", train[len(train) // 3 :])
+    mixture = ["--set", 'data.train=[{path = "data/mix-a.npy", weight = 1.0}, {path = "data/mix-b.npy", weight = 3.0}]',
+               "--set", 'data.valid=[{path = "data/valid.npy", name = "v"}, {path = "data/mix-a.npy", name = "a"}]']
+    one = train_in_process(workspace, "mix-one", *STEPS[1::2], *mixture[1::2])
+    two = lmcli(workspace, *config_args(workspace, "mix-ddp"), *STEPS, *MICRO, *mixture, "--nproc", "2")
+    assert two.returncode == 0, two.stderr
+    assert loss_difference(losses(one), losses(workspace / "runs" / "mix-ddp")) < LOSS_RTOL
+    for key in ("val_loss/a", "val_loss/v", "val_loss"):  # each source's validation, and both together
+        ours, theirs = losses(one, "eval", key), losses(workspace / "runs" / "mix-ddp", "eval", key)
+        assert len(ours) == len(theirs) == 2 and max(abs(x - y) / x for x, y in zip(ours, theirs)) < LOSS_RTOL
+    assert weight_difference(weights(one), weights(workspace / "runs" / "mix-ddp")) < WEIGHT_RTOL
