@@ -39,6 +39,7 @@ import json
 import lzma
 import math
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -238,11 +239,46 @@ def plot(results: dict[str, dict], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
+def clean_speed(name: str, config: Path, sets: list[str], rates: dict[str, float], round_: int = 0) -> float:
+    """Training tokens/s of the variant alone on the machine: 40 steps without evaluations, the median
+    rate of its logged intervals after the first (what the time ratios use)."""
+    quiet = ["training.max_steps=40", "training.eval_interval=1000", "training.final_eval_tokens=2048",
+             "training.checkpoint_interval=1000", "optimizer.warmup_steps=2"]
+    run = f"recipe-speed-{name}-{round_}"
+    train_one(run, config, sets + [f"{k}={v:.4g}" for k, v in rates.items()] + quiet)
+    return statistics.median(r["tokens_per_s"] for r in rows(WORK / "ws" / "runs" / run, "train")[1:])
+
+
+def budget_ratio(name: str, config: Path, sets: list[str], rates: dict[str, float], steps: int, target: float,
+                 full: float) -> float | None:
+    """The fraction of the baseline's tokens the variant needs to reach ``target`` when it plans for
+    that budget (its schedule decaying at its own end): runs of 7/8, 6/8, ... of the steps, down to
+    the first that ends above the target, interpolated between the two budgets around it (``full``:
+    its final loss with all the steps). None when even the full budget ends above the target."""
+    if full > target:
+        return None
+    above, below = None, (1.0, full)
+    for eighths in range(7, 2, -1):
+        fraction = eighths / 8
+        run = f"recipe-budget-{name}-{eighths}of8"
+        loss = train_one(run, config, sets + [f"{k}={v:.4g}" for k, v in rates.items()]
+                         + [f"training.max_steps={round(steps * fraction)}"])["final_val_loss"]
+        if loss is None or loss > target:
+            above = (fraction, loss)
+            break
+        below = (fraction, loss)
+    if above is None or above[1] is None:
+        return below[0]
+    (f0, l0), (f1, l1) = above, below
+    return f0 + (f1 - f0) * (l0 - target) / (l0 - l1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=300, help="steps of every run (a multiple of 10)")
     parser.add_argument("--only", nargs="*", default=list(VARIANTS), help="variants to measure (baseline always)")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "recipe-curves.png")
+    parser.add_argument("--reuse", type=Path, help="a report.json of an earlier run: its speeds (and budgets it lacks) are measured again")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     prepare_data()
@@ -251,12 +287,44 @@ def main() -> None:
     config.write_text(BASE_CONFIG.format(lr=BASE_LR, min_lr=BASE_LR / 10, warmup=args.steps // 20, steps=args.steps,
                                          eval_interval=args.steps // 10))
     lmcli("runs")  # the workspace exists
-    for stale in (WORK / "ws" / "runs").glob("recipe-*"):  # every measurement from scratch
-        subprocess.run(["rm", "-rf", str(stale)], check=True)
-    for stale in (WORK / "ws" / "sweeps").glob("recipe-*"):
-        subprocess.run(["rm", "-rf", str(stale)], check=True)
+    # every measurement from scratch (with --reuse, the speeds and budgets)
+    patterns = ["runs/recipe-speed-*"] if args.reuse else ["runs/recipe-*", "sweeps/recipe-*"]
+    for stale in [p for pattern in patterns for p in (WORK / "ws").glob(pattern)]:
+        shutil.rmtree(stale)
 
     print(f"recipe benchmark: {args.steps} steps of 16 x 128 tokens per run, 3 learning rates per variant", flush=True)
+    report = json.loads(args.reuse.read_text()) if args.reuse else measure(args, config)
+    results, base_rates = report["variants"], report["variants"]["baseline"]["values"]
+    target = results["baseline"]["final_val_loss"]
+    for name in BUDGETED:
+        r = results[name]
+        if "budget_ratio" not in r:  # (a reused report may have them)
+            r["budget_ratio"] = budget_ratio(name, config, r["sets"], rates_of(r, base_rates), report["steps"], target,
+                                             r["final_val_loss"])
+            print(f"  {name}: {r['budget_ratio']} of the baseline's tokens at its own budget", flush=True)
+    print(f"speeds: each variant alone, {SPEED_ROUNDS} rounds of all of them in turn (40 steps, no evaluation)", flush=True)
+    speeds: dict[str, list[float]] = {name: [] for name in results}
+    for round_ in range(SPEED_ROUNDS):  # in turn, so that a slow moment of a shared machine spreads over all
+        for name, r in results.items():
+            speeds[name].append(clean_speed(name, config, r["sets"], rates_of(r, base_rates), round_))
+    for name, r in results.items():
+        r["tokens_per_s"] = statistics.median(speeds[name])
+        slower = results["baseline"]["tokens_per_s"] / r["tokens_per_s"]
+        r["time_ratio"] = None if r["token_ratio"] is None else r["token_ratio"] * slower
+        r["budget_time_ratio"] = None if r.get("budget_ratio") is None else r["budget_ratio"] * slower
+    WORK.joinpath("report.json").write_text(json.dumps(report, indent=1))
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return
+    print_table(report, args.out)
+
+
+BUDGETED = ("wsd", "muon", "combination")  # those whose gains justify runs at smaller budgets
+SPEED_ROUNDS = 3
+
+
+def measure(args, config: Path) -> dict:
+    """The sweeps, the combination of the winners, the stability check and the figure: the report."""
     results = {"baseline": run_variant("baseline", config, [], {"optimizer.lr": BASE_LR})}
     base_rates = rates_of(results["baseline"], {"optimizer.lr": BASE_LR})
     for name in [n for n in args.only if n != "baseline"]:
@@ -271,31 +339,35 @@ def main() -> None:
     if winners:
         results["combination"] = run_variant("combination", config, combined, combo_rates)
         results["combination"].update(compare(results["combination"], results["baseline"]))
+        results["combination"]["values"] = {**combo_rates, **results["combination"]["values"]}
     checks = {"baseline": stability("baseline", config, [], base_rates)}
     if winners:
         checks["combination"] = stability("combination", config, combined, rates_of(results["combination"], combo_rates))
     plot(results, args.out)
+    return {"steps": args.steps, "tokens_per_run": args.steps * 16 * 128, "winners": winners, "stability": checks,
+            "variants": {n: {k: v for k, v in r.items() if k != "curve"} for n, r in results.items()}}
 
-    report = {"steps": args.steps, "tokens_per_run": args.steps * 16 * 128, "winners": winners, "stability": checks,
-              "variants": {n: {k: v for k, v in r.items() if k != "curve"} for n, r in results.items()}}
-    if args.json:
-        print(json.dumps(report, indent=2))
-        return
+
+def print_table(report: dict, figure: Path) -> None:
+    results = report["variants"]
     base_final = results["baseline"]["final_val_loss"]
-    print(f"\n{'variant':<12} {'best rate':<28} {'final val':>9} {'vs base':>8} {'tokens':>7} {'time':>6}")
+
     def ratio(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}x"
 
+    print(f"\n{'variant':<12} {'best rate':<22} {'final val':>9} {'vs base':>8} {'tokens/s':>9} {'tokens':>7} {'time':>6} "
+          f"{'budget':>7} {'time':>6}")
     for name, r in results.items():
-        rate = ", ".join(f"{k.split('.')[-1]}={v}" for k, v in r["values"].items())
-        print(f"{name:<12} {rate:<28} {r['final_val_loss']:>9.4f} {r['final_val_loss'] - base_final:>+8.4f} "
-              f"{ratio(r['token_ratio']):>7} {ratio(r['time_ratio']):>6}")
-    print(f"\nwinners (token ratio < 1): {', '.join(winners) or 'none'}")
-    for name, outcomes in checks.items():
+        rate = ", ".join(f"{k.split('.')[-1]}={v:g}" for k, v in r["values"].items())
+        print(f"{name:<12} {rate:<22} {r['final_val_loss']:>9.4f} {r['final_val_loss'] - base_final:>+8.4f} "
+              f"{r['tokens_per_s']:>9,.0f} {ratio(r['token_ratio']):>7} {ratio(r['time_ratio']):>6} "
+              f"{ratio(r.get('budget_ratio')):>7} {ratio(r.get('budget_time_ratio')):>6}")
+    print(f"\nwinners (token ratio < 1): {', '.join(report['winners']) or 'none'}")
+    for name, outcomes in report["stability"].items():
         print(f"stability, {name}: " + "; ".join(
             f"x{o['factor']:g} {o['status']}, final val {o['final_val_loss'] if o['final_val_loss'] is None else round(o['final_val_loss'], 4)}"
             for o in outcomes))
-    print(f"curves: {args.out}")
+    print(f"curves: {figure}")
 
 
 if __name__ == "__main__":

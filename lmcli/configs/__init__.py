@@ -1,7 +1,9 @@
 """The bundled training configs, shipped inside the package (so a wheel install has them too).
 
 ``demo`` (the ``make demo`` model), ``tinystories`` (the CS336 base), ``tinystories-cpu``,
-``owt`` (32k vocabulary) and one file per CS336 ablation, which ``extends`` the base.
+``owt`` (32k vocabulary), one file per CS336 ablation, which ``extends`` the base, and the
+modern recipe that won in ``benchmarks/bench_recipe.py`` on each baseline: ``speedrun-demo``,
+``tinystories-speedrun``, ``owt-speedrun``.
 ``lmcli train --config NAME`` finds them by name.
 """
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from lmcli.accounting import count_params
 from lmcli.configs import CONFIGS_DIR
 from lmcli.errors import LmcliError
 from lmcli.model import TransformerLM
@@ -119,3 +120,12 @@ def test_bad_files_are_clear_errors(tmp_path):
 
 def test_defaults_alone_make_a_valid_config():
     assert config_from_dict({}) == TrainConfig()
+
+
+@pytest.mark.parametrize(("speedrun", "baseline"), [("speedrun-demo", "demo"), ("tinystories-speedrun", "tinystories"),
+                                                     ("owt-speedrun", "owt")])
+def test_speedrun_configs_keep_their_baselines_budget_and_size(speedrun, baseline):
+    fast, base = load_config(speedrun), load_config(baseline)
+    assert fast.training.total_tokens == base.training.total_tokens and fast.data == base.data
+    assert abs(count_params(fast.model) / count_params(base.model) - 1) <= 0.05
+    assert fast != base
