@@ -280,7 +280,8 @@ def test_a_killed_run_is_resumable(cli, ws):
     subprocess.run([sys.executable, "-c", script], timeout=120, cwd=Path(__file__).parents[1])
     status = {r["name"]: r for r in json.loads(cli("runs", "--json").stdout)["runs"]}["killed"]
     assert status["status"] == "resumable" and status["steps"] == 2
-    assert cli("train", "--resume", "killed").exit_code == 0
+    resumed = cli("train", "--resume", "killed")
+    assert resumed.exit_code == 0, resumed.output
 
 
 def test_messages_name_what_was_given(cli, ws, tmp_path):

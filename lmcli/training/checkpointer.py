@@ -40,6 +40,7 @@ class Checkpointer:
         self.max_steps = config.max_steps
         self.about_run = {"config": config.to_dict(), "model_config": dataclasses.asdict(config.model), "tokenizer": tokenizer}
         self.saved_step = resumed_step  # the step of the newest latest.pt, if any
+        self._latest_queued = resumed_step  # the step of the newest latest.pt written or being written
         self._writer: threading.Thread | None = None  # the write in flight
         self._error: LmcliError | None = None  # how it failed
 
@@ -48,10 +49,15 @@ class Checkpointer:
         return step % self.interval == 0 or step == self.max_steps or stopping
 
     def save_latest(self, state: TrainState) -> None:
+        if self._latest_queued == state.step:  # already written at this step (before the run's first best.pt)
+            return
+        self._latest_queued = state.step
         names = [LATEST, *([f"step-{state.step:06d}.pt"] if self.keep_interval and state.step % self.keep_interval == 0 else [])]
         self._write(state.state_dict(), names, state.step)
 
     def save_best(self, state: TrainState) -> None:
+        if self._latest_queued is None:  # never a best.pt without a latest.pt: a run killed now stays resumable
+            self.save_latest(state)
         self._write(state.weights_dict(), [BEST], state.step)
 
     def wait(self) -> None:
