@@ -217,8 +217,6 @@ def encode_file(
         raise LmcliError(f"--workers must be at least 1 (got {workers})")
     np_dtype = choose_dtype(tokenizer, dtype)
     started = time.perf_counter()
-    if source.plain:
-        workers = min(workers, max(len(chunk_ranges(source.path, tokenizer.special_tokens, chunk_bytes)), 1))
     chunks = encoded_chunks(tokenizer, source, np_dtype, workers, errors, text_field, split, chunk_bytes=chunk_bytes)
     text_bytes = units = 0
     with IdsFile(output_path, np_dtype) as out:
@@ -234,7 +232,7 @@ def encode_file(
         bytes=text_bytes,
         seconds=time.perf_counter() - started,
         dtype=np_dtype.name,
-        workers=workers,
+        workers=min(workers, max(units, 1)) if source.plain else workers,  # a text file's pool: one process per chunk at most
         chunks=units,
     )
 

@@ -191,13 +191,12 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     try:
         received: list[Packed] = []  # added once this process's own Counter exists: never two Counters at once
         inbox = WorkerMessages(received.append, on_bytes)
-        handle = inbox.handle
 
         def drain_then(n: int) -> None:
             on_bytes(n)
             while True:
                 try:
-                    handle(messages.get_nowait())
+                    inbox.handle(messages.get_nowait())
                 except queue.Empty:
                     return
 
@@ -206,7 +205,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
             while received:
                 add_packed(total, received.pop())
             try:
-                handle(messages.get(timeout=0.5))
+                inbox.handle(messages.get(timeout=0.5))
             except queue.Empty:
                 if not all(w.is_alive() for w in workers):
                     raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
@@ -238,9 +237,9 @@ def count_stream_pretokens(
         read = piece.bytes_read
 
     if workers == 1:
-        counts = PretokenCounts()
+        counts, special = PretokenCounts(), special_token_pattern(special_tokens)
         for piece in stream:
-            _add_piece(counts, piece.text, special_token_pattern(special_tokens))
+            _add_piece(counts, piece.text, special)
             advance(piece)
         return counts.counter()
     context = _context()

@@ -124,22 +124,21 @@ def expand_inputs(names: Iterable[str | os.PathLike]) -> list[TextSource]:
 
 def dataset_files(directory: Path) -> list[Path]:
     """The record files of a dataset folder, in name order."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and ".jsonl" in p.suffixes or p.suffix == ".parquet")
+    return sorted(p for p in directory.rglob("*") if p.is_file() and (".jsonl" in p.suffixes or p.suffix == ".parquet"))
 
 
 def pieces(source: TextSource, special_tokens: list[str], text_field: str = "text", errors: str = "strict",
            split: str = "train") -> Iterator[Piece]:
     """The text of a streamed source, a piece of about PIECE_CHARS at a time."""
-    if source.kind == "compressed":
+    if source.kind in ("compressed", "text"):  # (a plain file is read by byte range instead, but streams as well)
         return _compressed_text(source.path, special_tokens, errors)
-    records = {
-        "jsonl": lambda: _jsonl_records(source.path, text_field, errors),
-        "parquet": lambda: _parquet_records(source.path, text_field),
-        "dataset": lambda: _dataset_records(source.path, text_field, errors),
-        "hub": lambda: _hub_records(source.name, text_field, split),
-        "text": lambda: _compressed_text(source.path, special_tokens, errors),
-    }[source.kind]()
-    return _joined(records)
+    if source.kind == "jsonl":
+        return _joined(_jsonl_records(source.path, text_field, errors))
+    if source.kind == "parquet":
+        return _joined(_parquet_records(source.path, text_field))
+    if source.kind == "dataset":
+        return _joined(_dataset_records(source.path, text_field, errors))
+    return _joined(_hub_records(source.name, text_field, split))
 
 
 def one_stream(sources: list[TextSource], special_tokens: list[str], text_field: str = "text", errors: str = "strict",
@@ -213,7 +212,7 @@ def _zstd_blocks(raw: IO[bytes], path: Path) -> Iterator[tuple[bytes, int]]:
 def _decoded(path: Path, errors: str) -> Iterator[tuple[str, int]]:
     """(decoded text, input bytes read so far); invalid UTF-8 names its offset in the decompressed text."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors)
-    done = 0
+    done = read = 0
     for block, read in _decompressed_blocks(path):
         try:
             yield decoder.decode(block), read
@@ -222,7 +221,7 @@ def _decoded(path: Path, errors: str) -> Iterator[tuple[str, int]]:
                              "(--errors replace accepts it)") from None
         done += len(block)
     try:
-        yield decoder.decode(b"", final=True), read if done else 0
+        yield decoder.decode(b"", final=True), read
     except UnicodeDecodeError:
         raise LmcliError(f"{path}: the text ends inside a UTF-8 character (truncated?)") from None
 

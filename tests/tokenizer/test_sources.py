@@ -197,3 +197,12 @@ def test_stems_name_outputs_without_format_suffixes():
     assert sources.TextSource("a/b.jsonl.zst", "jsonl", 1).stem == "b"
     assert sources.TextSource("a/c.txt.gz", "compressed", 1).stem == "c"
     assert sources.TextSource("hf:HuggingFaceFW/fineweb-edu", "hub", 0).stem == "HuggingFaceFW-fineweb-edu"
+
+
+def test_a_dataset_folder_reads_its_record_files_only(tmp_path):
+    texts = records(30, 4)
+    (tmp_path / "ds" / "nested.parquet").mkdir(parents=True)  # a directory, whatever its name
+    pq.write_table(pa.table({"text": texts}), tmp_path / "ds" / "part.parquet")
+    (tmp_path / "ds" / "README.md").write_text("not a record file")
+    assert sources.dataset_files(tmp_path / "ds") == [tmp_path / "ds" / "part.parquet"]
+    assert "".join(p.text for p in sources.pieces(sources.open_source(tmp_path / "ds"), [EOT])) == as_text(texts)
