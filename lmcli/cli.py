@@ -128,22 +128,27 @@ def main(
 
 
 data_app = typer.Typer(no_args_is_help=True, context_settings={"help_option_names": ["-h", "--help"]})
-app.add_typer(data_app, name="data", help="Get the CS336 corpora (TinyStories, the OpenWebText sample).")
+app.add_typer(data_app, name="data", help="Get data: the CS336 corpora, any Hugging Face dataset's files, the demo corpus.")
 
 
 @command("download", group=data_app)
 def data_download(
-    dataset: Annotated[str, typer.Argument(help="tinystories (TinyStoriesV2-GPT4 train/valid) or owt-sample (owt_train/owt_valid).", show_default=False)],
-    out_dir: Annotated[Optional[Path], typer.Option("--dir", help="Where to put the files \\[default: the workspace's data/].", show_default=False)] = None,
+    dataset: Annotated[str, typer.Argument(metavar="DATASET", help="A preset, tinystories (TinyStoriesV2-GPT4 train/valid) or owt-sample (owt_train/owt_valid), or a hub dataset repository OWNER/NAME.", show_default=False)],
+    include: Annotated[Optional[list[str]], typer.Option("--include", help="Only a repository's files matching this glob pattern (repeatable), e.g. 'sample/10BT/*.parquet' \\[default: every file].", show_default=False)] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--dir", help="Where to put the files, laid out as in the repository \\[default: the workspace's data/ for a preset, data/NAME for a repository].", show_default=False)] = None,
+    cache: Annotated[bool, typer.Option("--cache", help="Keep the files in the Hugging Face cache ($HF_HOME), shared with other tools, and print their paths there, instead of copying them into --dir.")] = False,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Download a CS336 corpus from the Hugging Face hub (base URL: $LMCLI_HF_ENDPOINT or https://huggingface.co).
+    """Download a dataset's files from the Hugging Face hub, with huggingface_hub (needs lmcli[data]).
 
-    Interrupted downloads resume from their .part file on the next run; complete files are skipped.
-    owt-sample is unpacked from .gz to .txt and the .gz is deleted.
+    Interrupted transfers resume on the next run; complete files are kept. HF_ENDPOINT (a mirror),
+    HF_TOKEN, HF_HOME and HF_HUB_OFFLINE work as for every hub tool. owt-sample is unpacked from .gz
+    to .txt and the .gz deleted.
+
+    Example: lmcli data download tinystories    |    lmcli data download HuggingFaceFW/fineweb-edu --include 'sample/10BT/00*.parquet'
     """
-    run("data_download")(dataset, out_dir, workspace, json_)
+    run("data_download")(dataset, include, out_dir, cache, workspace, json_)
 
 
 @command("demo", group=data_app)

@@ -156,7 +156,7 @@ def test_a_prompt_that_is_not_utf8(cli, ws):
 
 
 def test_an_endpoint_without_a_scheme(cli, ws, monkeypatch):
-    monkeypatch.setenv("LMCLI_HF_ENDPOINT", "localhost:8000")
+    monkeypatch.setenv("HF_ENDPOINT", "localhost:8000")
     one_error_line(cli("data", "download", "tinystories"), "is not an http:// or https:// URL")
 
 

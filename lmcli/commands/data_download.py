@@ -1,4 +1,4 @@
-"""``lmcli data download``: fetch a CS336 corpus into the workspace, with a progress bar and a summary."""
+"""``lmcli data download``: fetch a preset corpus or a hub dataset's files, with progress bars and a summary."""
 
 from __future__ import annotations
 
@@ -7,17 +7,18 @@ from pathlib import Path
 from rich.filesize import decimal
 from rich.table import Table
 
-from lmcli.data.download import download_dataset
+from lmcli.data.download import default_folder, download_dataset
 from lmcli.json_output import dumps
 from lmcli.ui.console import console
 from lmcli.ui.progress import Bars
 from lmcli.workspace import Workspace
 
 
-def run(name: str, out_dir: Path | None, workspace: Path | None, as_json: bool) -> None:
-    """Download ``name`` into ``out_dir`` (default: the workspace's data directory)."""
+def run(name: str, include: list[str] | None, out_dir: Path | None, cache: bool, workspace: Path | None, as_json: bool) -> None:
+    """Download ``name`` into ``out_dir`` (default: the workspace's data directory, or a folder in it)."""
+    out_dir = out_dir or Workspace.resolve(workspace).data_dir / default_folder(name)
     with Bars() as bars:
-        summary = download_dataset(name, out_dir or Workspace.resolve(workspace).data_dir, bars)
+        summary = download_dataset(name, out_dir, include, cache, bars)
     if as_json:
         print(dumps(summary))
         return
@@ -27,3 +28,5 @@ def run(name: str, out_dir: Path | None, workspace: Path | None, as_json: bool) 
     for row in summary["files"]:
         table.add_row(row["file"], decimal(row["bytes"]), row["status"], row["path"])
     console.print(table)
+    if len(summary["files"]) > 1:
+        console.print(f"{len(summary['files'])} files, {decimal(summary['bytes'])}")

@@ -123,8 +123,17 @@ def expand_inputs(names: Iterable[str | os.PathLike]) -> list[TextSource]:
 
 
 def dataset_files(directory: Path) -> list[Path]:
-    """The record files of a dataset folder, in name order."""
-    return sorted(p for p in directory.rglob("*") if p.is_file() and (".jsonl" in p.suffixes or p.suffix == ".parquet"))
+    """The record files of a dataset folder, in name order: names ending .parquet or .jsonl[.gz|.zst|.xz].
+
+    Hidden folders (tools' bookkeeping, such as huggingface_hub's ``.cache``) and files whose
+    name goes on past those endings (a download's ``.part``) are not records.
+    """
+    record_endings = (".parquet", ".jsonl", *(f".jsonl{c}" for c in COMPRESSIONS))
+    return sorted(
+        p for p in directory.rglob("*")
+        if p.is_file() and p.name.lower().endswith(record_endings)
+        and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    )
 
 
 def pieces(source: TextSource, special_tokens: list[str], text_field: str = "text", errors: str = "strict",

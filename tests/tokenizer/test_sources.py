@@ -204,5 +204,8 @@ def test_a_dataset_folder_reads_its_record_files_only(tmp_path):
     (tmp_path / "ds" / "nested.parquet").mkdir(parents=True)  # a directory, whatever its name
     pq.write_table(pa.table({"text": texts}), tmp_path / "ds" / "part.parquet")
     (tmp_path / "ds" / "README.md").write_text("not a record file")
+    (tmp_path / "ds" / "more.jsonl.0123abcd.part").write_text('{"text": "half a downl')  # a download under way
+    (tmp_path / "ds" / ".cache" / "huggingface").mkdir(parents=True)
+    (tmp_path / "ds" / ".cache" / "huggingface" / "x.jsonl").write_text('{"text": "bookkeeping"}\n')
     assert sources.dataset_files(tmp_path / "ds") == [tmp_path / "ds" / "part.parquet"]
     assert "".join(p.text for p in sources.pieces(sources.open_source(tmp_path / "ds"), [EOT])) == as_text(texts)
