@@ -28,7 +28,9 @@ from lmcli.tokenizer.files import read_meta, tokenizer_paths
 from lmcli.ui.console import console
 from lmcli.workspace import Workspace
 
-OPTIONAL_PACKAGES = ("tiktoken", "tokenizers", "transformers", "gguf", "wandb", "matplotlib")  # gguf: export --format gguf
+OPTIONAL_PACKAGES = (  # gguf: export --format gguf; the data extra: formats, datasets and the hub
+    "tiktoken", "tokenizers", "transformers", "gguf", "wandb", "matplotlib", "pyarrow", "zstandard", "datasets", "huggingface_hub",
+)
 
 
 def installed_version(package: str) -> str | None:

@@ -37,7 +37,7 @@ def test_doctor_json_reports_the_real_environment(cli, tmp_path):
     assert report["cpu"]["logical_cores"] == psutil.cpu_count()
     assert report["memory"]["total_bytes"] == psutil.virtual_memory().total
     assert 0 < report["memory"]["available_bytes"] <= report["memory"]["total_bytes"]
-    for name in ("tiktoken", "tokenizers", "transformers", "gguf", "wandb", "matplotlib"):
+    for name in ("tiktoken", "tokenizers", "transformers", "gguf", "wandb", "matplotlib", "pyarrow", "huggingface_hub"):
         try:
             expected = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
