@@ -85,14 +85,10 @@ def ensure_bench_text() -> Path:
     return BENCH_TXT
 
 
-def run_child(code: str, input_path: Path, vocab: int, merges_out: Path) -> dict:
-    """Run one trainer in a subprocess; its result plus the peak RSS of its process tree."""
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code, str(input_path), str(vocab), EOT, str(merges_out)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    cpu_before = _children_cpu()
+def measured(argv: list[str]) -> tuple[str, dict]:
+    """Run ``argv``; its stdout, and its wall seconds, CPU seconds and peak RSS of its process tree."""
+    start, cpu_before = time.perf_counter(), _children_cpu()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     watched = psutil.Process(proc.pid)
     peak = 0
     while proc.poll() is None:
@@ -103,8 +99,15 @@ def run_child(code: str, input_path: Path, vocab: int, merges_out: Path) -> dict
         time.sleep(0.02)
     out = proc.stdout.read()
     if proc.returncode:
-        sys.exit(f"trainer failed (exit {proc.returncode})")
-    return {**json.loads(out), "peak_mb": peak / 1e6, "cpu_seconds": _children_cpu() - cpu_before}
+        sys.exit(f"{' '.join(argv[:4])} ... failed (exit {proc.returncode})")
+    usage = {"wall_seconds": time.perf_counter() - start, "cpu_seconds": _children_cpu() - cpu_before, "peak_mb": peak / 1e6}
+    return out, usage
+
+
+def run_child(code: str, input_path: Path, vocab: int, merges_out: Path) -> dict:
+    """Run one trainer in a subprocess; its result plus the peak RSS of its process tree."""
+    out, usage = measured([sys.executable, "-c", code, str(input_path), str(vocab), EOT, str(merges_out)])
+    return {**json.loads(out), "peak_mb": usage["peak_mb"], "cpu_seconds": usage["cpu_seconds"]}
 
 
 def _children_cpu() -> float:

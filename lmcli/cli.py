@@ -412,18 +412,24 @@ def eval_(
 
 @command("sweep")
 def sweep(
-    config: Annotated[str, typer.Option("--config", "-c", help="TOML config every run starts from: a path, or a bundled config name.", show_default=False)],
-    settings: Annotated[list[str], typer.Option("--set", help="section.key=v1,v2,... is an axis of the grid; a single value is a fixed override (repeatable).", show_default=False)],
-    name: Annotated[Optional[str], typer.Option("--name", help="Sweep name: runs are runs/<name>-<key>=<value>..., results sweeps/<name>/ \\[default: sweep-<config>-<timestamp>].", show_default=False)] = None,
+    config: Annotated[Optional[str], typer.Option("--config", "-c", help="TOML config every trial starts from: a path, or a bundled config name.", show_default=False)] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--set", help="section.key=v1,v2,... (or choice:v1,v2) is an axis of listed values; uniform:LO:HI, loguniform:LO:HI and int:LO:HI are ranges (random, tpe); a single value is a fixed override (repeatable).", show_default=False)] = None,
+    name: Annotated[Optional[str], typer.Option("--name", help="Sweep name, the study's name: runs are runs/<name>-..., results sweeps/<name>/ \\[default: sweep-<config>-<timestamp>].", show_default=False)] = None,
+    search: Annotated[str, typer.Option("--search", help="grid (every combination of listed values), random or tpe (Optuna's samplers; need --trials).")] = "grid",
+    trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials of a random or tpe search, shared by every worker of the study.", show_default=False)] = None,
+    prune: Annotated[str, typer.Option("--prune", help="Stop trials that cannot win at an evaluation: none, median, asha or hyperband (Optuna's pruners).")] = "none",
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=1024, help="Trials at once: one per GPU, or cores/N threads each on a CPU.")] = 1,
+    storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage shared by workers: journal:PATH, sqlite:///PATH, postgresql://... \\[default: journal:sweeps/<name>/study.log].", show_default=False)] = None,
+    resume: Annotated[Optional[str], typer.Option("--resume", help="Continue (or join) the sweep NAME as it was created.", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panels; one line per finished run and the final table.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table; one line per finished trial and the final table.")] = False,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Train every point of a grid (the cartesian product of the comma-separated --set values), one run after another.
+    """Search hyperparameters: trials are lmcli train runs, in parallel, on an Optuna study that survives being killed.
 
-    A run that diverges is marked diverged and the sweep goes on. The sweep ends with a table of final and best validation losses; sweeps/<name>/ gets sweep.json and the learning curves (val_loss.png, train_loss.png).
+    Running the same command again (or --resume NAME) skips finished trials, resumes interrupted ones from their checkpoints and starts the rest; workers on other machines join with the same --storage and --name. A run that diverges is recorded and the sweep goes on. The sweep ends with a table (and importance, for random and tpe); sweeps/<name>/ gets sweep.json and the learning curves.
 
-    Example: lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3,1e-2 --set training.max_steps=200 --name lr
+    Example: lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3,1e-2 --name lr    |    lmcli sweep --config demo --set optimizer.lr=loguniform:1e-4:3e-2 --search tpe --trials 12 --prune asha --parallel 2 --name lr-tpe
     """
-    run("sweep")(config, settings, name, device, workspace, quiet, json_)
+    run("sweep")(config, settings, name, search, trials, prune, parallel, storage, resume, device, workspace, quiet, json_)

@@ -9,9 +9,9 @@ run's lines in train.log say more). Notes are printed above it unless quiet.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from rich.console import Group
+from rich.console import Group, RenderableType
 from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
@@ -21,16 +21,18 @@ from lmcli.ui.console import err_console, format_duration, format_value
 from lmcli.ui.progress import Bars
 
 
-class TrainDisplay(TrainObserver):
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-        live = not quiet and err_console.is_terminal
-        self.bars = Bars(quiet=not live, embedded=True)
-        self.plan: RunPlan | None = None
-        self.values: dict[str, Any] = {}
-        self.live = Live(console=err_console, refresh_per_second=4, get_renderable=self._render) if live else None
+class LiveView:
+    """A rich ``Live`` view on stderr, redrawn 4 times a second from ``render()``: only on a terminal, and not when quiet."""
 
-    def __enter__(self) -> TrainDisplay:
+    def __init__(self, quiet: bool):
+        self.quiet = quiet
+        self.live = Live(console=err_console, refresh_per_second=4, get_renderable=self.render) \
+            if not quiet and err_console.is_terminal else None
+
+    def render(self) -> RenderableType:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
         if self.live is not None:
             self.live.start()
         return self
@@ -38,6 +40,14 @@ class TrainDisplay(TrainObserver):
     def __exit__(self, *exc) -> None:
         if self.live is not None:
             self.live.stop()
+
+
+class TrainDisplay(LiveView, TrainObserver):
+    def __init__(self, quiet: bool = False):
+        super().__init__(quiet)
+        self.bars = Bars(quiet=self.live is None, embedded=True)
+        self.plan: RunPlan | None = None
+        self.values: dict[str, Any] = {}
 
     def task(self, description: str, total: float | None, completed: float = 0, unit: str = "items"):
         return self.bars.task(description, total, completed, unit)
@@ -64,7 +74,7 @@ class TrainDisplay(TrainObserver):
             best = v.get("best_val_loss")
             v.update(val_loss=row["val_loss"], best_val_loss=row["val_loss"] if best is None else min(best, row["val_loss"]))
 
-    def _render(self) -> Group:
+    def render(self) -> Group:
         return Group(self.bars.rich, self._panel()) if self.plan is not None else Group(self.bars.rich)
 
     def _panel(self) -> Table:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import pytest
 
 from lmcli.commands.sweep import print_report
 from lmcli.errors import LmcliError
-from lmcli.experiments.sweep import grid_points, parse_grid, split_values
-from lmcli.tokenizer.files import save_tokenizer
+from lmcli.experiments.search_space import parse_settings, split_values
+from lmcli.experiments.study import grid_run_names
+from lmcli.ui.console import console
+from tests.tiny import tiny_workspace as make_tiny_workspace
 
 
 def test_values_split_on_top_level_commas_only():
@@ -22,15 +23,15 @@ def test_values_split_on_top_level_commas_only():
 
 
 def test_grid_is_the_cartesian_product_with_fixed_overrides_apart():
-    fixed, axes = parse_grid(["optimizer.lr=1e-3,3e-3", "training.max_steps=20", "training.batch_size=4,8"])
+    fixed, axes = parse_settings(["optimizer.lr=1e-3,3e-3", "training.max_steps=20", "training.batch_size=4,8"])
     assert fixed == ["training.max_steps=20"]
-    points = grid_points("s", axes)
-    assert [p.name for p in points] == ["s-lr=1e-3-batch_size=4", "s-lr=1e-3-batch_size=8",
-                                        "s-lr=3e-3-batch_size=4", "s-lr=3e-3-batch_size=8"]
-    assert points[1].overrides(fixed) == ["training.max_steps=20", "optimizer.lr=1e-3", "training.batch_size=8"]
+    points = grid_run_names("s", axes)
+    assert [name for _, name in points] == ["s-lr=1e-3-batch_size=4", "s-lr=1e-3-batch_size=8",
+                                            "s-lr=3e-3-batch_size=4", "s-lr=3e-3-batch_size=8"]
+    assert points[1][0] == {"optimizer.lr": "1e-3", "training.batch_size": "8"}
     # keys whose last parts clash keep their full names; odd characters do not reach the file name
-    named = grid_points("s", {"model.x": ["1", "2"], "optimizer.x": ["[1, 2]", "3"]})
-    assert named[0].name == "s-model.x=1-optimizer.x=1_2"
+    _, named = parse_settings(["model.x=1,2", "optimizer.x=[1, 2],3"])
+    assert grid_run_names("s", named)[0][1] == "s-model.x=1-optimizer.x=1_2"
 
 
 @pytest.mark.parametrize("settings, message", [
@@ -44,47 +45,9 @@ def test_bad_grids(cli, settings, message):
     assert result.exit_code == 1 and message in result.stderr
 
 
-TINY_CONFIG = """
-[model]
-vocab_size = 257
-context_length = 16
-d_model = 32
-num_layers = 1
-num_heads = 2
-d_ff = 64
-
-[optimizer]
-lr = 1e-3
-min_lr = 0.0
-warmup_steps = 0
-grad_clip = 0.0
-
-[training]
-batch_size = 4
-max_steps = 6
-log_interval = 2
-eval_interval = 3
-eval_batches = 2
-checkpoint_interval = 3
-final_eval_tokens = 256
-
-[system]
-device = "cpu"
-"""
-
-
 @pytest.fixture
 def tiny_workspace(tmp_path):
-    """A byte-level tokenizer, random token files and a tiny config: enough for real, fast runs."""
-    ws = tmp_path / "workspace"
-    save_tokenizer(ws / "tokenizer", {i: bytes([i]) for i in range(256)} | {256: b"<|endoftext|>"}, [], ["<|endoftext|>"])
-    rng = np.random.default_rng(0)
-    (ws / "data").mkdir()
-    for split, n in (("train", 4000), ("valid", 600)):
-        np.save(ws / "data" / f"{split}.npy", rng.integers(0, 257, n).astype(np.uint16))
-    config = tmp_path / "tiny.toml"
-    config.write_text(TINY_CONFIG)
-    return ws, config
+    return make_tiny_workspace(tmp_path)
 
 
 def test_sweep_goes_on_past_a_diverging_run(cli, tiny_workspace):
@@ -100,19 +63,26 @@ def test_sweep_goes_on_past_a_diverging_run(cli, tiny_workspace):
     assert report["best"] == "lr-lr=1e-3" and report["complete"]
     sweep_dir = ws / "sweeps" / "lr"
     assert json.loads((sweep_dir / "sweep.json").read_text())["runs"] == report["runs"]
-    assert sorted(p.name for p in sweep_dir.iterdir()) == ["sweep.json", "train_loss.png", "val_loss.png"]
+    assert sorted(p.name for p in sweep_dir.iterdir()) == ["study.log", "sweep.json", "train_loss.png", "trials", "val_loss.png"]
+    assert sorted(p.name for p in (sweep_dir / "trials").iterdir()) == ["lr-lr=1e-3.log", "lr-lr=1e3.log"]
     # the runs are ordinary runs: `lmcli runs` sees both with their status
     statuses = {r["name"]: r["status"] for r in json.loads(cli("runs", "--json").stdout)["runs"]}
     assert statuses == {"lr-lr=1e-3": "finished", "lr-lr=1e3": "diverged"}
-    # the same sweep again would overwrite those runs: refused before training anything
-    again = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e3", "--name", "lr")
-    assert again.exit_code == 1 and "already exists" in again.stderr
+    # the same sweep again has nothing left to do: it trains nothing and reports the same runs
+    mtimes = {p: p.stat().st_mtime_ns for p in (ws / "runs").rglob("*")}
+    again = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e3", "--name", "lr", "--json")
+    assert again.exit_code == 0, again.stderr
+    assert json.loads(again.stdout)["runs"] == report["runs"]
+    assert {p: p.stat().st_mtime_ns for p in (ws / "runs").rglob("*")} == mtimes
+    # another sweep under the same name is refused before training anything
+    other = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e-2", "--name", "lr")
+    assert other.exit_code == 1 and "exists with other settings" in other.stderr
 
 
 def test_sweep_errors_come_before_any_training(cli, tiny_workspace):
     ws, config = tiny_workspace
     bad_value = cli("sweep", "--config", config, "--set", "training.batch_size=2,-1", "--name", "b")
-    assert bad_value.exit_code == 1 and "grid point b-batch_size=-1: training.batch_size must be positive" in bad_value.stderr
+    assert bad_value.exit_code == 1 and "point training.batch_size=-1: training.batch_size must be positive" in bad_value.stderr
     assert not (ws / "runs").exists()
     (ws / "data" / "train.npy").unlink()
     no_data = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,2e-3", "--name", "d")
@@ -120,12 +90,14 @@ def test_sweep_errors_come_before_any_training(cli, tiny_workspace):
     assert not (ws / "sweeps").exists()  # nothing was trained, so nothing looks like a result
 
 
-def test_the_final_table_names_every_run_and_the_best(capsys):
+def test_the_final_table_names_every_run_and_the_best(capsys, monkeypatch):
+    monkeypatch.setattr(console, "_width", 160)  # the private field: undoing a set of the property would pin the width
     run = {"steps": 6, "best_val_loss": 5.5, "elapsed_s": 61.0}
-    report = {"sweep": "lr", "dir": "/ws/sweeps/lr", "grid": {"optimizer.lr": ["1e-3", "1e3"]}, "complete": True,
-              "best": "lr-lr=1e-3", "plots": ["/ws/sweeps/lr/val_loss.png"], "runs": [
-                  {**run, "name": "lr-lr=1e-3", "values": {"optimizer.lr": "1e-3"}, "status": "finished", "final_val_loss": 5.25},
-                  {**run, "name": "lr-lr=1e3", "values": {"optimizer.lr": "1e3"}, "status": "diverged", "final_val_loss": None}]}
+    report = {"sweep": "lr", "dir": "/ws/sweeps/lr", "axes": {"optimizer.lr": "1e-3,1e3"}, "search": "grid", "prune": "none",
+              "complete": True, "best": "lr-lr=1e-3", "plots": ["/ws/sweeps/lr/val_loss.png"], "pruned": 0, "importance": None,
+              "runs": [
+                  {**run, "trial": 0, "name": "lr-lr=1e-3", "values": {"optimizer.lr": "1e-3"}, "status": "finished", "final_val_loss": 5.25},
+                  {**run, "trial": 1, "name": "lr-lr=1e3", "values": {"optimizer.lr": "1e3"}, "status": "diverged", "final_val_loss": None}]}
     print_report(report, as_json=False)
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if "lr-lr=" in line and "│" in line]

@@ -17,17 +17,9 @@ from hypothesis import strategies as st
 from lmcli.tokenizer.files import save_tokenizer
 from lmcli.training.run import RunSpec, run_training
 from lmcli.workspace import Workspace
+from tests.tiny import EOT, TINY_MODEL
 
-EOT = "<|endoftext|>"
-TINY_CONFIG = """
-[model]
-vocab_size = 257
-context_length = 16
-d_model = 32
-num_layers = 1
-num_heads = 2
-d_ff = 64
-
+TINY_CONFIG = TINY_MODEL + """
 [optimizer]
 warmup_steps = 1
 

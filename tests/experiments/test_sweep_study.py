@@ -1,0 +1,148 @@
+"""``lmcli sweep`` on Optuna: trials in parallel, random and TPE searches, pruning, resuming, and workers sharing a study.
+
+Every test runs real (tiny) trainings through the CLI, as processes where the point is what
+happens to processes (a worker killed mid-trial, two workers at once).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from lmcli.errors import LmcliError
+from lmcli.experiments.runs import read_run
+from lmcli.experiments.search_space import parse_settings
+from tests.tiny import tiny_workspace
+
+pytest.importorskip("optuna", reason="lmcli sweep needs the sweep extra")
+
+def make_workspace(root: Path, steps: int, eval_interval: int = 10) -> tuple[Path, Path]:
+    return tiny_workspace(root, steps, eval_interval, log_interval=10)
+
+
+def losses(ws: Path, run: str) -> list[tuple[str, int, float]]:
+    rows = [json.loads(line) for line in (ws / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["kind"], r["step"], r.get("loss", r.get("val_loss"))) for r in rows if r["kind"] in ("train", "eval", "final_eval")]
+
+
+def sweep_process(ws: Path, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lmcli", "sweep", *args, "--workspace", str(ws), "-q", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(process: subprocess.Popen, timeout: float = 240) -> dict:
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, err
+    return json.loads(out)
+
+
+def test_ranges_and_choices_parse_and_bad_ones_are_one_line():
+    fixed, axes = parse_settings(["optimizer.lr=loguniform:1e-4:1e-1", "training.batch_size=int:2:8",
+                                  "model.ffn=choice:swiglu,silu", "optimizer.beta1=uniform:0.8:0.95", "training.max_steps=9"])
+    assert fixed == ["training.max_steps=9"]
+    assert {k: (a.kind, a.low, a.high, a.values) for k, a in axes.items()} == {
+        "optimizer.lr": ("loguniform", 1e-4, 1e-1, ()), "training.batch_size": ("int", 2, 8, ()),
+        "model.ffn": ("choice", 0.0, 0.0, ("swiglu", "silu")), "optimizer.beta1": ("uniform", 0.8, 0.95, ())}
+    for bad, message in (("optimizer.lr=loguniform:0:1", "LOW > 0"), ("optimizer.lr=uniform:1:1", "below HIGH"),
+                         ("training.batch_size=int:2:x", "expected int:LOW:HIGH"), ("optimizer.lr=uniform:1", "LOW:HIGH")):
+        with pytest.raises(LmcliError, match=message):
+            parse_settings([bad])
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--set", "optimizer.lr=loguniform:1e-4:1e-1"], "--search grid takes listed values"),
+    (["--set", "optimizer.lr=1e-3,2e-3", "--search", "tpe"], "--search tpe needs --trials N"),
+    (["--set", "optimizer.lr=1e-3,2e-3", "--trials", "5"], "a grid has 2 trials"),
+    (["--set", "optimizer.lr=1e-3,2e-3", "--search", "bayes"], "choose one of grid, random, tpe"),
+    (["--set", "optimizer.lr=1e-3,2e-3", "--prune", "early"], "choose one of none, median, asha, hyperband"),
+    (["--set", "optimizer.lr=1e-3,2e-3", "--storage", "redis://x"], "expected journal:PATH"),
+    (["--resume", "nothing-here"], "no sweep 'nothing-here'"),
+])
+def test_bad_sweeps_are_refused_before_training(cli, tmp_path, args, message):
+    ws, config = make_workspace(tmp_path, steps=40)
+    with_config = [] if args[0] == "--resume" else ["--config", config]
+    result = cli("sweep", *with_config, *args, "--workspace", ws)
+    assert result.exit_code == 1 and message in result.stderr, result.stderr
+    assert not (ws / "runs").exists()
+
+
+def test_parallel_trials_train_exactly_as_one_at_a_time(cli, tmp_path):
+    ws, config = make_workspace(tmp_path, steps=40)
+    grid = ["--config", config, "--set", "optimizer.lr=3e-3,1e-2", "--workspace", ws, "-q"]
+    alone = cli("sweep", *grid, "--name", "alone", "--json")
+    together = cli("sweep", *grid, "--name", "together", "--parallel", "2", "--json")
+    assert alone.exit_code == 0 and together.exit_code == 0, alone.stderr + together.stderr
+    for lr in ("3e-3", "1e-2"):
+        assert losses(ws, f"alone-lr={lr}") == losses(ws, f"together-lr={lr}")
+    report = json.loads(together.stdout)
+    assert [r["status"] for r in report["runs"]] == ["finished"] * 2 and report["complete"]
+
+
+def test_tpe_search_with_pruning_reports_importance_and_saved_tokens(cli, tmp_path):
+    ws, config = make_workspace(tmp_path, steps=200, eval_interval=20)
+    result = cli("sweep", "--config", config, "--set", "optimizer.lr=loguniform:1e-6:3e-2", "--set", "training.batch_size=int:2:6",
+                 "--search", "tpe", "--trials", "6", "--prune", "median", "--name", "tpe", "--workspace", ws, "--json")
+    assert result.exit_code == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [r["name"] for r in report["runs"]] == [f"tpe-t{i:03d}" for i in range(6)]
+    assert report["complete"] and set(report["importance"]) == {"optimizer.lr", "training.batch_size"}
+    for run in report["runs"]:
+        assert 1e-6 <= float(run["values"]["optimizer.lr"]) <= 3e-2 and run["values"]["training.batch_size"] in "23456"
+        assert run["status"] in ("finished", "pruned")
+    assert [r["status"] for r in report["runs"][:5]] == ["finished"] * 5  # the median pruner's first 5 trials run in full
+    pruned = [r for r in report["runs"] if r["status"] == "pruned"]
+    assert report["pruned"] == len(pruned)
+    assert all(r["steps"] < 200 and r["stopped_at_step"] == r["steps"] for r in pruned)
+    assert report["tokens_saved_by_pruning"] == sum(r["planned_tokens"] - r["tokens"] for r in pruned)
+    assert all((ws / "runs" / r["name"] / "latest.pt").is_file() for r in pruned)  # a pruned run keeps its checkpoint
+
+
+def test_a_killed_sweep_resumes_its_trials_from_their_checkpoints(tmp_path):
+    ws, config = make_workspace(tmp_path, steps=200, eval_interval=20)
+    args = ["--config", str(config), "--set", "optimizer.lr=1e-3,2e-3", "--name", "k"]
+    first = sweep_process(ws, *args)
+    run = ws / "runs" / "k-lr=1e-3"
+    deadline = time.monotonic() + 120
+    while not (run / "latest.pt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    first.send_signal(signal.SIGKILL)
+    first.communicate(timeout=60)
+    while read_run(run).status == "running" and time.monotonic() < deadline:  # told by the kernel, it saves and exits
+        time.sleep(0.1)
+    done_before = max(step for _, step, _ in losses(ws, "k-lr=1e-3"))
+    assert done_before < 200
+
+    report = finish(sweep_process(ws, *args))
+    assert [r["status"] for r in report["runs"]] == ["finished", "finished"]
+    steps = [step for kind, step, _ in losses(ws, "k-lr=1e-3") if kind == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 200  # continued, not started again beside old rows
+    log = (ws / "runs" / "k-lr=1e-3" / "train.log").read_text()
+    assert "resum" in log.lower()
+
+
+def test_two_workers_share_one_study_and_finish_a_killed_workers_trial(tmp_path):
+    ws, config = make_workspace(tmp_path, steps=100, eval_interval=20)
+    storage = f"journal:{tmp_path / 'shared-study.log'}"
+    args = ["--config", str(config), "--set", "optimizer.lr=loguniform:1e-4:1e-2", "--search", "random", "--trials", "6",
+            "--name", "shared", "--storage", storage, "--parallel", "2"]
+    doomed, survivor = sweep_process(ws, *args), sweep_process(ws, *args)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list((ws / "runs").glob("shared-t*/latest.pt")) if (ws / "runs").is_dir() else []) < 2:
+        time.sleep(0.1)
+    doomed.send_signal(signal.SIGKILL)
+    doomed.communicate(timeout=60)
+    report = finish(survivor)
+    names = [r["name"] for r in report["runs"]]
+    assert len(names) == len(set(names)) == 6 and report["complete"]  # six trials, none taken twice
+    assert "shared-t000" in names  # the killed worker's first trial, finished by the other (as a retry: a new trial number)
+    assert all(r["status"] == "finished" and r["steps"] == 100 for r in report["runs"])
+    for name in names:
+        steps = [step for kind, step, _ in losses(ws, name) if kind == "train"]
+        assert steps == sorted(set(steps))  # each run trained once through (a resumed one continued)
+    assert sorted(p.name for p in (ws / "runs").iterdir()) == sorted(names)  # no run beyond the study's six
