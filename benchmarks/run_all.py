@@ -2,7 +2,7 @@
 
 Each script runs lmcli and its comparator side by side in one process tree and prints its own
 table and ratios; this runner only sequences them and stops at the first failure.
-Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model memory generate adamw train_throughput parallel recipe)
+Usage: python benchmarks/run_all.py [name ...]   (names: train_bpe encode model memory generate adamw train_throughput parallel recipe scale sweep)
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ BENCHMARKS = {
     "train_throughput": "train_throughput.py",
     "parallel": "bench_parallel.py",
     "recipe": "bench_recipe.py",
+    "scale": "bench_scale.py",
+    "sweep": "bench_sweep.py",
 }
 
 

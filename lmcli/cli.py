@@ -274,6 +274,7 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="Run directory name under runs/ \\[default: config name + timestamp].", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log metrics to Weights & Biases (needs the wandb package).")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write the metrics as TensorBoard event files into the run's tensorboard/ (needs lmcli[tensorboard]).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel or progress bars; only the summary.")] = False,
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start a new run from the weights of this checkpoint (a file, run directory or run name, e.g. one from `lmcli import`): its model, a fresh optimizer.", show_default=False)] = None,
     nproc: Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Train in this many processes on this machine (one per GPU; on a CPU they share the cores), launched as torchrun does.")] = 1,
@@ -288,7 +289,7 @@ def train(
     Example: lmcli train --config demo --set training.max_steps=500
     """
     overrides = [*(overrides or []), *([f"training.peak_flops={peak_flops!r}"] if peak_flops is not None else [])]
-    run("train")(config, overrides, resume, name, device, wandb, quiet, workspace, json_, nproc, init_from)
+    run("train")(config, overrides, resume, name, device, wandb, quiet, workspace, json_, nproc, init_from, tensorboard)
 
 
 @command("export")
@@ -422,6 +423,7 @@ def sweep(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage shared by workers: journal:PATH, sqlite:///PATH, postgresql://... \\[default: journal:sweeps/<name>/study.log].", show_default=False)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue (or join) the sweep NAME as it was created.", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Each trial also writes TensorBoard event files (tensorboard --logdir workspace/runs; needs lmcli[tensorboard]).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table; one line per finished trial and the final table.")] = False,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
@@ -432,4 +434,4 @@ def sweep(
 
     Example: lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3,1e-2 --name lr    |    lmcli sweep --config demo --set optimizer.lr=loguniform:1e-4:3e-2 --search tpe --trials 12 --prune asha --parallel 2 --name lr-tpe
     """
-    run("sweep")(config, settings, name, search, trials, prune, parallel, storage, resume, device, workspace, quiet, json_)
+    run("sweep")(config, settings, name, search, trials, prune, parallel, storage, resume, device, tensorboard, workspace, quiet, json_)

@@ -32,9 +32,10 @@ from lmcli.workspace import Workspace
 def run(
     config: str | None, overrides: list[str], resume: str | None, name: str | None, device: str | None,
     wandb: bool, quiet: bool, workspace: Path | None, as_json: bool, nproc: int = 1, init_from: str | None = None,
+    tensorboard: bool = False,
 ) -> None:
     spec = RunSpec(config=config, resume=resume, overrides=tuple(overrides), name=name, device=device, wandb=wandb,
-                   init_from=init_from)
+                   init_from=init_from, tensorboard=tensorboard)
     world, ws = World.from_env(), Workspace.resolve(workspace)
     if nproc > 1:
         if world.size > 1:
@@ -59,6 +60,7 @@ def launch(spec: RunSpec, workspace: Workspace, nproc: int, quiet: bool, as_json
     for override in spec.overrides:
         args += ["--set", override]
     args += [*(["--device", spec.device] if spec.device else []), *(["--wandb"] if spec.wandb else []),
+             *(["--tensorboard"] if spec.tensorboard else []),
              *(["--init-from", spec.init_from] if spec.init_from else []),
              *(["--quiet"] if quiet else []), *(["--json"] if as_json else [])]
     code = launch_local(nproc, args)

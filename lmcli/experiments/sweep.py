@@ -44,6 +44,7 @@ from lmcli.experiments.search_space import Axis, grid, parse_settings
 from lmcli.experiments.study import ERROR, HEARTBEAT_S, RUN, STATUS, STOPPED_AT, Definition, Study, default_storage, grid_run_names, open_study
 from lmcli.experiments.trials import Slot, TrialProcess, slots, start_trial, visible_gpus
 from lmcli.training.config import load_config, resolve_config_path
+from lmcli.training.metrics import require_tensorboard
 from lmcli.training.run import data_sources
 from lmcli.workspace import Workspace
 
@@ -66,6 +67,7 @@ class SweepPlan:
     definition: Definition | None  # None: the one stored (--resume NAME)
     parallel: int = 1
     device: str | None = None
+    tensorboard: bool = False  # each trial also writes TensorBoard event files
 
 
 def config_reference(config: str) -> str:
@@ -76,10 +78,12 @@ def config_reference(config: str) -> str:
 
 def plan_sweep(config: str | None, settings: list[str], name: str | None, workspace: Workspace, search: str = "grid",
                trials: int | None = None, prune: str = "none", seed: int = 0, storage: str | None = None,
-               parallel: int = 1, device: str | None = None, resume: str | None = None) -> SweepPlan:
+               parallel: int = 1, device: str | None = None, resume: str | None = None, tensorboard: bool = False) -> SweepPlan:
     """The sweep the command line describes, its points checked; ``resume`` names one to continue as it was."""
     if parallel < 1:
         raise LmcliError("--parallel must be at least 1")
+    if tensorboard:
+        require_tensorboard()  # here, not once per trial
     if resume is not None:
         if config is not None or settings:
             raise LmcliError("--resume NAME continues a sweep as it was created: give no --config or --set")
@@ -92,7 +96,7 @@ def plan_sweep(config: str | None, settings: list[str], name: str | None, worksp
         name = name or f"sweep-{resolve_config_path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_points(definition, workspace)
     sweep_dir = workspace.root / SWEEPS_DIR / name
-    return SweepPlan(name, sweep_dir, workspace, storage or default_storage(sweep_dir), definition, parallel, device)
+    return SweepPlan(name, sweep_dir, workspace, storage or default_storage(sweep_dir), definition, parallel, device, tensorboard)
 
 
 def check_points(definition: Definition, workspace: Workspace) -> None:
@@ -203,7 +207,7 @@ class Worker:
         run = self.study.run_name(trial)
         overrides = [*self.study.definition.fixed, *(f"{k}={override_text(v)}" for k, v in trial.params.items())]
         self.running[trial.number] = start_trial(trial, run, overrides, self.study.definition.config, self.plan.workspace.root,
-                                                 slot, self.plan.device, self.plan.dir / "trials")
+                                                 slot, self.plan.device, self.plan.dir / "trials", self.plan.tensorboard)
 
     def follow(self, trial: TrialProcess) -> None:
         """Report the trial's new evaluations (stopping it if the pruner says so); finish it once it exited."""

@@ -181,7 +181,7 @@ class TrialProcess:
 
 
 def start_trial(trial: Any, run: str, overrides: list[str], config: str, workspace: Path, slot: Slot,
-                device: str | None, log_dir: Path) -> TrialProcess:
+                device: str | None, log_dir: Path, tensorboard: bool = False) -> TrialProcess:
     """Start ``lmcli train`` for a trial: a new run, or ``--resume`` of its run if it has a checkpoint."""
     run_dir = workspace / "runs" / run
     if (run_dir / "latest.pt").is_file():
@@ -190,7 +190,7 @@ def start_trial(trial: Any, run: str, overrides: list[str], config: str, workspa
         command = ["train", "--config", config, "--name", run, *(a for o in overrides for a in ("--set", o))]
     if device is not None:
         command += ["--device", "cuda" if slot.gpu is not None else device]
-    command += ["--workspace", str(workspace), "--quiet"]
+    command += [*(["--tensorboard"] if tensorboard else []), "--workspace", str(workspace), "--quiet"]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{run}.log"
     with open(log, "ab") as out:

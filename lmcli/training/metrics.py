@@ -5,6 +5,9 @@
   evaluation (validation loss and perplexity). Plot it with anything that reads JSON lines.
 - ``train.log``: the lines the run printed, for reading after the fact.
 - Weights & Biases: the same rows, when ``--wandb`` is given and the package is installed.
+- TensorBoard: the same rows as scalars (``train/loss``, ``eval/val_loss``, ...) in event files in
+  the run's ``tensorboard/`` folder, with ``--tensorboard`` (the ``tensorboard`` extra), for
+  ``tensorboard --logdir workspace/runs``.
 
 ``RunLog`` is a training observer (``lmcli.training.observers``). Rows are flushed as they are
 written, so a crashed run's metrics are there up to the crash; on ``--resume`` rows past the
@@ -23,6 +26,7 @@ from typing import Any
 
 from lmcli.atomic import atomic_open
 from lmcli.errors import LmcliError
+from lmcli.extras import optional_module
 from lmcli.training.observers import TrainObserver
 from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
 from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
@@ -51,13 +55,18 @@ class RunLog(TrainObserver):
         self.repair_note = truncate_metrics(run_dir, resume_step) if resume_step is not None else None
         self.metrics = open(run_dir / METRICS_FILE, "a", encoding="utf-8")
         self.wandb_run = None
+        self.tensorboard = None  # a torch.utils.tensorboard SummaryWriter
 
     def on_row(self, row: dict[str, Any]) -> None:
         self.metrics.write(json.dumps(row) + "\n")
         self.metrics.flush()
         if self.wandb_run is not None:
-            kind = row["kind"]
-            self.wandb_run.log({f"{kind}/{k}": v for k, v in row.items() if k not in ("kind", "step")}, step=row["step"])
+            self.wandb_run.log(scalars(row), step=row["step"])
+        if self.tensorboard is not None:
+            for tag, value in scalars(row).items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+                    self.tensorboard.add_scalar(tag, value, row["step"])
+            self.tensorboard.flush()
 
     def on_note(self, message: str) -> None:
         self.text.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
@@ -68,6 +77,13 @@ class RunLog(TrainObserver):
         self.text.close()
         if self.wandb_run is not None:
             self.wandb_run.finish()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+
+
+def scalars(row: dict[str, Any]) -> dict[str, Any]:
+    """A metrics row as named values for a tracker: ``train/loss``, ``eval/val_loss``, ..."""
+    return {f"{row['kind']}/{k}": v for k, v in row.items() if k not in ("kind", "step")}
 
 
 NUMERIC_FIELDS = ("tokens", "elapsed_s", "lr", "loss", "grad_norm", "tokens_per_s", "mfu", "val_loss", "val_perplexity",
@@ -137,6 +153,12 @@ def truncate_metrics(run_dir: Path, last_step: int) -> str | None:
         return None
     what = "a cut-off last line" if found.problem() is None else found.problem()
     return f"{path}: dropped {what} (the checkpoint of step {last_step:,} is what the run continues from)"
+
+
+def require_tensorboard() -> type:
+    """torch's TensorBoard ``SummaryWriter``, or a clear error naming the extra when tensorboard is missing."""
+    optional_module("tensorboard", "tensorboard", "--tensorboard")
+    return optional_module("torch.utils.tensorboard", "tensorboard", "--tensorboard").SummaryWriter
 
 
 def require_wandb():

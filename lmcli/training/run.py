@@ -56,13 +56,14 @@ from lmcli.training.data import load_training_data
 from lmcli.training.device import Runtime, setup_runtime
 from lmcli.training.distributed import World
 from lmcli.training.loop import TrainingDiverged, count_parameters, train, training_flops_per_token
-from lmcli.training.metrics import RunLog, perplexity, require_wandb
+from lmcli.training.metrics import RunLog, perplexity, require_tensorboard, require_wandb
 from lmcli.training.observers import TrainObserver
 from lmcli.training.state import TrainState
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import Workspace
 
 WANDB_PROJECT = "lmcli"
+TENSORBOARD_DIR = "tensorboard"  # in the run directory: `tensorboard --logdir workspace/runs` shows every run
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class RunSpec:
     name: str | None = None  # the new run's directory name (default: config name + timestamp)
     device: str | None = None  # overrides system.device
     wandb: bool = False  # also log to Weights & Biases
+    tensorboard: bool = False  # also write TensorBoard event files into the run's tensorboard/
     init_from: str | None = None  # start a new run from this checkpoint's weights (a file, run directory or run name)
 
 
@@ -99,6 +101,8 @@ def run_training(
         notes.append(f"initialized from {spec.init_from} (its model: {config.model.num_layers} layers, d_model "
                      f"{config.model.d_model}); the optimizer starts fresh")
     wandb_module = require_wandb() if spec.wandb and world.is_main else None
+    if spec.tensorboard and world.is_main:
+        require_tensorboard()  # before any training: a missing package is one line now, not after setup
     s = config.system
     run_flops = config.max_steps * config.training.batch_size * config.model.context_length * training_flops_per_token(config)
     runtime = setup_runtime(s.device, s.compile, s.autocast, config.training.peak_flops, world.local_rank, run_flops / world.size)
@@ -218,6 +222,8 @@ def train_run(
                 f.write(config.to_toml())
         if wandb_module is not None and log is not None:
             log.wandb_run = wandb_module.init(project=WANDB_PROJECT, name=run_dir.name, config=config.to_dict())
+        if spec.tensorboard and log is not None:
+            log.tensorboard = require_tensorboard()(str(run_dir / TENSORBOARD_DIR))
         advice = "lower training.micro_batch_size or the model's size"
         with allocation_errors("training", advice):
             result = train(config, data, runtime, state, checkpointer, observers, None, progress, world)  # restored above

@@ -20,7 +20,7 @@ from lmcli.experiments.runs import read_run
 from lmcli.experiments.search_space import parse_settings
 from tests.tiny import tiny_workspace
 
-pytest.importorskip("optuna", reason="lmcli sweep needs the sweep extra")
+optuna = pytest.importorskip("optuna", reason="lmcli sweep needs the sweep extra")
 
 def make_workspace(root: Path, steps: int, eval_interval: int = 10) -> tuple[Path, Path]:
     return tiny_workspace(root, steps, eval_interval, log_interval=10)
@@ -146,3 +146,17 @@ def test_two_workers_share_one_study_and_finish_a_killed_workers_trial(tmp_path)
         steps = [step for kind, step, _ in losses(ws, name) if kind == "train"]
         assert steps == sorted(set(steps))  # each run trained once through (a resumed one continued)
     assert sorted(p.name for p in (ws / "runs").iterdir()) == sorted(names)  # no run beyond the study's six
+
+
+def test_a_sqlite_study_is_resumed_by_name_and_read_by_optuna_and_trials_write_tensorboard(cli, tmp_path):
+    ws, config = make_workspace(tmp_path, steps=20)
+    storage = f"sqlite:///{tmp_path / 'sweeps.db'}"
+    first = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,3e-3", "--name", "sq", "--storage", storage,
+                "--tensorboard", "--workspace", ws, "--json")
+    assert first.exit_code == 0, first.stderr
+    assert all(any((ws / "runs" / r["name"] / "tensorboard").iterdir()) for r in json.loads(first.stdout)["runs"])
+    again = cli("sweep", "--resume", "sq", "--storage", storage, "--workspace", ws, "--json")
+    assert again.exit_code == 0 and json.loads(again.stdout)["runs"] == json.loads(first.stdout)["runs"]
+    study = optuna.load_study(study_name="sq", storage=storage)  # Optuna's own API reads it as it is
+    assert sorted(t.params["optimizer.lr"] for t in study.trials) == ["1e-3", "3e-3"]
+    assert study.best_value == min(r["final_val_loss"] for r in json.loads(first.stdout)["runs"])

@@ -1,0 +1,117 @@
+"""Sweeps: trials in parallel against one at a time, and a pruned search against the full grid.
+
+Both parts use the demo model (4 layers, d_model 128, the demo corpus and its 1,024-token BPE)
+shortened to 120 steps of 16 x 128 tokens, evaluated every 10 steps, in a fresh workspace under
+``.bench/sweep/``; every sweep is the ``lmcli sweep`` command, timed from outside.
+
+1. A 4-point learning-rate grid with ``--parallel 2`` (1 thread per trial) against the same grid
+   one trial at a time with 2 threads: the wall-time ratio (goal: at most 0.65x) and whether
+   every trial's losses are identical.
+2. A 12-point learning-rate grid (log-spaced, 1e-4 to 1e-1) with ``--prune asha`` against the
+   same grid without pruning: the best trial of each, their final validation losses, and the
+   training tokens each spent (goal: the same best, or within 1% of its loss, with at most half
+   the tokens).
+
+Usage: python benchmarks/bench_sweep.py [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+from benchmarks.bench_train_bpe import cpu_name  # noqa: E402
+
+WORK = REPO / ".bench" / "sweep"
+SHORT = ["training.batch_size=16", "training.total_tokens=245760", "optimizer.warmup_steps=10", "optimizer.min_lr=0",
+         "training.eval_interval=10", "training.eval_batches=4", "training.checkpoint_interval=40", "system.device=cpu"]
+PARALLEL_LRS = "1e-3,3e-3,1e-2,3e-2"
+SEARCH_LRS = ",".join(f"{lr:.3g}" for lr in np.logspace(-4, -1, 12))
+
+
+def lmcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "lmcli", *args, "--workspace", str(WORK / "workspace")],
+                            capture_output=True, text=True, env=env)
+    if result.returncode:
+        sys.exit(f"lmcli {' '.join(args[:3])} failed: {result.stderr.strip()[-500:]}")
+    return result
+
+
+def prepare() -> None:
+    """A fresh workspace with the demo corpus, its tokenizer and token ids."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    WORK.mkdir(parents=True)
+    lmcli("train-bpe", "--vocab", "1024")
+    lmcli("encode")
+
+
+def sweep(name: str, lrs: str, *extra: str, threads: int | None = None) -> tuple[dict, float]:
+    settings = [a for s in [f"optimizer.lr={lrs}", *SHORT] for a in ("--set", s)]
+    env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
+    start = time.perf_counter()
+    result = lmcli("sweep", "--config", "demo", *settings, "--name", name, *extra, "--json", env=env)
+    return json.loads(result.stdout), time.perf_counter() - start
+
+
+def run_losses(run: str) -> list:
+    rows = [json.loads(line) for line in (WORK / "workspace" / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+    return [(r["kind"], r["step"], r.get("loss", r.get("val_loss"))) for r in rows if r["kind"] in ("train", "eval", "final_eval")]
+
+
+def by_lr(report: dict) -> dict[str, dict]:
+    return {r["values"]["optimizer.lr"]: r for r in report["runs"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    prepare()
+    cores = os.cpu_count() or 1
+    sequential, seq_s = sweep("seq", PARALLEL_LRS, threads=cores)
+    parallel, par_s = sweep("par", PARALLEL_LRS, "--parallel", "2")
+    identical = all(run_losses(s["name"]) == run_losses(p["name"])
+                    for s, p in zip(by_lr(sequential).values(), by_lr(parallel).values(), strict=True))
+    full, full_s = sweep("grid", SEARCH_LRS)
+    pruned, pruned_s = sweep("asha", SEARCH_LRS, "--prune", "asha")
+    best_full, best_pruned = (next(r for r in rep["runs"] if r["name"] == rep["best"]) for rep in (full, pruned))
+    result = {
+        "machine": {"cores": cores, "cpu": cpu_name()},
+        "parallel": {"sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s, "losses_identical": identical},
+        "pruning": {
+            "grid_s": full_s, "asha_s": pruned_s,
+            "grid_tokens": full["tokens_trained"], "asha_tokens": pruned["tokens_trained"],
+            "token_ratio": pruned["tokens_trained"] / full["tokens_trained"],
+            "pruned_trials": pruned["pruned"],
+            "best_grid": {"lr": best_full["values"]["optimizer.lr"], "final_val_loss": best_full["final_val_loss"]},
+            "best_asha": {"lr": best_pruned["values"]["optimizer.lr"], "final_val_loss": best_pruned["final_val_loss"]},
+            "statuses": {lr: r["status"] for lr, r in by_lr(pruned).items()},
+        },
+    }
+    (WORK / "report.json").write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return
+    p, q = result["parallel"], result["pruning"]
+    print(f"sweep benchmark, {cores} cores ({result['machine']['cpu']})")
+    print(f"4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "
+          f"{p['parallel_s']:.1f} s: {p['ratio']:.2f}x (goal <= 0.65x); losses identical: {p['losses_identical']}")
+    print(f"12-point lr grid: full {q['grid_s']:.1f} s, {q['grid_tokens']:,} tokens; --prune asha {q['asha_s']:.1f} s, "
+          f"{q['asha_tokens']:,} tokens: {q['token_ratio']:.2f}x the tokens (goal <= 0.5x), {q['pruned_trials']} pruned")
+    gap = q["best_asha"]["final_val_loss"] / q["best_grid"]["final_val_loss"] - 1
+    print(f"best: grid lr {q['best_grid']['lr']} ({q['best_grid']['final_val_loss']:.4f}), asha lr {q['best_asha']['lr']} "
+          f"({q['best_asha']['final_val_loss']:.4f}): {gap:+.2%} (goal within 1%)")
+
+
+if __name__ == "__main__":
+    main()
