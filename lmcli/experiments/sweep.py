@@ -189,7 +189,7 @@ class Worker:
                     break
                 self.observer.update(list(self.running.values()), *self.counts())
                 time.sleep(POLL_S)
-        except KeyboardInterrupt:
+        except BaseException:  # Ctrl-C, or a trial that could not start: the others save and are queued again
             self.stop_all()
             raise
 
@@ -251,7 +251,7 @@ class Worker:
             self.study.requeue_stale()
 
     def stop_all(self) -> None:
-        """Ctrl-C: every trial saves its checkpoint and stops, and is queued to be resumed."""
+        """Every running trial saves its checkpoint and stops, and is queued to be resumed."""
         for trial in self.running.values():
             trial.stop("interrupted")
         deadline = time.monotonic() + STOP_WAIT_S

@@ -103,7 +103,8 @@ def test_tpe_search_with_pruning_reports_importance_and_saved_tokens(cli, tmp_pa
     assert all((ws / "runs" / r["name"] / "latest.pt").is_file() for r in pruned)  # a pruned run keeps its checkpoint
 
 
-def test_a_killed_sweep_resumes_its_trials_from_their_checkpoints(tmp_path):
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
+def test_a_stopped_sweep_resumes_its_trials_from_their_checkpoints(tmp_path, how):
     ws, config = make_workspace(tmp_path, steps=200, eval_interval=20)
     args = ["--config", str(config), "--set", "optimizer.lr=1e-3,2e-3", "--name", "k"]
     first = sweep_process(ws, *args)
@@ -111,10 +112,13 @@ def test_a_killed_sweep_resumes_its_trials_from_their_checkpoints(tmp_path):
     deadline = time.monotonic() + 120
     while not (run / "latest.pt").is_file() and time.monotonic() < deadline:
         time.sleep(0.1)
-    first.send_signal(signal.SIGKILL)
-    first.communicate(timeout=60)
-    while read_run(run).status == "running" and time.monotonic() < deadline:  # told by the kernel, it saves and exits
+    first.send_signal(how)
+    _, err = first.communicate(timeout=60)
+    if how == signal.SIGINT:  # the sweep itself stopped its trials after they saved
+        assert first.returncode == 130 and "sweep interrupted" in err and "Traceback" not in err
+    while read_run(run).status == "running" and time.monotonic() < deadline:  # after kill -9 the kernel tells it
         time.sleep(0.1)
+    assert read_run(run).status == "interrupted"  # it saved its checkpoint on the way out
     done_before = max(step for _, step, _ in losses(ws, "k-lr=1e-3"))
     assert done_before < 200
 
@@ -122,8 +126,7 @@ def test_a_killed_sweep_resumes_its_trials_from_their_checkpoints(tmp_path):
     assert [r["status"] for r in report["runs"]] == ["finished", "finished"]
     steps = [step for kind, step, _ in losses(ws, "k-lr=1e-3") if kind == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 200  # continued, not started again beside old rows
-    log = (ws / "runs" / "k-lr=1e-3" / "train.log").read_text()
-    assert "resum" in log.lower()
+    assert "resum" in (run / "train.log").read_text().lower()
 
 
 def test_two_workers_share_one_study_and_finish_a_killed_workers_trial(tmp_path):
