@@ -8,11 +8,11 @@ shortened to 120 steps of 16 x 128 tokens, evaluated every 10 steps, in a fresh 
    one trial at a time with 2 threads: the wall-time ratio (goal: at most 0.65x) and whether
    every trial's losses are identical.
 2. A 12-point learning-rate grid (log-spaced, 1e-4 to 1e-1) with ``--prune asha`` against the
-   same grid without pruning: the best trial of each, their final validation losses, and the
-   training tokens each spent (goal: the same best, or within 1% of its loss, with at most half
+   same grid without pruning (under a pruner a grid runs in a seeded random order): the best
+   trial of each, their final validation losses, and the training tokens each spent (goal: the same best, or within 1% of its loss, with at most half
    the tokens).
 
-Usage: python benchmarks/bench_sweep.py [--json]
+Usage: python benchmarks/bench_sweep.py [--only parallel|pruning] [--json]
 """
 
 from __future__ import annotations
@@ -47,8 +47,14 @@ def lmcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return result
 
 
-def prepare() -> None:
-    """A fresh workspace with the demo corpus, its tokenizer and token ids."""
+def prepare(keep: bool) -> None:
+    """A fresh workspace with the demo corpus, its tokenizer and token ids (``keep``: only the sweeps to redo go)."""
+    if keep and (WORK / "workspace" / "data" / "train.npy").is_file():
+        for name in ("seq", "par", "grid", "asha"):
+            shutil.rmtree(WORK / "workspace" / "sweeps" / name, ignore_errors=True)
+            for run in (WORK / "workspace" / "runs").glob(f"{name}-*"):
+                shutil.rmtree(run)
+        return
     shutil.rmtree(WORK, ignore_errors=True)
     WORK.mkdir(parents=True)
     lmcli("train-bpe", "--vocab", "1024")
@@ -75,33 +81,47 @@ def by_lr(report: dict) -> dict[str, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--only", choices=("parallel", "pruning"), help="measure one part, keep the other from the last report")
     args = parser.parse_args()
-    prepare()
+    saved = WORK / "report.json"
+    previous = json.loads(saved.read_text()) if args.only and saved.is_file() else {}
+    prepare(keep=bool(args.only))
     cores = os.cpu_count() or 1
+    result = {"machine": {"cores": cores, "cpu": cpu_name()}}
+    result["parallel"] = previous["parallel"] if args.only == "pruning" else measure_parallel(cores)
+    result["pruning"] = previous["pruning"] if args.only == "parallel" else measure_pruning()
+    saved.write_text(json.dumps(result, indent=1))
+    if args.json:
+        print(json.dumps(result))
+        return
+    print_result(result)
+
+
+def measure_parallel(cores: int) -> dict:
     sequential, seq_s = sweep("seq", PARALLEL_LRS, threads=cores)
     parallel, par_s = sweep("par", PARALLEL_LRS, "--parallel", "2")
     identical = all(run_losses(s["name"]) == run_losses(p["name"])
                     for s, p in zip(by_lr(sequential).values(), by_lr(parallel).values(), strict=True))
+    return {"sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s, "losses_identical": identical}
+
+
+def measure_pruning() -> dict:
     full, full_s = sweep("grid", SEARCH_LRS)
     pruned, pruned_s = sweep("asha", SEARCH_LRS, "--prune", "asha")
     best_full, best_pruned = (next(r for r in rep["runs"] if r["name"] == rep["best"]) for rep in (full, pruned))
-    result = {
-        "machine": {"cores": cores, "cpu": cpu_name()},
-        "parallel": {"sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s, "losses_identical": identical},
-        "pruning": {
-            "grid_s": full_s, "asha_s": pruned_s,
-            "grid_tokens": full["tokens_trained"], "asha_tokens": pruned["tokens_trained"],
-            "token_ratio": pruned["tokens_trained"] / full["tokens_trained"],
-            "pruned_trials": pruned["pruned"],
-            "best_grid": {"lr": best_full["values"]["optimizer.lr"], "final_val_loss": best_full["final_val_loss"]},
-            "best_asha": {"lr": best_pruned["values"]["optimizer.lr"], "final_val_loss": best_pruned["final_val_loss"]},
-            "statuses": {lr: r["status"] for lr, r in by_lr(pruned).items()},
-        },
+    return {
+        "grid_s": full_s, "asha_s": pruned_s,
+        "grid_tokens": full["tokens_trained"], "asha_tokens": pruned["tokens_trained"],
+        "token_ratio": pruned["tokens_trained"] / full["tokens_trained"],
+        "pruned_trials": pruned["pruned"],
+        "best_grid": {"lr": best_full["values"]["optimizer.lr"], "final_val_loss": best_full["final_val_loss"]},
+        "best_asha": {"lr": best_pruned["values"]["optimizer.lr"], "final_val_loss": best_pruned["final_val_loss"]},
+        "statuses": {lr: r["status"] for lr, r in by_lr(pruned).items()},
     }
-    (WORK / "report.json").write_text(json.dumps(result, indent=1))
-    if args.json:
-        print(json.dumps(result))
-        return
+
+
+def print_result(result: dict) -> None:
+    cores = result["machine"]["cores"]
     p, q = result["parallel"], result["pruning"]
     print(f"sweep benchmark, {cores} cores ({result['machine']['cpu']})")
     print(f"4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "

@@ -1,7 +1,9 @@
 """A sweep as an Optuna study: where it is stored, how trials are chosen, stopped, shared and retried.
 
 lmcli does not search by itself: Optuna's samplers choose the points (``grid``: every listed
-combination, enqueued in order when the study is created; ``random``; ``tpe``), its pruners
+combination, enqueued when the study is created, in the order given, or in a seeded random
+order under a pruner, as Optuna's GridSampler draws them: a pruner compares each trial with
+those before it, and an ordered axis would show it the worst first; ``random``; ``tpe``), its pruners
 stop losing trials (``median``, ``asha`` = successive halving, ``hyperband``) from the
 validation losses each trial reports at its evaluations, and its storages hold the study, so
 any number of workers on any machines share one. The study is named by the sweep's name; each
@@ -27,6 +29,7 @@ last one, are left out of the results.
 from __future__ import annotations
 
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -39,7 +42,7 @@ from lmcli.experiments.plot import short_keys
 from lmcli.experiments.search_space import Axis, grid, safe_name
 from lmcli.extras import optional_module
 
-SEARCHES = ("grid", "random", "tpe")
+SEARCHES = ("grid", "random", "tpe")  # with a pruner, a grid's points run in a seeded random order
 PRUNERS = ("none", "median", "asha", "hyperband")
 HEARTBEAT_S = 10.0
 GRACE_S = 120.0  # a trial whose worker wrote no heartbeat for this long is taken to be dead
@@ -294,7 +297,10 @@ def create(optuna: Any, storage: Any, name: str, definition: Definition) -> Stud
     except optuna.exceptions.DuplicatedStudyError:  # another worker created it a moment ago
         return join(optuna, storage, name, definition, "the storage")
     if definition.search == "grid":
-        for point, run in grid_run_names(name, definition.axis_objects()):
+        points = grid_run_names(name, definition.axis_objects())
+        if definition.prune != "none":  # in the order given, a pruner would see the worst of an ordered axis first
+            random.Random(definition.seed).shuffle(points)
+        for point, run in points:
             study.enqueue_trial(point, user_attrs={RUN: run})
     study.set_user_attr(DEFINITION, asdict(definition))  # last: joining workers wait for it
     return Study(name, definition, optuna, storage, study, storage.get_study_id_from_name(name))
