@@ -85,9 +85,9 @@ def test_parallel_trials_train_exactly_as_one_at_a_time(cli, tmp_path):
 
 
 def test_tpe_search_with_pruning_reports_importance_and_saved_tokens(cli, tmp_path):
-    ws, config = make_workspace(tmp_path, steps=200, eval_interval=20)
+    ws, config = make_workspace(tmp_path, steps=100, eval_interval=10)
     result = cli("sweep", "--config", config, "--set", "optimizer.lr=loguniform:1e-6:3e-2", "--set", "training.batch_size=int:2:6",
-                 "--search", "tpe", "--trials", "6", "--prune", "median", "--name", "tpe", "--workspace", ws, "--json")
+                 "--search", "tpe", "--trials", "6", "--prune", "median", "--parallel", "2", "--name", "tpe", "--workspace", ws, "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     assert [r["name"] for r in report["runs"]] == [f"tpe-t{i:03d}" for i in range(6)]
@@ -98,14 +98,14 @@ def test_tpe_search_with_pruning_reports_importance_and_saved_tokens(cli, tmp_pa
     assert [r["status"] for r in report["runs"][:5]] == ["finished"] * 5  # the median pruner's first 5 trials run in full
     pruned = [r for r in report["runs"] if r["status"] == "pruned"]
     assert report["pruned"] == len(pruned)
-    assert all(r["steps"] < 200 and r["stopped_at_step"] == r["steps"] for r in pruned)
+    assert all(r["steps"] < 100 and r["stopped_at_step"] == r["steps"] for r in pruned)
     assert report["tokens_saved_by_pruning"] == sum(r["planned_tokens"] - r["tokens"] for r in pruned)
     assert all((ws / "runs" / r["name"] / "latest.pt").is_file() for r in pruned)  # a pruned run keeps its checkpoint
 
 
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_a_stopped_sweep_resumes_its_trials_from_their_checkpoints(tmp_path, how):
-    ws, config = make_workspace(tmp_path, steps=200, eval_interval=20)
+    ws, config = make_workspace(tmp_path, steps=120, eval_interval=10)
     args = ["--config", str(config), "--set", "optimizer.lr=1e-3,2e-3", "--name", "k"]
     first = sweep_process(ws, *args)
     run = ws / "runs" / "k-lr=1e-3"
@@ -120,17 +120,17 @@ def test_a_stopped_sweep_resumes_its_trials_from_their_checkpoints(tmp_path, how
         time.sleep(0.1)
     assert read_run(run).status == "interrupted"  # it saved its checkpoint on the way out
     done_before = max(step for _, step, _ in losses(ws, "k-lr=1e-3"))
-    assert done_before < 200
+    assert done_before < 120
 
     report = finish(sweep_process(ws, *args))
     assert [r["status"] for r in report["runs"]] == ["finished", "finished"]
     steps = [step for kind, step, _ in losses(ws, "k-lr=1e-3") if kind == "train"]
-    assert steps == sorted(set(steps)) and steps[-1] == 200  # continued, not started again beside old rows
+    assert steps == sorted(set(steps)) and steps[-1] == 120  # continued, not started again beside old rows
     assert "resum" in (run / "train.log").read_text().lower()
 
 
 def test_two_workers_share_one_study_and_finish_a_killed_workers_trial(tmp_path):
-    ws, config = make_workspace(tmp_path, steps=100, eval_interval=20)
+    ws, config = make_workspace(tmp_path, steps=60, eval_interval=10)
     storage = f"journal:{tmp_path / 'shared-study.log'}"
     args = ["--config", str(config), "--set", "optimizer.lr=loguniform:1e-4:1e-2", "--search", "random", "--trials", "6",
             "--name", "shared", "--storage", storage, "--parallel", "2"]
@@ -144,7 +144,7 @@ def test_two_workers_share_one_study_and_finish_a_killed_workers_trial(tmp_path)
     names = [r["name"] for r in report["runs"]]
     assert len(names) == len(set(names)) == 6 and report["complete"]  # six trials, none taken twice
     assert "shared-t000" in names  # the killed worker's first trial, finished by the other (as a retry: a new trial number)
-    assert all(r["status"] == "finished" and r["steps"] == 100 for r in report["runs"])
+    assert all(r["status"] == "finished" and r["steps"] == 60 for r in report["runs"])
     for name in names:
         steps = [step for kind, step, _ in losses(ws, name) if kind == "train"]
         assert steps == sorted(set(steps))  # each run trained once through (a resumed one continued)
