@@ -37,7 +37,7 @@ def main() -> None:
             raise
         traceback.print_exc()  # a bug: its traceback, as without a launcher
         code = 1
-    if worker:
+    if worker or code == job.INTERRUPTED:  # after Ctrl-C, no teardown: torch's exit handlers can die of a late SIGINT
         job.exit_worker(code)
     sys.exit(code)
 

@@ -192,8 +192,9 @@ class Study:
 
     def is_stale(self, trial: Any) -> bool:
         beat = trial.user_attrs.get(HEARTBEAT)
-        if not beat:
-            return False
+        if not beat:  # its worker died between taking it and its first heartbeat
+            started = trial.datetime_start
+            return started is not None and time.time() - started.timestamp() > GRACE_S
         if beat["host"] == self.host and beat["pid"] != os.getpid() and not pid_alive(beat["pid"]):
             return True
         return time.time() - beat["time"] > GRACE_S
