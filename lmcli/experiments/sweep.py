@@ -237,7 +237,8 @@ class Worker:
             self.study.finish(trial.trial, "finished", run.final_val_loss)
         else:
             self.study.finish(trial.trial, status, None, error=trial.error_line())
-        self.observer.trial_done(result_row(self.study.frozen(trial.trial.number), self.plan.workspace), *self.counts())
+        frozen = self.study.frozen(trial.trial.number)
+        self.observer.trial_done(result_row(frozen, trial_run(frozen, self.plan.workspace)), *self.counts())
 
     def keep_alive(self) -> None:
         """A heartbeat for each running trial every HEARTBEAT_S; a retry for trials whose worker died, every STALE_CHECK_S."""
@@ -270,10 +271,14 @@ def override_text(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def result_row(frozen: Any, workspace: Workspace) -> dict[str, Any]:
-    """One trial of the results (an Optuna FrozenTrial): its values, outcome and run."""
+def trial_run(frozen: Any, workspace: Workspace) -> Run | None:
+    """The run of a trial (an Optuna FrozenTrial), read once; None before it started."""
     run_dir = workspace.runs_dir / frozen.user_attrs.get(RUN, "")
-    run = read_run(run_dir) if frozen.user_attrs.get(RUN) and is_run_dir(run_dir) else None
+    return read_run(run_dir) if frozen.user_attrs.get(RUN) and is_run_dir(run_dir) else None
+
+
+def result_row(frozen: Any, run: Run | None) -> dict[str, Any]:
+    """One trial of the results: its values, outcome and run."""
     status = frozen.user_attrs.get(STATUS) or frozen.state.name.lower()
     summary = run.summary() if run is not None else {"name": frozen.user_attrs.get(RUN), "steps": 0, "max_steps": None,
                                                        "best_val_loss": None, "final_val_loss": None, "elapsed_s": None}
@@ -309,8 +314,8 @@ def best_run(rows: list[dict[str, Any]]) -> str | None:
 
 def write_results(study: Study, plan: SweepPlan) -> dict[str, Any]:
     """sweep.json and the learning curves of the trials so far (also after an interruption)."""
-    rows = [result_row(t, plan.workspace) for t in study.results()]
-    rows = [r for r in rows if r["name"]]
+    trials = [(t, trial_run(t, plan.workspace)) for t in study.results()]
+    rows = [r for r in (result_row(t, run) for t, run in trials) if r["name"]]
     finished = sum(r["status"] in ("finished", "pruned", "diverged", "failed") for r in rows)
     pruned = [r for r in rows if r["status"] == "pruned"]
     definition = study.definition
@@ -331,7 +336,7 @@ def write_results(study: Study, plan: SweepPlan) -> dict[str, Any]:
         "tokens_trained": sum(r["tokens"] for r in rows),
         "tokens_saved_by_pruning": sum(r["planned_tokens"] - r["tokens"] for r in pruned),
         "runs": rows,
-        "plots": write_plots([read_run(Path(r["path"])) for r in rows if r.get("path")], plan.dir),
+        "plots": write_plots([run for _, run in trials if run is not None], plan.dir),
     }
     with atomic_open(plan.dir / RESULTS_FILE, encoding="utf-8") as f:
         json.dump(report, f, indent=2)
