@@ -419,7 +419,8 @@ def sweep(
     search: Annotated[str, typer.Option("--search", help="grid (every combination of listed values), random or tpe (Optuna's samplers; need --trials).")] = "grid",
     trials: Annotated[Optional[int], typer.Option("--trials", min=1, help="Trials of a random or tpe search, shared by every worker of the study.", show_default=False)] = None,
     prune: Annotated[str, typer.Option("--prune", help="Stop trials that cannot win at an evaluation: none, median, asha or hyperband (Optuna's pruners).")] = "none",
-    parallel: Annotated[int, typer.Option("--parallel", min=1, max=1024, help="Trials at once: one per GPU, or cores/N threads each on a CPU.")] = 1,
+    parallel: Annotated[int, typer.Option("--parallel", min=1, max=1024, help="Slots for trials: one per GPU, or cores/N threads each on a CPU; a trial takes --nproc of them.")] = 1,
+    nproc: Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Each trial trains in this many processes (lmcli train --nproc), taking as many slots.")] = 1,
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage shared by workers: journal:PATH, sqlite:///PATH, postgresql://... \\[default: journal:sweeps/<name>/study.log].", show_default=False)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue (or join) the sweep NAME as it was created.", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
@@ -434,4 +435,5 @@ def sweep(
 
     Example: lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3,1e-2 --name lr    |    lmcli sweep --config demo --set optimizer.lr=loguniform:1e-4:3e-2 --search tpe --trials 12 --prune asha --parallel 2 --name lr-tpe
     """
-    run("sweep")(config, settings, name, search, trials, prune, parallel, storage, resume, device, tensorboard, workspace, quiet, json_)
+    run("sweep")(config, settings, name, search, trials, prune, parallel, storage, resume, device, tensorboard, workspace, quiet, json_,
+                 nproc)

@@ -19,12 +19,12 @@ from lmcli.workspace import Workspace
 def run(
     config: str | None, settings: list[str], name: str | None, search: str, trials: int | None, prune: str,
     parallel: int, storage: str | None, resume: str | None, device: str | None, tensorboard: bool, workspace_path: Path | None,
-    quiet: bool = False, as_json: bool = False,
+    quiet: bool = False, as_json: bool = False, nproc: int = 1,
 ) -> dict[str, Any]:
     """Work on the sweep, then print and return the results (table or JSON)."""
     workspace = Workspace.resolve(workspace_path)
     plan = plan_sweep(config, settings or [], name, workspace, search, trials, prune, 0, storage, parallel, device, resume,
-                      tensorboard)
+                      tensorboard, nproc)
     with SweepDisplay(quiet or as_json, as_json) as display:
         report = run_sweep(plan, display)
     print_report(report, as_json)

@@ -6,7 +6,8 @@ train`` runs in the workspace's ``runs/`` (``lmcli.experiments.trials``)::
     lmcli sweep --config demo --set optimizer.lr=1e-3,3e-3 --set training.batch_size=16,32
     lmcli sweep --config demo --set optimizer.lr=loguniform:1e-4:1e-1 --search tpe --trials 12 --prune asha --parallel 2
 
-One worker (this process) keeps ``--parallel`` trials running: when one ends it tells the study
+One worker (this process) keeps ``--parallel`` trials running (``--parallel / --nproc`` of trials
+that train in several processes each): when one ends it tells the study
 how (final validation loss, pruned, diverged, failed) and starts the next the study hands out.
 Between, it follows each trial's evaluations, reports them to the study, and stops a trial the
 pruner gives up on (SIGTERM: the run saves its checkpoint). Any number of workers may run the
@@ -65,9 +66,10 @@ class SweepPlan:
     workspace: Workspace
     storage: str
     definition: Definition | None  # None: the one stored (--resume NAME)
-    parallel: int = 1
+    parallel: int = 1  # slots: GPUs, or shares of the cores
     device: str | None = None
     tensorboard: bool = False  # each trial also writes TensorBoard event files
+    nproc: int = 1  # processes (slots) per trial
 
 
 def config_reference(config: str) -> str:
@@ -78,10 +80,13 @@ def config_reference(config: str) -> str:
 
 def plan_sweep(config: str | None, settings: list[str], name: str | None, workspace: Workspace, search: str = "grid",
                trials: int | None = None, prune: str = "none", seed: int = 0, storage: str | None = None,
-               parallel: int = 1, device: str | None = None, resume: str | None = None, tensorboard: bool = False) -> SweepPlan:
+               parallel: int = 1, device: str | None = None, resume: str | None = None, tensorboard: bool = False,
+               nproc: int = 1) -> SweepPlan:
     """The sweep the command line describes, its points checked; ``resume`` names one to continue as it was."""
-    if parallel < 1:
-        raise LmcliError("--parallel must be at least 1")
+    if parallel < 1 or nproc < 1:
+        raise LmcliError("--parallel and --nproc must be at least 1")
+    if nproc > parallel:
+        raise LmcliError(f"a trial of --nproc {nproc} takes {nproc} slots: give --parallel {nproc} or more")
     if tensorboard:
         require_tensorboard()  # here, not once per trial
     if resume is not None:
@@ -96,7 +101,8 @@ def plan_sweep(config: str | None, settings: list[str], name: str | None, worksp
         name = name or f"sweep-{resolve_config_path(config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
         check_points(definition, workspace)
     sweep_dir = workspace.root / SWEEPS_DIR / name
-    return SweepPlan(name, sweep_dir, workspace, storage or default_storage(sweep_dir), definition, parallel, device, tensorboard)
+    return SweepPlan(name, sweep_dir, workspace, storage or default_storage(sweep_dir), definition, parallel, device, tensorboard,
+                     nproc)
 
 
 def check_points(definition: Definition, workspace: Workspace) -> None:
@@ -169,11 +175,11 @@ def run_sweep(plan: SweepPlan, observer: SweepObserver | None = None) -> dict[st
 
 
 class Worker:
-    """Keeps up to ``plan.parallel`` trials running until the study has none left."""
+    """Keeps ``plan.parallel // plan.nproc`` trials running until the study has none left."""
 
     def __init__(self, study: Study, plan: SweepPlan, observer: SweepObserver):
         self.study, self.plan, self.observer = study, plan, observer
-        self.free: list[Slot] = slots(plan.parallel, visible_gpus(plan.device))
+        self.free: list[Slot] = slots(plan.parallel, visible_gpus(plan.device), plan.nproc)
         self.running: dict[int, TrialProcess] = {}
         self.last_beat = self.last_stale_check = -float("inf")
 

@@ -1,9 +1,10 @@
 """Trials as processes: each trial is an ordinary ``lmcli train`` run, started in its own process.
 
 A process per trial keeps trials apart: each has its own threads (on a CPU, ``cores / N`` of
-them for N trials at once, through ``OMP_NUM_THREADS`` as for ``--nproc``), its own device (on
-GPUs, ``CUDA_VISIBLE_DEVICES`` shows a trial only the one it was given), and a trial's result
-does not depend on what runs beside it. The sweep follows a trial through the rows its run
+them for N slots, through ``OMP_NUM_THREADS`` as for ``--nproc``), its own device (on GPUs,
+``CUDA_VISIBLE_DEVICES`` shows a trial only the one it was given), and a trial's result does not
+depend on what runs beside it. A trial that trains in K processes (``--nproc K``) takes K slots:
+K GPUs, or K shares of the cores, so ``--parallel 8 --nproc 2`` runs four trials at once. The sweep follows a trial through the rows its run
 appends to ``metrics.jsonl``, the file ``lmcli runs`` reads: the latest step, loss and speed for
 the live view, and each evaluation's validation loss for the pruner. A trial is stopped as a
 scheduler stops a run, with SIGTERM: it finishes its step, saves ``latest.pt`` and exits, so
@@ -32,25 +33,30 @@ from lmcli.workspace import RUN_CONFIG_FILE, RUN_METRICS_FILE
 
 @dataclass(frozen=True)
 class Slot:
-    """What one trial may use: its threads, and on GPUs its device."""
+    """What one trial may use: its processes, the threads of each, and on GPUs one device per process."""
 
     index: int
-    threads: int
-    gpu: int | None = None
+    threads: int  # per process
+    gpus: tuple[int, ...] = ()
+    processes: int = 1
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
         env.setdefault("OMP_NUM_THREADS", str(self.threads))
-        if self.gpu is not None:
-            env["CUDA_VISIBLE_DEVICES"] = str(self.gpu)
+        if self.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, self.gpus))
         return env
 
 
-def slots(parallel: int, gpus: list[int]) -> list[Slot]:
-    """``parallel`` slots: one GPU each when there are GPUs (as many as there are), else a share of the cores."""
-    if gpus:
-        return [Slot(i, max(1, (os.cpu_count() or 1) // min(parallel, len(gpus))), gpus[i]) for i in range(min(parallel, len(gpus)))]
-    return [Slot(i, max(1, (os.cpu_count() or 1) // parallel)) for i in range(parallel)]
+def slots(parallel: int, gpus: list[int], nproc: int = 1) -> list[Slot]:
+    """What ``parallel`` slots make for trials of ``nproc`` processes each: one GPU per slot when
+    there are GPUs (as many slots as GPUs at most), else a share of the cores per slot."""
+    units = min(parallel, len(gpus)) if gpus else parallel
+    if nproc > units:
+        raise LmcliError(f"a trial of --nproc {nproc} needs {nproc} slots, and there are {units} "
+                         f"({'GPUs' if gpus else '--parallel'}): raise --parallel or lower --nproc")
+    threads = max(1, (os.cpu_count() or 1) // units)
+    return [Slot(i, threads, tuple(gpus[i * nproc:(i + 1) * nproc]), nproc) for i in range(units // nproc)]
 
 
 def visible_gpus(device: str | None) -> list[int]:
@@ -189,7 +195,9 @@ def start_trial(trial: Any, run: str, overrides: list[str], config: str, workspa
     else:
         command = ["train", "--config", config, "--name", run, *(a for o in overrides for a in ("--set", o))]
     if device is not None:
-        command += ["--device", "cuda" if slot.gpu is not None else device]
+        command += ["--device", "cuda" if slot.gpus else device]
+    if slot.processes > 1:
+        command += ["--nproc", str(slot.processes)]
     command += [*(["--tensorboard"] if tensorboard else []), "--workspace", str(workspace), "--quiet"]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{run}.log"

@@ -18,6 +18,7 @@ import pytest
 from lmcli.errors import LmcliError
 from lmcli.experiments.runs import read_run
 from lmcli.experiments.search_space import parse_settings
+from lmcli.experiments.trials import slots
 from tests.tiny import tiny_workspace
 
 optuna = pytest.importorskip("optuna", reason="lmcli sweep needs the sweep extra")
@@ -55,6 +56,17 @@ def test_ranges_and_choices_parse_and_bad_ones_are_one_line():
             parse_settings([bad])
 
 
+def test_a_trial_of_several_processes_takes_as_many_gpus_or_core_shares(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    node = slots(8, list(range(8)), nproc=2)
+    assert [s.gpus for s in node] == [(0, 1), (2, 3), (4, 5), (6, 7)] and {s.threads for s in node} == {2}
+    assert node[1].environment()["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert [(s.gpus, s.threads, s.processes) for s in slots(5, [], nproc=2)] == [((), 3, 2)] * 2  # 16 cores / 5 slots
+    assert len(slots(8, [3, 5], nproc=1)) == 2  # no more slots than GPUs
+    with pytest.raises(LmcliError, match="needs 4 slots, and there are 2 \\(GPUs\\)"):
+        slots(8, [3, 5], nproc=4)
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "optimizer.lr=loguniform:1e-4:1e-1"], "--search grid takes listed values"),
     (["--set", "optimizer.lr=1e-3,2e-3", "--search", "tpe"], "--search tpe needs --trials N"),
@@ -63,6 +75,7 @@ def test_ranges_and_choices_parse_and_bad_ones_are_one_line():
     (["--set", "optimizer.lr=1e-3,2e-3", "--prune", "early"], "choose one of none, median, asha, hyperband"),
     (["--set", "optimizer.lr=1e-3,2e-3", "--storage", "redis://x"], "expected journal:PATH"),
     (["--resume", "nothing-here"], "no sweep 'nothing-here'"),
+    (["--set", "optimizer.lr=1e-3,2e-3", "--nproc", "2"], "takes 2 slots: give --parallel 2 or more"),
 ])
 def test_bad_sweeps_are_refused_before_training(cli, tmp_path, args, message):
     ws, config = make_workspace(tmp_path, steps=40)
@@ -82,6 +95,19 @@ def test_parallel_trials_train_exactly_as_one_at_a_time(cli, tmp_path):
         assert losses(ws, f"alone-lr={lr}") == losses(ws, f"together-lr={lr}")
     report = json.loads(together.stdout)
     assert [r["status"] for r in report["runs"]] == ["finished"] * 2 and report["complete"]
+
+
+def test_a_trial_of_two_processes_takes_two_slots_and_trains_as_one_process_does(cli, tmp_path):
+    ws, config = make_workspace(tmp_path, steps=20)
+    grid = ["--config", config, "--set", "optimizer.lr=3e-3,1e-2", "--workspace", ws, "-q", "--json"]
+    alone = cli("sweep", *grid, "--name", "alone")
+    ddp = cli("sweep", *grid, "--name", "ddp", "--parallel", "3", "--nproc", "2")  # 3 slots: one trial at a time
+    assert alone.exit_code == 0 and ddp.exit_code == 0, alone.stderr + ddp.stderr
+    for lr in ("3e-3", "1e-2"):
+        assert "on cpu x 2 processes" in (ws / "sweeps" / "ddp" / "trials" / f"ddp-lr={lr}.log").read_text()
+        one, two = losses(ws, f"alone-lr={lr}"), losses(ws, f"ddp-lr={lr}")
+        assert [row[:2] for row in one] == [row[:2] for row in two]  # the same global batches: the same losses
+        assert [row[2] for row in two] == pytest.approx([row[2] for row in one], rel=1e-5)
 
 
 def test_tpe_search_with_pruning_reports_importance_and_saved_tokens(cli, tmp_path):
