@@ -240,11 +240,29 @@ def open_storage(optuna: Any, url: str) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
     if url.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql"):
+        return database_storage(optuna, url)
+    raise LmcliError(f"--storage {url!r}: expected journal:PATH, sqlite:///PATH, postgresql://... or mysql://...")
+
+
+def database_storage(optuna: Any, url: str, tries: int = 5) -> Any:
+    """Optuna's RDBStorage. Workers started together on a new database all create its tables, and
+    PostgreSQL lets two ``CREATE TABLE IF NOT EXISTS`` collide (a unique violation in its catalog):
+    the loser tries again and finds the tables made."""
+    from sqlalchemy.exc import IntegrityError, ProgrammingError  # optuna's own dependency, imported with it
+
+    if url.startswith("postgresql") and "+" not in url.split(":", 1)[0]:
+        optional_module("psycopg", "sweep-postgres", "a PostgreSQL --storage")  # SQLAlchemy's default driver for it
+    for attempt in range(1, tries + 1):
         try:
             return optuna.storages.RDBStorage(url)
+        except (IntegrityError, ProgrammingError) as e:  # a concurrent creation of the schema
+            if attempt < tries:
+                time.sleep(0.2 + random.random() * attempt)
+                continue
+            error = e
         except Exception as e:  # noqa: BLE001  a driver missing, a server down: one line
-            raise LmcliError(f"--storage {url}: {str(e).splitlines()[0]}") from None
-    raise LmcliError(f"--storage {url!r}: expected journal:PATH, sqlite:///PATH, postgresql://... or mysql://...")
+            error = e
+        raise LmcliError(f"--storage {url}: {str(error).splitlines()[0]}") from None
 
 
 def sampler_for(optuna: Any, search: str, seed: int | None) -> Any:

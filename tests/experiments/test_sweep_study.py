@@ -19,6 +19,7 @@ from lmcli.errors import LmcliError
 from lmcli.experiments.runs import read_run
 from lmcli.experiments.search_space import parse_settings
 from lmcli.experiments.trials import slots
+from tests.postgres import postgres_url
 from tests.tiny import tiny_workspace
 
 optuna = pytest.importorskip("optuna", reason="lmcli sweep needs the sweep extra")
@@ -189,3 +190,18 @@ def test_a_sqlite_study_is_resumed_by_name_and_read_by_optuna_and_trials_write_t
     study = optuna.load_study(study_name="sq", storage=storage)  # Optuna's own API reads it as it is
     assert sorted(t.params["optimizer.lr"] for t in study.trials) == ["1e-3", "3e-3"]
     assert study.best_value == min(r["final_val_loss"] for r in json.loads(first.stdout)["runs"])
+
+
+def test_workers_on_two_processes_share_a_postgresql_study(tmp_path):
+    """The cluster set-up: a database server, and workers started together (both create its tables)
+    that each take trials no other took."""
+    ws, config = make_workspace(tmp_path, steps=20)
+    with postgres_url() as storage:
+        args = ["--config", str(config), "--set", "optimizer.lr=1e-3,2e-3,3e-3,4e-3", "--name", "pg", "--storage", storage]
+        first, second = sweep_process(ws, *args), sweep_process(ws, *args)
+        report = [finish(first), finish(second)][-1]
+        study = optuna.load_study(study_name="pg", storage=storage)
+        assert sorted(t.params["optimizer.lr"] for t in study.trials) == ["1e-3", "2e-3", "3e-3", "4e-3"]
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    assert len({r["name"] for r in report["runs"]}) == 4 and report["complete"]
+    assert sorted(p.name for p in (ws / "runs").iterdir()) == sorted(r["name"] for r in report["runs"])  # each trained once
