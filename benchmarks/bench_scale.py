@@ -25,7 +25,7 @@ time, CPU time and the peak RSS of its whole process tree sampled every 20 ms):
 5. Estimates for OpenWebText (11 GB) and FineWeb-Edu's 10B-token sample on 2, 16 and 64 cores,
    from the rates measured here (see ``estimates`` for what scales with cores and what does not).
 
-Usage: python benchmarks/bench_scale.py [--gb 1.0] [--reuse .bench/scale/report.json] [--json]
+Usage: python benchmarks/bench_scale.py [--gb 1.0] [--only formats] [--reuse .bench/scale/report.json] [--json]
 """
 
 from __future__ import annotations
@@ -272,17 +272,34 @@ def run(gb: float) -> dict:
         with tempfile.TemporaryDirectory(dir=WORK) as tmp:
             report["memory"].insert(-1, {"gb": size, "train_bpe": train_bpe_lmcli(corpus, Path(tmp) / "tok"),
                                          "encode": encode_lmcli(corpus, tokenizer, Path(tmp) / "shards")})
-    print("phase 4: formats", flush=True)
-    digest = ids_digest(shards)
-    report["formats"] = {"txt": {"encode": report["encode"]["lmcli"], "train_bpe": report["train_bpe"]["lmcli"]}}
-    for fmt in ("jsonl.zst", "parquet"):
-        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
-            encoded = encode_lmcli(paths[fmt], tokenizer, Path(tmp) / "shards")
-            report["formats"][fmt] = {"encode": encoded | {"ids_equal_txt": ids_digest(Path(tmp) / "shards") == digest},
-                                      "train_bpe": train_bpe_lmcli(paths[fmt], Path(tmp) / "tok")}
+    report["formats"] = formats(paths, tokenizer, shards, report["encode"]["lmcli"], report["train_bpe"]["lmcli"])
     report["gpt2_bytes_per_token"] = gpt2_bytes_per_token()
     report["estimates"] = estimates(report)
     return report
+
+
+def formats(paths: dict[str, Path], tokenizer: Path, txt_shards: Path, txt_encode: dict, txt_train_bpe: dict) -> dict:
+    """Phase 4: encode and train-bpe of the .jsonl.zst and .parquet, beside the .txt's rows."""
+    print("phase 4: formats", flush=True)
+    digest = ids_digest(txt_shards)
+    rows = {"txt": {"encode": txt_encode, "train_bpe": txt_train_bpe}}
+    for fmt in ("jsonl.zst", "parquet"):
+        with tempfile.TemporaryDirectory(dir=WORK) as tmp:
+            encoded = encode_lmcli(paths[fmt], tokenizer, Path(tmp) / "shards")
+            rows[fmt] = {"encode": encoded | {"ids_equal_txt": ids_digest(Path(tmp) / "shards") == digest},
+                         "train_bpe": train_bpe_lmcli(paths[fmt], Path(tmp) / "tok")}
+    return rows
+
+
+def run_formats(gb: float) -> dict:
+    """Only what phase 4 needs: the .txt's train-bpe (which writes the tokenizer) and encode, then the formats."""
+    paths = write_corpora(gb)
+    full, tokenizer, shards = paths[f"{gb:g}gb"], WORK / "tok32k", WORK / "shards-txt"
+    train_bpe = train_bpe_lmcli(full, tokenizer)
+    encode = encode_lmcli(full, tokenizer, shards)
+    return {"machine": {"cores": os.cpu_count(), "cpu": cpu_name()}, "gb": gb,
+            "corpus": {name: path.stat().st_size for name, path in paths.items()},
+            "formats": formats(paths, tokenizer, shards, encode, train_bpe)}
 
 
 def print_report(r: dict) -> None:
@@ -305,13 +322,7 @@ def print_report(r: dict) -> None:
     for row in r["memory"]:
         t, e = row["train_bpe"], row["encode"]
         print(f"{row['gb']:6g}{t['peak_mb']:14.0f}{t['wall_seconds']:13.1f}{t['distinct_pretokens']:12,}{e['peak_mb']:11.0f}{e['wall_seconds']:10.1f}")
-    print("\nformats (the same documents; time relative to .txt, goal <= 1.2x)")
-    txt = r["formats"]["txt"]
-    for fmt, row in r["formats"].items():
-        extra = "" if fmt == "txt" else f"  ids equal to .txt: {row['encode']['ids_equal_txt']}"
-        print(f"{fmt:10} {r['corpus'].get(fmt, r['corpus'][f'{gb:g}gb']) / 1e6:8.0f} MB on disk  "
-              f"encode {row['encode']['wall_seconds']:6.1f} s ({row['encode']['wall_seconds'] / txt['encode']['wall_seconds']:.2f}x)  "
-              f"train-bpe {row['train_bpe']['wall_seconds']:6.1f} s ({row['train_bpe']['wall_seconds'] / txt['train_bpe']['wall_seconds']:.2f}x){extra}")
+    print_formats(r)
     est = r["estimates"]
     print(f"\nestimates (distinct pre-tokens grow as size^{est['distinct_pretokens_exponent']:.2f}); hours train-bpe / encode")
     for name, row in est["corpora"].items():
@@ -319,12 +330,33 @@ def print_report(r: dict) -> None:
         print(f"{name:24} {row['gb']:5.1f} GB  {cells}")
 
 
+def print_formats(r: dict) -> None:
+    gb = r["gb"]
+    print("\nformats (the same documents; time relative to .txt, goal <= 1.2x)")
+    txt = r["formats"]["txt"]
+    for fmt, row in r["formats"].items():
+        extra = "" if fmt == "txt" else f"  ids equal to .txt: {row['encode']['ids_equal_txt']}"
+        print(f"{fmt:10} {r['corpus'].get(fmt, r['corpus'][f'{gb:g}gb']) / 1e6:8.0f} MB on disk  "
+              f"encode {row['encode']['wall_seconds']:6.1f} s ({row['encode']['wall_seconds'] / txt['encode']['wall_seconds']:.2f}x)  "
+              f"train-bpe {row['train_bpe']['wall_seconds']:6.1f} s ({row['train_bpe']['wall_seconds'] / txt['train_bpe']['wall_seconds']:.2f}x){extra}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gb", type=float, default=1.0, help="the largest input, in GB [default: 1]")
     parser.add_argument("--reuse", type=Path, help="print a saved report instead of measuring")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--only", choices=["formats"], help="only phase 4 (with the .txt rows it compares against)")
     args = parser.parse_args()
+    if args.only:
+        report = run_formats(args.gb)
+        with atomic_open(WORK / "report-formats.json", "w") as out:
+            json.dump(report, out, indent=1)
+        if args.json:
+            print(json.dumps(report))
+        else:
+            print_formats(report)
+        return
     if args.reuse:
         report = json.loads(args.reuse.read_text())
     else:

@@ -141,7 +141,8 @@ def _encode_range(byte_range: tuple[int, int]) -> tuple[int, int, np.ndarray]:
 
 
 def _encode_piece(piece: Piece) -> tuple[int, int, np.ndarray]:
-    return len(piece.text.encode("utf-8")), piece.bytes_read, _worker["tokenizer"].encode_array(piece.text).astype(_worker["dtype"])
+    text = piece.text  # JSON lines are parsed here, in the worker
+    return len(text.encode("utf-8")), piece.bytes_read, _worker["tokenizer"].encode_array(text).astype(_worker["dtype"])
 
 
 def _encoded_chunks(

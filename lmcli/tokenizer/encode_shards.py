@@ -39,7 +39,7 @@ from lmcli.tokenizer.sources import END_OF_TEXT, TextSource
 from lmcli.tokenizer.tokenizer import Tokenizer
 
 MANIFEST = "manifest.json"
-FORMAT = "lmcli-token-shards/1"
+FORMAT = "lmcli-token-shards/2"  # 2: JSON lines are chunked by their bytes (the chunks a resumed run skips)
 DEFAULT_SHARD_TOKENS = 100_000_000
 IDENTITY = ("format", "tokenizer_fingerprint", "dtype", "shard_tokens", "text_field", "part", "sources")
 

@@ -225,7 +225,7 @@ def count_stream_pretokens(
 ) -> Counter[bytes]:
     """``count_file_pretokens`` for a streamed source (``lmcli.tokenizer.sources``): this process
     reads the pieces and hands them to ``workers`` worker processes through a short queue (so the
-    stream is read no faster than it is counted), which send their counts back packed as a file's
+    stream is read no faster than it is counted; JSON lines are parsed by the workers), which send their counts back packed as a file's
     workers do. ``on_bytes(n)``: n more input bytes read."""
     workers = workers or available_cores()
     on_bytes = on_bytes or (lambda n: None)
@@ -258,7 +258,7 @@ def count_stream_pretokens(
             if not all(w.is_alive() for w in procs):
                 raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers") from None
 
-    def hand_over(item: str | None) -> None:
+    def hand_over(item: Piece | None) -> None:
         """Put ``item`` on the task queue, merging counts while it is full."""
         while True:
             try:
@@ -268,7 +268,7 @@ def count_stream_pretokens(
 
     try:
         for piece in stream:
-            hand_over(piece.text)
+            hand_over(piece)  # its text is made in the worker (JSON lines are parsed there)
             advance(piece)
         for _ in procs:
             hand_over(None)
@@ -294,8 +294,8 @@ def _stream_worker(tasks, messages, special_tokens: list[str]) -> None:
     special = special_token_pattern(special_tokens)
     try:
         counts = PretokenCounts()
-        while (text := tasks.get()) is not None:
-            _add_piece(counts, text, special)
+        while (piece := tasks.get()) is not None:
+            _add_piece(counts, piece.text, special)
             if len(counts) >= FLUSH_ENTRIES:
                 messages.put(("counts", counts.packed()))
                 counts = PretokenCounts()

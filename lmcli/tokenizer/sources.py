@@ -52,9 +52,32 @@ PARQUET_BATCH_ROWS = 256  # rows of a parquet file converted to Python strings a
 
 
 @dataclass(frozen=True)
+class JsonLines:
+    """Complete lines of a JSON-lines file, parsed only when their text is asked for: in the worker
+    process that tokenizes them, so the one process reading the file does no more than decompress."""
+
+    path: Path
+    first_line: int  # the number of the first line, for error messages
+    data: bytes
+    text_field: str
+    errors: str
+
+    def text(self) -> str:
+        """Each line's record text followed by END_OF_TEXT; blank lines are skipped."""
+        parts = []
+        for number, line in enumerate(self.data.split(b"\n"), self.first_line):
+            parts += (_jsonl_text(self.path, line, number, self.text_field, self.errors), END_OF_TEXT) if line.strip() else ()
+        return "".join(parts)
+
+
+@dataclass(frozen=True)
 class Piece:
-    text: str  # ends where a cut cannot change the tokens
+    content: str | JsonLines  # ends where a cut cannot change the tokens
     bytes_read: int  # input bytes read so far (compressed bytes for a compressed file)
+
+    @property
+    def text(self) -> str:
+        return self.content if isinstance(self.content, str) else self.content.text()
 
 
 @dataclass(frozen=True)
@@ -143,11 +166,11 @@ def pieces(source: TextSource, special_tokens: list[str], text_field: str = "tex
     if source.kind in ("compressed", "text"):  # (a plain file is read by byte range instead, but streams as well)
         return _compressed_text(source.path, special_tokens, errors)
     if source.kind == "jsonl":
-        return _joined(_jsonl_records(source.path, text_field, errors))
+        return _jsonl_pieces(source.path, text_field, errors)
     if source.kind == "parquet":
         return _joined(_parquet_records(source.path, text_field))
     if source.kind == "dataset":
-        return _joined(_dataset_records(source.path, text_field, errors))
+        return _dataset_pieces(source.path, text_field, errors)
     return _joined(_hub_records(source.name, text_field, split))
 
 
@@ -158,7 +181,7 @@ def one_stream(sources: list[TextSource], special_tokens: list[str], text_field:
     for source in sources:
         last = 0
         for piece in pieces(source, special_tokens, text_field, errors, split):
-            yield Piece(piece.text, done + piece.bytes_read)
+            yield Piece(piece.content, done + piece.bytes_read)
             last = piece.bytes_read
         done += source.size or last
 
@@ -271,29 +294,34 @@ def _field_text(record, text_field: str, where: str) -> str:
     return value
 
 
-def _jsonl_records(path: Path, text_field: str, errors: str) -> Iterator[tuple[str, int]]:
-    """(text, bytes read) of every line's record; blank lines are skipped."""
-    pending, number = b"", 0
+def _jsonl_pieces(path: Path, text_field: str, errors: str) -> Iterator[Piece]:
+    """The file's complete lines, about READ_BYTES of them at a time (a longer line: whole)."""
+    pending, first_line = b"", 1
     for block, read in _decompressed_blocks(path):
-        lines = (pending + block).split(b"\n")
-        pending = lines.pop()
-        for line in lines:
-            number += 1
-            yield from _jsonl_line(path, line, number, text_field, errors, read)
+        data, start = pending + block, 0
+        while (end := _lines_end(data, start)) >= 0:
+            yield Piece(JsonLines(path, first_line, data[start:end], text_field, errors), read)
+            first_line += data.count(b"\n", start, end + 1)
+            start = end + 1
+        pending = data[start:]
     if pending:
-        yield from _jsonl_line(path, pending, number + 1, text_field, errors, path.stat().st_size)
+        yield Piece(JsonLines(path, first_line, pending, text_field, errors), path.stat().st_size)
 
 
-def _jsonl_line(path: Path, line: bytes, number: int, text_field: str, errors: str, read: int) -> Iterator[tuple[str, int]]:
-    if not line.strip():
-        return
+def _lines_end(data: bytes, start: int) -> int:
+    """Where the lines of the next piece from ``start`` end: the first newline READ_BYTES on, else the last (-1: none)."""
+    end = data.find(b"\n", start + READ_BYTES)
+    return end if end >= 0 else data.rfind(b"\n", start)
+
+
+def _jsonl_text(path: Path, line: bytes, number: int, text_field: str, errors: str) -> str:
     try:
         record = json.loads(line.decode("utf-8", errors))
     except UnicodeDecodeError:
         raise LmcliError(f"{path} line {number:,}: invalid UTF-8 (--errors replace accepts it)") from None
     except ValueError as e:
         raise LmcliError(f"{path} line {number:,} is not valid JSON ({e})") from None
-    yield _field_text(record, text_field, f"{path} line {number:,}"), read
+    return _field_text(record, text_field, f"{path} line {number:,}")
 
 
 def _parquet_records(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
@@ -328,7 +356,7 @@ def _parquet_records(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
             yield text, size * row // rows
 
 
-def _dataset_records(directory: Path, text_field: str, errors: str) -> Iterator[tuple[str, int]]:
+def _dataset_pieces(directory: Path, text_field: str, errors: str) -> Iterator[Piece]:
     """A ``save_to_disk`` dataset's records, or those of the folder's .parquet/.jsonl files in name order."""
     if (directory / "state.json").is_file():
         datasets = optional_module("datasets", "data", f"reading the dataset {directory}")
@@ -338,14 +366,14 @@ def _dataset_records(directory: Path, text_field: str, errors: str) -> Iterator[
             raise LmcliError(f"{directory} is not a readable saved dataset ({e})") from None
         if isinstance(dataset, datasets.DatasetDict):
             raise LmcliError(f"{directory} holds the splits {', '.join(dataset)}: give one split's directory")
-        yield from _dataset_rows(dataset, text_field, str(directory))
+        yield from _joined(_dataset_rows(dataset, text_field, str(directory)))
         return
     done = 0
     for path in dataset_files(directory):
         source = open_source(path)
-        records = _parquet_records(path, text_field) if source.kind == "parquet" else _jsonl_records(path, text_field, errors)
-        for text, read in records:
-            yield text, done + read
+        file_pieces = _joined(_parquet_records(path, text_field)) if source.kind == "parquet" else _jsonl_pieces(path, text_field, errors)
+        for piece in file_pieces:
+            yield Piece(piece.content, done + piece.bytes_read)
         done += source.size
 
 

@@ -78,6 +78,7 @@ def corpus(tmp_path_factory):
 def test_every_format_streams_the_text_of_its_records(corpus, monkeypatch):
     root, paths = corpus
     monkeypatch.setattr(sources, "PIECE_CHARS", 500)  # many pieces, cut at token boundaries
+    monkeypatch.setattr(sources, "READ_BYTES", 500)  # JSON lines: a piece per block read
     expected = paths["txt"].read_text(encoding="utf-8")
     for name, path in paths.items():
         source = sources.open_source(path)
