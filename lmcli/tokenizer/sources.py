@@ -17,7 +17,11 @@ at once and as glob patterns (``expand_inputs``):
 Each record's text is followed by the end-of-text token, as each document of the CS336 text files
 is followed by ``<|endoftext|>``: records t1, t2, ... give exactly the tokens of the text
 ``t1<|endoftext|>t2<|endoftext|>...``. Streamed sources yield ``Piece``s: text that ends at a
-token boundary, with the input bytes read so far (for progress bars).
+token boundary, with the input bytes read so far (for progress bars). A piece of JSON lines holds
+the lines' bytes and is parsed where its text is asked for, in the worker process that tokenizes
+it: the one process that reads a file then only decompresses it and cuts it at newlines, and the
+parsing is spread over the workers (on 2 cores this took a .jsonl.zst's encode from 1.56x the
+time of the same text as .txt to the ratio the README gives).
 
 Bad input is one line naming the file and, where it applies, the line or row: invalid JSON, a
 missing field, a value that is not a string, a truncated gzip/zstd/xz stream, invalid UTF-8, a
@@ -330,7 +334,8 @@ def _parquet_records(path: Path, text_field: str) -> Iterator[tuple[str, int]]:
     pq = optional_module("pyarrow.parquet", "data", f"reading {path.name}")
     pa = optional_module("pyarrow", "data", f"reading {path.name}")
     try:
-        parquet = pq.ParquetFile(path)
+        # read the column a megabyte at a time: by default a whole column chunk (here 238 MB of a 1 GB file) is read at once
+        parquet = pq.ParquetFile(path, buffer_size=READ_BYTES, pre_buffer=False)
     except (pa.ArrowInvalid, OSError) as e:
         raise LmcliError(f"{path} is not a parquet file ({e})") from None
     names = parquet.schema_arrow.names
