@@ -34,7 +34,7 @@ import numpy as np
 from lmcli.errors import LmcliError
 from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, bounded_pieces, chunk_ranges, decode_utf8, read_range
-from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys
+from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys, padded_bytes
 from lmcli.tokenizer.fast_pretokenize import pretokenize_segments
 from lmcli.tokenizer.sources import Piece
 from lmcli.tokenizer.special_tokens import special_bytes_pattern, special_token_pattern
@@ -95,6 +95,21 @@ class PretokenCounts:
         self._counts = grown(self._counts, len(self._tokens))
         self._counts[: len(self._tokens)] += np.bincount(entries, minlength=len(self._tokens))
         self._long.update(byte_slices(raw, starts[~short], ends[~short]))
+
+    def add_packed(self, packed: Packed) -> None:
+        """Add counts of distinct pre-tokens sent by another process (``packed``), with array operations:
+        ``add_packed`` (into a Counter, one Python step per pre-token) is what it equals."""
+        blob, lengths, counts = packed
+        ends = np.cumsum(lengths)
+        starts = ends - lengths
+        short = lengths <= MAX_PACKED_BYTES
+        short_starts, short_ends = starts[short], ends[short]
+        keys = packed_keys(padded_bytes(blob), short_starts, lengths[short])
+        entries, added = self._table.find_or_add(*keys, len(self._tokens))
+        self._tokens += byte_slices(blob, short_starts[added], short_ends[added])
+        self._counts = grown(self._counts, len(self._tokens))
+        self._counts[entries] += counts[short]  # the pre-tokens of one packed set are distinct
+        self._long.update(dict(zip(byte_slices(blob, starts[~short], ends[~short]), counts[~short].tolist())))
 
     def counter(self) -> Counter[bytes]:
         counts: Counter[bytes] = Counter()
@@ -247,8 +262,8 @@ def count_stream_pretokens(
     procs = [context.Process(target=_stream_worker, args=(tasks, messages, special_tokens), daemon=True) for _ in range(workers)]
     for w in procs:
         w.start()
-    total: Counter[bytes] = Counter()
-    inbox = WorkerMessages(lambda packed: add_packed(total, packed))
+    total = PretokenCounts()  # compact while the workers' counts come in; a Counter once at the end
+    inbox = WorkerMessages(total.add_packed)
 
     def merge_next(timeout: float) -> None:
         """Merge the next message from the workers, if one comes in ``timeout`` s; a dead worker is an error."""
@@ -274,7 +289,7 @@ def count_stream_pretokens(
             hand_over(None)
         while inbox.done < len(procs):
             merge_next(0.5)
-        return total
+        return total.counter()
     finally:
         for w in procs:
             if w.is_alive():

@@ -87,6 +87,20 @@ def test_array_counts_equal_regex_counts(monkeypatch):
         assert counts.counter() == reference.count_pretokens(text, [EOT])
 
 
+def test_packed_counts_added_with_arrays_equal_adding_them_one_by_one():
+    rng = random.Random(5)
+    alphabet = ["a", "b", " ", "é", "😀", "x" * 7]  # pre-tokens of 0 to 40 bytes: either side of the 15-byte keys
+    fast, plain = fast_count.PretokenCounts(), Counter()
+    for _ in range(20):  # sets from several workers, overlapping
+        sent = fast_count.PretokenCounts()
+        sent._long.update({"".join(rng.choices(alphabet, k=rng.randrange(4, 9))).encode(): rng.randrange(1, 9) for _ in range(10)})
+        sent.add(["".join(rng.choices(alphabet[:5], k=rng.randrange(1, 60))) for _ in range(5)])
+        packed = sent.packed()
+        fast.add_packed(packed)
+        fast_count.add_packed(plain, packed)
+    assert fast.counter() == plain and any(len(token) > 15 for token in plain)
+
+
 # --- special tokens --------------------------------------------------------------------------
 
 
