@@ -356,26 +356,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--only", choices=["formats"], help="only phase 4 (with the .txt rows it compares against)")
     args = parser.parse_args()
-    if args.only:
-        report = run_formats(args.gb)
-        with atomic_open(WORK / "report-formats.json", "w") as out:
-            json.dump(report, out, indent=1)
-        if args.json:
-            print(json.dumps(report))
-        else:
-            print_formats(report)
-        return
     if args.reuse:
         report = json.loads(args.reuse.read_text())
     else:
-        report = run(args.gb)
-        with atomic_open(WORK / "report.json", "w") as out:
+        report = run_formats(args.gb) if args.only else run(args.gb)
+        with atomic_open(WORK / ("report-formats.json" if args.only else "report.json"), "w") as out:
             json.dump(report, out, indent=1)
     if args.json:
         print(json.dumps(report))
-    else:
+    elif "train_bpe" in report:
         print_report(report)
-
+    else:  # a formats-only report
+        print_formats(report)
 
 if __name__ == "__main__":
     main()
