@@ -88,8 +88,8 @@ def main() -> None:
     prepare(keep=bool(args.only))
     cores = os.cpu_count() or 1
     result = {"machine": {"cores": cores, "cpu": cpu_name()}}
-    result["parallel"] = previous["parallel"] if args.only == "pruning" else measure_parallel(cores)
-    result["pruning"] = previous["pruning"] if args.only == "parallel" else measure_pruning()
+    result["parallel"] = previous.get("parallel") if args.only == "pruning" else measure_parallel(cores)
+    result["pruning"] = previous.get("pruning") if args.only == "parallel" else measure_pruning()
     saved.write_text(json.dumps(result, indent=1))
     if args.json:
         print(json.dumps(result))
@@ -121,17 +121,19 @@ def measure_pruning() -> dict:
 
 
 def print_result(result: dict) -> None:
+    """The parts measured (one may be missing: --only without an earlier report)."""
     cores = result["machine"]["cores"]
     p, q = result["parallel"], result["pruning"]
     print(f"sweep benchmark, {cores} cores ({result['machine']['cpu']})")
-    print(f"4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "
-          f"{p['parallel_s']:.1f} s: {p['ratio']:.2f}x (goal <= 0.65x); losses identical: {p['losses_identical']}")
-    print(f"12-point lr grid: full {q['grid_s']:.1f} s, {q['grid_tokens']:,} tokens; --prune asha {q['asha_s']:.1f} s, "
-          f"{q['asha_tokens']:,} tokens: {q['token_ratio']:.2f}x the tokens (goal <= 0.5x), {q['pruned_trials']} pruned")
-    gap = q["best_asha"]["final_val_loss"] / q["best_grid"]["final_val_loss"] - 1
-    print(f"best: grid lr {q['best_grid']['lr']} ({q['best_grid']['final_val_loss']:.4f}), asha lr {q['best_asha']['lr']} "
-          f"({q['best_asha']['final_val_loss']:.4f}): {gap:+.2%} (goal within 1%)")
-
+    if p:
+        print(f"4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "
+              f"{p['parallel_s']:.1f} s: {p['ratio']:.2f}x (goal <= 0.65x); losses identical: {p['losses_identical']}")
+    if q:
+        print(f"12-point lr grid: full {q['grid_s']:.1f} s, {q['grid_tokens']:,} tokens; --prune asha {q['asha_s']:.1f} s, "
+              f"{q['asha_tokens']:,} tokens: {q['token_ratio']:.2f}x the tokens (goal <= 0.5x), {q['pruned_trials']} pruned")
+        gap = q["best_asha"]["final_val_loss"] / q["best_grid"]["final_val_loss"] - 1
+        print(f"best: grid lr {q['best_grid']['lr']} ({q['best_grid']['final_val_loss']:.4f}), asha lr {q['best_asha']['lr']} "
+              f"({q['best_asha']['final_val_loss']:.4f}): {gap:+.2%} (goal within 1%)")
 
 if __name__ == "__main__":
     main()

@@ -18,6 +18,7 @@ import pytest
 from lmcli.errors import LmcliError
 from lmcli.experiments.runs import read_run
 from lmcli.experiments.search_space import parse_settings
+from lmcli.experiments.study import Definition, pruner_for
 from lmcli.experiments.trials import slots
 from tests.postgres import postgres_url
 from tests.tiny import tiny_workspace
@@ -66,6 +67,14 @@ def test_a_trial_of_several_processes_takes_as_many_gpus_or_core_shares(monkeypa
     assert len(slots(8, [3, 5], nproc=1)) == 2  # no more slots than GPUs
     with pytest.raises(LmcliError, match="needs 4 slots, and there are 2 \\(GPUs\\)"):
         slots(8, [3, 5], nproc=4)
+
+
+@pytest.mark.parametrize(("warmup", "interval", "first"), [(10, 10, 20), (0, 25, 25), (49, 25, 50), (50, 25, 75)])
+def test_successive_halving_decides_first_after_the_warmup(warmup, interval, first):
+    fixed, axes = parse_settings(["optimizer.lr=1e-3,2e-3", f"optimizer.warmup_steps={warmup}", f"training.eval_interval={interval}"])
+    for prune, pruner in (("asha", optuna.pruners.SuccessiveHalvingPruner), ("hyperband", optuna.pruners.HyperbandPruner)):
+        chosen = pruner_for(optuna, Definition.of("demo", fixed, axes, "grid", None, prune, 0))
+        assert isinstance(chosen, pruner) and chosen._min_resource == first
 
 
 @pytest.mark.parametrize(("args", "message"), [
