@@ -87,12 +87,7 @@ class PretokenCounts:
         """Count the pre-tokens of texts that hold no special token (each pre-tokenized on its own)."""
         raw, data, starts, ends, barrier = pretokenize_segments(texts)
         starts, ends = starts[~barrier], ends[~barrier]
-        lengths = ends - starts
-        short = lengths <= MAX_PACKED_BYTES
-        short_starts, short_ends = starts[short], ends[short]
-        entries, added = self._table.find_or_add(*packed_keys(data, short_starts, lengths[short]), len(self._tokens))
-        self._tokens += byte_slices(raw, short_starts[added], short_ends[added])
-        self._counts = grown(self._counts, len(self._tokens))
+        entries, short = self._short_entries(raw, data, starts, ends)
         self._counts[: len(self._tokens)] += np.bincount(entries, minlength=len(self._tokens))
         self._long.update(byte_slices(raw, starts[~short], ends[~short]))
 
@@ -102,14 +97,20 @@ class PretokenCounts:
         blob, lengths, counts = packed
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        short = lengths <= MAX_PACKED_BYTES
-        short_starts, short_ends = starts[short], ends[short]
-        keys = packed_keys(padded_bytes(blob), short_starts, lengths[short])
-        entries, added = self._table.find_or_add(*keys, len(self._tokens))
-        self._tokens += byte_slices(blob, short_starts[added], short_ends[added])
-        self._counts = grown(self._counts, len(self._tokens))
+        entries, short = self._short_entries(blob, padded_bytes(blob), starts, ends)
         self._counts[entries] += counts[short]  # the pre-tokens of one packed set are distinct
         self._long.update(dict(zip(byte_slices(blob, starts[~short], ends[~short]), counts[~short].tolist())))
+
+    def _short_entries(self, raw: bytes, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The entry of each pre-token ``raw[start:end]`` of at most MAX_PACKED_BYTES (``data``: ``raw`` padded
+        for ``packed_keys``), new ones added with a count of 0; and which pre-tokens those short ones are."""
+        lengths = ends - starts
+        short = lengths <= MAX_PACKED_BYTES
+        short_starts, short_ends = starts[short], ends[short]
+        entries, added = self._table.find_or_add(*packed_keys(data, short_starts, lengths[short]), len(self._tokens))
+        self._tokens += byte_slices(raw, short_starts[added], short_ends[added])
+        self._counts = grown(self._counts, len(self._tokens))
+        return entries, short
 
     def counter(self) -> Counter[bytes]:
         counts: Counter[bytes] = Counter()

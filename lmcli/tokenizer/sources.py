@@ -373,13 +373,7 @@ def _dataset_pieces(directory: Path, text_field: str, errors: str) -> Iterator[P
             raise LmcliError(f"{directory} holds the splits {', '.join(dataset)}: give one split's directory")
         yield from _joined(_dataset_rows(dataset, text_field, str(directory)))
         return
-    done = 0
-    for path in dataset_files(directory):
-        source = open_source(path)
-        file_pieces = _joined(_parquet_records(path, text_field)) if source.kind == "parquet" else _jsonl_pieces(path, text_field, errors)
-        for piece in file_pieces:
-            yield Piece(piece.content, done + piece.bytes_read)
-        done += source.size
+    yield from one_stream([open_source(path) for path in dataset_files(directory)], [], text_field, errors)
 
 
 def _dataset_rows(dataset, text_field: str, where: str) -> Iterator[tuple[str, int]]:
