@@ -7,8 +7,10 @@ initial alphabet ByteLevel.alphabet(); it uses all cores through its own thread 
 through ``--workers`` (default: all cores).
 
 Each trainer runs in its own subprocess, so their peak memories are measured apart: the parent
-samples the RSS of the child's whole process tree (lmcli's worker processes included) every
-20 ms. Time is the wall time of the training call inside the child (interpreter start and
+samples the memory of the child's whole process tree (lmcli's worker processes included) every
+20 ms, two ways: the sum of RSS, which counts the pages a forked worker shares with its parent
+once per process (so it overstates lmcli's two processes against HF's one), and on Linux the sum
+of PSS (each shared page divided among the processes that map it: what the tree really holds). Time is the wall time of the training call inside the child (interpreter start and
 imports excluded for both); CPU time (user + system of the whole tree, from getrusage, imports
 included) is shown too, since on a shared machine it varies less than wall time. The two runs
 alternate, ``--repeat`` times; the table shows the median (and the best) of each. Ratios are
@@ -90,24 +92,37 @@ def measured(argv: list[str]) -> tuple[str, dict]:
     start, cpu_before = time.perf_counter(), _children_cpu()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     watched = psutil.Process(proc.pid)
-    peak = 0
+    peak = peak_pss = 0
     while proc.poll() is None:
         try:
             peak = max(peak, tree_rss(watched))
+            peak_pss = max(peak_pss, tree_pss(watched))
         except psutil.Error:
             pass
         time.sleep(0.02)
     out = proc.stdout.read()
     if proc.returncode:
         sys.exit(f"{' '.join(argv[:4])} ... failed (exit {proc.returncode})")
-    usage = {"wall_seconds": time.perf_counter() - start, "cpu_seconds": _children_cpu() - cpu_before, "peak_mb": peak / 1e6}
+    usage = {"wall_seconds": time.perf_counter() - start, "cpu_seconds": _children_cpu() - cpu_before,
+             "peak_mb": peak / 1e6, "peak_pss_mb": peak_pss / 1e6 or None}
     return out, usage
+
+
+def tree_pss(process: psutil.Process) -> int:
+    """PSS of a process plus all its descendants; 0 where the system does not report PSS."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += getattr(p.memory_full_info(), "pss", 0)
+        except psutil.Error:
+            pass
+    return total
 
 
 def run_child(code: str, input_path: Path, vocab: int, merges_out: Path) -> dict:
     """Run one trainer in a subprocess; its result plus the peak RSS of its process tree."""
     out, usage = measured([sys.executable, "-c", code, str(input_path), str(vocab), EOT, str(merges_out)])
-    return {**json.loads(out), "peak_mb": usage["peak_mb"], "cpu_seconds": usage["cpu_seconds"]}
+    return {**json.loads(out), "peak_mb": usage["peak_mb"], "peak_pss_mb": usage["peak_pss_mb"], "cpu_seconds": usage["cpu_seconds"]}
 
 
 def _children_cpu() -> float:
@@ -156,6 +171,7 @@ def main() -> None:
             "seconds_best": min(r["seconds"] for r in rs),
             "cpu_seconds_median": statistics.median(r["cpu_seconds"] for r in rs),
             "peak_mb_median": statistics.median(r["peak_mb"] for r in rs),
+            "peak_pss_mb_median": statistics.median(r["peak_pss_mb"] or 0 for r in rs) or None,
             "vocab_size": rs[0]["vocab_size"],
         }
 
@@ -171,6 +187,7 @@ def main() -> None:
         "time_ratio": lm["seconds_median"] / hf["seconds_median"],
         "cpu_ratio": lm["cpu_seconds_median"] / hf["cpu_seconds_median"],
         "memory_ratio": lm["peak_mb_median"] / hf["peak_mb_median"],
+        "pss_ratio": lm["peak_pss_mb_median"] / hf["peak_pss_mb_median"] if lm["peak_pss_mb_median"] and hf["peak_pss_mb_median"] else None,
         "merges_in_common": shared,
     }
     if args.json:
@@ -178,12 +195,14 @@ def main() -> None:
         return
     print(f"train-bpe on {input_path.name} ({result['input_mb']:.1f} MB), vocab {args.vocab}, "
           f"{result['machine']['cores']} cores ({result['machine']['cpu']}), median of {args.repeat}")
-    print(f"{'':16}{'wall s':>10}{'best s':>10}{'cpu s':>10}{'peak MB':>10}")
+    print(f"{'':16}{'wall s':>10}{'best s':>10}{'cpu s':>10}{'peak RSS':>10}{'peak PSS':>10}")
     for name, s in (("lmcli", lm), ("hf tokenizers", hf)):
-        print(f"{name:16}{s['seconds_median']:10.2f}{s['seconds_best']:10.2f}{s['cpu_seconds_median']:10.2f}{s['peak_mb_median']:10.0f}")
+        pss = f"{s['peak_pss_mb_median']:10.0f}" if s["peak_pss_mb_median"] else f"{'-':>10}"
+        print(f"{name:16}{s['seconds_median']:10.2f}{s['seconds_best']:10.2f}{s['cpu_seconds_median']:10.2f}{s['peak_mb_median']:10.0f}{pss}")
     cpu_ratio = lm["cpu_seconds_median"] / hf["cpu_seconds_median"]
-    print(f"{'lmcli / hf':16}{result['time_ratio']:9.2f}x{'':10}{cpu_ratio:9.2f}x{result['memory_ratio']:9.2f}x")
-    print(f"merges in common: {shared:.0%} (peak = sampled RSS of each trainer's process tree)")
+    pss_ratio = f"{result['pss_ratio']:9.2f}x" if result["pss_ratio"] else f"{'-':>10}"
+    print(f"{'lmcli / hf':16}{result['time_ratio']:9.2f}x{'':10}{cpu_ratio:9.2f}x{result['memory_ratio']:9.2f}x{pss_ratio}")
+    print(f"merges in common: {shared:.0%} (peaks in MB: sampled sums over each trainer's process tree)")
 
 
 if __name__ == "__main__":

@@ -9,14 +9,14 @@ with array operations a megabyte at a time (``PretokenCounts``: the encoder's ar
 pre-tokenizer and packed-key hash table, and ``np.bincount`` for the occurrences).
 With K workers, K - 1 worker processes and the main process all take the next chunk from a
 shared counter as soon as they are free (so the load balances itself) and add its pre-tokens
-to their own counts. A worker sends its counts to the
-main process when it holds FLUSH_ENTRIES distinct pre-tokens and at the end, packed (all the
-pre-tokens in one bytes object, their lengths and counts in two arrays: a few bytes per entry
-instead of a dict entry and two objects); the main process adds them to its own Counter once
-its own counting is done, so it never holds two Counters. No chunk's text travels between
-processes, only byte ranges, progress and packed counts, so however large the file, memory
-holds one chunk and at most FLUSH_ENTRIES pre-tokens per worker, plus one entry per distinct
-pre-token in the main process.
+to their own counts. A pre-token of at most 15 bytes is kept only as its packed key (which
+holds its bytes) and a count; bytes objects are made once, for the result. A worker sends its
+counts to the main process when it holds FLUSH_ENTRIES distinct pre-tokens and at the end,
+packed (all the pre-tokens in one bytes object, their lengths and counts in two arrays); the
+main process adds them to its own counts with array operations once its own counting is done,
+and makes the Counter at the end. No chunk's text travels between processes, only byte ranges,
+progress and packed counts, so however large the file, memory holds one chunk and at most
+FLUSH_ENTRIES pre-tokens per worker, plus one entry per distinct pre-token in the main process.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from lmcli.errors import LmcliError
 from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, bounded_pieces, chunk_ranges, decode_utf8, read_range
-from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys, padded_bytes
+from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys, padded_bytes, unpacked_keys
 from lmcli.tokenizer.fast_pretokenize import pretokenize_segments
 from lmcli.tokenizer.sources import Piece
 from lmcli.tokenizer.special_tokens import special_bytes_pattern, special_token_pattern
@@ -75,20 +75,21 @@ class PretokenCounts:
     """How often each pre-token (as UTF-8 bytes) occurs in the texts added so far."""
 
     def __init__(self):
-        self._table = PackedKeyTable()  # pre-tokens of up to 15 bytes -> entry number
-        self._tokens: list[bytes] = []  # the pre-token of each entry
-        self._counts = np.zeros(1 << 12, dtype=np.int64)
+        # Pre-tokens of up to 15 bytes -> entry number; their packed keys are also their bytes,
+        # so no bytes object is made for them until the counts are handed over.
+        self._table = PackedKeyTable()
+        self._counts = np.zeros(1 << 12, dtype=np.int64)  # of each entry
         self._long: Counter[bytes] = Counter()  # longer pre-tokens
 
     def __len__(self) -> int:
-        return len(self._tokens) + len(self._long)
+        return self._table.size + len(self._long)
 
     def add(self, texts: list[str]) -> None:
         """Count the pre-tokens of texts that hold no special token (each pre-tokenized on its own)."""
         raw, data, starts, ends, barrier = pretokenize_segments(texts)
         starts, ends = starts[~barrier], ends[~barrier]
-        entries, short = self._short_entries(raw, data, starts, ends)
-        self._counts[: len(self._tokens)] += np.bincount(entries, minlength=len(self._tokens))
+        entries, short = self._short_entries(data, starts, ends)
+        self._counts[: self._table.size] += np.bincount(entries, minlength=self._table.size)
         self._long.update(byte_slices(raw, starts[~short], ends[~short]))
 
     def add_packed(self, packed: Packed) -> None:
@@ -97,32 +98,38 @@ class PretokenCounts:
         blob, lengths, counts = packed
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        entries, short = self._short_entries(blob, padded_bytes(blob), starts, ends)
+        entries, short = self._short_entries(padded_bytes(blob), starts, ends)
         self._counts[entries] += counts[short]  # the pre-tokens of one packed set are distinct
         self._long.update(dict(zip(byte_slices(blob, starts[~short], ends[~short]), counts[~short].tolist())))
 
-    def _short_entries(self, raw: bytes, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The entry of each pre-token ``raw[start:end]`` of at most MAX_PACKED_BYTES (``data``: ``raw`` padded
+    def _short_entries(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The entry of each pre-token ``data[start:end]`` of at most MAX_PACKED_BYTES (``data`` padded
         for ``packed_keys``), new ones added with a count of 0; and which pre-tokens those short ones are."""
         lengths = ends - starts
         short = lengths <= MAX_PACKED_BYTES
-        short_starts, short_ends = starts[short], ends[short]
-        entries, added = self._table.find_or_add(*packed_keys(data, short_starts, lengths[short]), len(self._tokens))
-        self._tokens += byte_slices(raw, short_starts[added], short_ends[added])
-        self._counts = grown(self._counts, len(self._tokens))
+        entries, _ = self._table.find_or_add(*packed_keys(data, starts[short], lengths[short]), self._table.size)
+        self._counts = grown(self._counts, self._table.size)
         return entries, short
 
     def counter(self) -> Counter[bytes]:
-        counts: Counter[bytes] = Counter()
-        dict.update(counts, zip(self._tokens, self._counts[: len(self._tokens)].tolist()))  # no dict in between
-        counts.update(self._long)
-        return counts
+        blob, lengths, counts = self._short_packed()
+        ends = np.cumsum(lengths)
+        tokens: Counter[bytes] = Counter()
+        dict.update(tokens, zip(byte_slices(blob, ends - lengths, ends), counts.tolist()))  # no dict in between
+        tokens.update(self._long)
+        return tokens
 
     def packed(self) -> Packed:
         """The counts in three flat objects, to send to another process."""
-        tokens = [*self._tokens, *self._long]
-        counts = np.concatenate([self._counts[: len(self._tokens)], np.fromiter(self._long.values(), np.int64, len(self._long))])
-        return b"".join(tokens), np.fromiter(map(len, tokens), np.int64, len(tokens)), counts
+        blob, lengths, counts = self._short_packed()
+        long = list(self._long)
+        return (b"".join([blob, *long]), np.concatenate([lengths, np.fromiter(map(len, long), np.int64, len(long))]),
+                np.concatenate([counts, np.fromiter(self._long.values(), np.int64, len(long))]))
+
+    def _short_packed(self) -> Packed:
+        """The short pre-tokens (from their keys) joined, their lengths and their counts."""
+        blob, lengths = unpacked_keys(*self._table.keys())
+        return blob, lengths, self._counts[: self._table.size]
 
 
 def add_packed(total: Counter[bytes], packed: Packed) -> None:
@@ -205,7 +212,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     for w in workers:
         w.start()
     try:
-        received: list[Packed] = []  # added once this process's own Counter exists: never two Counters at once
+        received: list[Packed] = []  # added once this process's own counts exist
         inbox = WorkerMessages(received.append, on_bytes)
 
         def drain_then(n: int) -> None:
@@ -216,18 +223,18 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                 except queue.Empty:
                     return
 
-        total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then).counter()
+        total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then)
         while inbox.done < len(workers):
             while received:
-                add_packed(total, received.pop())
+                total.add_packed(received.pop())
             try:
                 inbox.handle(messages.get(timeout=0.5))
             except queue.Empty:
                 if not all(w.is_alive() for w in workers):
                     raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
         while received:
-            add_packed(total, received.pop())
-        return total
+            total.add_packed(received.pop())
+        return total.counter()
     finally:
         for w in workers:
             if w.is_alive():

@@ -25,11 +25,12 @@ All pairs tied at the top count are moved into a small second heap ordered by th
 (``_tie_key``), from which the merges at that count are drawn in the right order.
 
 Pairs are packed into one int ``a << SHIFT | b`` and heap entries into one int of
-(count, pair): ints hash, compare and store more cheaply than tuples.
+(count, pair): ints hash, compare and store more cheaply than tuples. The byte-order key that
+breaks a tie is made only for the pairs tied at the top, never stored per token.
 
-A short word is a Python list that a merge scans and rewrites: cheap for the words of natural
-text. A long one (a megabyte of DNA is a single pre-token) would make every merge cost its
-whole length, so a word of more than ``LONG_WORD`` (4,096) bytes is a doubly linked list of tokens
+A short word is a run of token ids in one array holding all words (``_packed_words``), which a
+merge copies out, scans, rewrites and writes back: cheap for the words of natural text. A long
+one (a megabyte of DNA is a single pre-token) would make every merge cost its whole length, so a word of more than ``LONG_WORD`` (4,096) bytes is a doubly linked list of tokens
 (``LongWord``) that also records where each of its pairs starts: merging then touches only the
 occurrences of the pair, and the work stays near-linear in the word's length.
 """
@@ -38,11 +39,13 @@ from __future__ import annotations
 
 import heapq
 import itertools
+from array import array
 from collections.abc import Callable
 
 import numpy as np
 
-_TIE_END = chr(257)  # sorts after every inverted byte
+_INVERTED = bytes(range(255, -1, -1))  # byte x -> 255 - x
+_TIE_END = chr(256)  # sorts after every inverted byte
 # Words longer than this (in bytes) are linked lists with their pairs' positions. A linked list costs
 # about 15 times a list's memory, so only words whose rescans would dominate the merges take it: at
 # 64 bytes, the long tokens of real text (rules, URLs, base64) raised train-bpe's peak by about 10%.
@@ -78,20 +81,21 @@ class MergeLoop:
         self.shift = max(256 + num_merges, 2).bit_length()
         self.pair_mask = (1 << 2 * self.shift) - 1
         self.tokens: list[bytes] = [bytes([i]) for i in range(256)]
-        self.tie_keys: list[str] = [_reverse_order_key(t) for t in self.tokens]
         # Single-byte words have no pairs: they never take part in a merge.
         merging = [(w, n) for w, n in word_counts.items() if len(w) > 1]
-        self.words: list[list[int]] = [list(w) if len(w) <= LONG_WORD else [] for w, _ in merging]
+        short = [w if len(w) <= LONG_WORD else b"" for w, _ in merging]
+        self.word_type, self.text, self.starts, self.sizes = _packed_words(short, self.shift)
         self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, (w, _) in enumerate(merging) if len(w) > LONG_WORD}
         self.counts: list[int] = [n for _, n in merging]
-        self.pairs = self._count_pairs()
+        self.pairs = self._count_pairs(short)
         self.heap = [self._entry(pair, entry[0]) for pair, entry in self.pairs.items()]
         heapq.heapify(self.heap)
         self.ties: list[tuple[str, int]] = []  # (tie key, pair) of the pairs at count tie_count
         self.tie_count = 0
 
-    def _count_pairs(self) -> dict[int, list[int]]:
-        """pair -> [count, the words holding it...], each word listed once."""
+    def _count_pairs(self, short: list[bytes]) -> dict[int, list[int]]:
+        """pair -> [count, the words holding it...], each word listed once (``short``: the words'
+        bytes, empty for the long ones)."""
         shift = self.shift
         pairs: dict[int, list[int]] = {}
         for w, long_word in self.long.items():
@@ -99,7 +103,7 @@ class MergeLoop:
                 entry = pairs.setdefault(pair, [0])
                 entry[0] += self.counts[w] * len(starts)
                 entry.append(w)
-        for w, (word, n) in enumerate(zip(self.words, self.counts)):
+        for w, (word, n) in enumerate(zip(short, self.counts)):
             for a, b in zip(word, word[1:]):
                 pair = a << shift | b
                 entry = pairs.get(pair)
@@ -173,17 +177,17 @@ class MergeLoop:
         return bool(self.ties)
 
     def _tie_key(self, pair: int) -> str:
-        return self.tie_keys[pair >> self.shift] + self.tie_keys[pair & ((1 << self.shift) - 1)]
+        # Made when needed rather than kept per token: only pairs tied at the top count need one.
+        return _reverse_order_key(self.tokens[pair >> self.shift]) + _reverse_order_key(self.tokens[pair & ((1 << self.shift) - 1)])
 
     def _merge(self, pair: int, a: int, b: int) -> None:
         """Replace every occurrence of (a, b) by a new token t and move the neighbouring pairs'
         counts: (x, a) -> (x, t) and (b, y) -> (t, y)."""
         t = len(self.tokens)
         self.tokens.append(self.tokens[a] + self.tokens[b])
-        self.tie_keys.append(_reverse_order_key(self.tokens[t]))
-        shift, words, counts, pairs = self.shift, self.words, self.counts, self.pairs
+        shift, text, starts, sizes, counts, pairs = self.shift, self.text, self.starts, self.sizes, self.counts, self.pairs
         created: list[int] = []
-        as_t = [t]
+        as_t = array(self.word_type, [t])
 
         def move(old: int, new: int, n: int, w: int) -> None:
             """n occurrences in word w of pair ``old`` become occurrences of pair ``new`` (holding t)."""
@@ -207,7 +211,8 @@ class MergeLoop:
             if w in self.long:
                 self._merge_long(self.long[w], pair, a, b, t, counts[w], w, move)
                 continue
-            word = words[w]
+            start, size = starts[w], sizes[w]
+            word = text[start : start + size]  # a copy to rewrite; written back if it shrank
             todo = word.count(a)  # occurrences of a still to look at; 0 for a stale entry
             i, n = 0, counts[w]
             while todo:
@@ -226,6 +231,9 @@ class MergeLoop:
                     if a == b:
                         todo -= 1  # the b just merged was one of the a's
                 i += 1
+            if len(word) < size:
+                text[start : start + len(word)] = word
+                sizes[w] = len(word)
         pairs.pop(pair, None)
         for new in created:
             count = pairs[new][0]
@@ -258,8 +266,21 @@ class MergeLoop:
                 prv[q] = i
 
 
+def _packed_words(words: list[bytes], shift: int) -> tuple[str, array, array, array]:
+    """All the words' tokens in one array (``text``), word i at ``text[starts[i] : starts[i] + sizes[i]]``;
+    a merge only shortens a word, so it is rewritten in place. Tokens take 16 bits while every id
+    fits, else 32 (a list of ints would take 8 bytes per token and 56 per word more)."""
+    word_type, dtype = ("H", np.uint16) if shift <= 16 else ("I", np.uint32)  # unsigned 16 / 32 bits
+    lengths = np.fromiter(map(len, words), np.int64, len(words))
+    text, starts, sizes = array(word_type), array("q"), array("q")
+    text.frombytes(np.frombuffer(b"".join(words), np.uint8).astype(dtype).tobytes())
+    starts.frombytes((np.cumsum(lengths) - lengths).tobytes())
+    sizes.frombytes(lengths.tobytes())
+    return word_type, text, starts, sizes
+
+
 def _reverse_order_key(token: bytes) -> str:
     """A string that sorts in the reverse of the token's byte order, so that the concatenated
     keys of two pairs sort in reverse of their (first, second) byte order: each byte is
     inverted and the end marker sorts after every byte (a prefix sorts after its extensions)."""
-    return "".join(chr(256 - x) for x in token) + _TIE_END
+    return token.translate(_INVERTED).decode("latin-1") + _TIE_END

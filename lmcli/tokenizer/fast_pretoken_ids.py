@@ -43,6 +43,13 @@ def packed_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
     return lo, hi
 
 
+def unpacked_keys(lo: np.ndarray, hi: np.ndarray) -> tuple[bytes, np.ndarray]:
+    """The byte strings that ``packed_keys`` made the keys of, joined, and their lengths."""
+    lengths = (hi >> np.uint64(56)).astype(np.int64)
+    rows = np.stack([lo, hi], axis=1).astype("<u8").view(np.uint8).reshape(len(lo), 16)
+    return rows[np.arange(16) < lengths[:, None]].tobytes(), lengths
+
+
 def byte_slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
     """``data[starts[k]:ends[k]]`` for each k."""
     return list(map(data.__getitem__, map(slice, starts.tolist(), ends.tolist())))
@@ -129,6 +136,12 @@ class PackedKeyTable:
         entries[missing], added = self._insert(lo[missing], hi[missing], first_entry)
         self.size += len(added)
         return entries, missing[added]
+
+    def keys(self) -> tuple[np.ndarray, np.ndarray]:
+        """The keys in the order of their entry numbers (for a table whose entries are 0 .. size - 1)."""
+        used = np.flatnonzero(self._slot_entry >= 0)
+        order = used[np.argsort(self._slot_entry[used])]
+        return self._slot_lo[order], self._slot_hi[order]
 
     def _home_slots(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         mixed = (lo * _MIX_LO) ^ (hi * _MIX_HI)

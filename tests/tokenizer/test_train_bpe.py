@@ -7,14 +7,17 @@ import json
 import os
 import pstats
 import random
+from array import array
 from collections import Counter
 
+import numpy as np
 import pytest
 
 from lmcli.errors import LmcliError
 from lmcli.tokenizer import fast_count, fast_merges, reference, train_bpe
 from lmcli.tokenizer.chunks import bounded_pieces, chunk_ranges, read_text
 from lmcli.tokenizer.fast_encode import GPT2_ASCII_PATTERN
+from lmcli.tokenizer.fast_pretoken_ids import packed_keys, padded_bytes, unpacked_keys
 from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
 from lmcli.tokenizer.pretokenize import GPT2_PATTERN
 from lmcli.tokenizer.train import TrainStats
@@ -99,6 +102,15 @@ def test_packed_counts_added_with_arrays_equal_adding_them_one_by_one():
         fast.add_packed(packed)
         fast_count.add_packed(plain, packed)
     assert fast.counter() == plain and any(len(token) > 15 for token in plain)
+
+
+def test_packed_keys_give_back_their_bytes():
+    rng = random.Random(7)
+    pieces = [bytes(rng.choice([0, 1, 0x7F, 0x80, 0xFF, rng.randrange(256)]) for _ in range(n)) for n in [*range(16), *rng.choices(range(16), k=200)]]
+    blob = b"".join(pieces)
+    lengths = np.array([len(p) for p in pieces])
+    lo, hi = packed_keys(padded_bytes(blob), np.cumsum(lengths) - lengths, lengths)
+    assert unpacked_keys(lo, hi)[0] == blob and unpacked_keys(lo, hi)[1].tolist() == lengths.tolist()
 
 
 # --- special tokens --------------------------------------------------------------------------
@@ -213,6 +225,17 @@ def test_stops_when_pairs_run_out(tmp_path):
     vocab, merges = train_bpe(write(tmp_path, "abcd abcd"), 1000, [EOT], stats=stats)
     assert merges == reference_merges("abcd abcd", 1000, [EOT]) and len(merges) == 4
     assert len(vocab) == 257 + 4 and stats.merges < stats.requested_merges
+
+
+def test_words_hold_every_token_id_of_the_vocabulary():
+    # Words are 16-bit arrays while every id fits; a larger vocabulary needs 32 bits.
+    for num_merges in (100, 65_280, 65_281, 200_000):
+        loop = fast_merges.MergeLoop({b"ab": 2}, num_merges)
+        loop.text[0] = 255 + num_merges  # the last id a merge creates
+        assert loop.text[0] == 255 + num_merges
+        if num_merges > 65_280:
+            with pytest.raises(OverflowError):
+                array("H", [255 + num_merges])
 
 
 # --- the command -----------------------------------------------------------------------------
