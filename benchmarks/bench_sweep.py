@@ -5,8 +5,12 @@ shortened to 120 steps of 16 x 128 tokens, evaluated every 10 steps, in a fresh 
 ``.bench/sweep/``; every sweep is the ``lmcli sweep`` command, timed from outside.
 
 1. A 4-point learning-rate grid with ``--parallel 2`` (1 thread per trial) against the same grid
-   one trial at a time with 2 threads: the wall-time ratio (goal: at most 0.65x) and whether
-   every trial's losses are identical.
+   one trial at a time with 2 threads: the wall-time ratio (goal: at most 0.65x). One of its
+   trials is also run alone on 1 thread: its losses must equal those of the same trial run beside
+   another (a trial does not depend on what runs beside it; 1 and 2 threads differ in the last
+   bits, since the threads split the sums differently). The trials' training speeds show the
+   ratio's ceiling on this machine: the tokens/s of one trial on all cores against two trials
+   side by side on one core each.
 2. A 12-point learning-rate grid (log-spaced, 1e-4 to 1e-1) with ``--prune asha`` against the
    same grid without pruning (under a pruner a grid runs in a seeded random order): the best
    trial of each, their final validation losses, and the training tokens each spent (goal: the same best, or within 1% of its loss, with at most half
@@ -50,7 +54,7 @@ def lmcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def prepare(keep: bool) -> None:
     """A fresh workspace with the demo corpus, its tokenizer and token ids (``keep``: only the sweeps to redo go)."""
     if keep and (WORK / "workspace" / "data" / "train.npy").is_file():
-        for name in ("seq", "par", "grid", "asha"):
+        for name in ("seq", "par", "one", "grid", "asha"):
             shutil.rmtree(WORK / "workspace" / "sweeps" / name, ignore_errors=True)
             for run in (WORK / "workspace" / "runs").glob(f"{name}-*"):
                 shutil.rmtree(run)
@@ -100,9 +104,23 @@ def main() -> None:
 def measure_parallel(cores: int) -> dict:
     sequential, seq_s = sweep("seq", PARALLEL_LRS, threads=cores)
     parallel, par_s = sweep("par", PARALLEL_LRS, "--parallel", "2")
-    identical = all(run_losses(s["name"]) == run_losses(p["name"])
-                    for s, p in zip(by_lr(sequential).values(), by_lr(parallel).values(), strict=True))
-    return {"sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s, "losses_identical": identical}
+    lr = PARALLEL_LRS.split(",")[0]
+    one = "one-lr=" + lr
+    settings = [a for s in [f"optimizer.lr={lr}", *SHORT] for a in ("--set", s)]
+    lmcli("train", "--config", "demo", *settings, "--name", one, "-q", env=os.environ | {"OMP_NUM_THREADS": "1"})
+    seq_speed = np.mean([training_speed(r["name"]) for r in sequential["runs"]])
+    par_speed = np.mean([training_speed(r["name"]) for r in parallel["runs"]])
+    return {"sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s,
+            "losses_identical": run_losses(one) == run_losses(by_lr(parallel)[lr]["name"]),
+            "tokens_per_s": {"one_trial_all_cores": seq_speed, "one_trial_one_core": training_speed(one),
+                             "two_trials_side_by_side": 2 * par_speed},
+            "ceiling_ratio": seq_speed / (2 * par_speed)}
+
+
+def training_speed(run: str) -> float:
+    """A run's training tokens per second (its train rows' mean)."""
+    rows = [json.loads(line) for line in (WORK / "workspace" / "runs" / run / "metrics.jsonl").read_text().splitlines()]
+    return float(np.mean([r["tokens_per_s"] for r in rows if r["kind"] == "train"]))
 
 
 def measure_pruning() -> dict:
@@ -127,7 +145,12 @@ def print_result(result: dict) -> None:
     print(f"sweep benchmark, {cores} cores ({result['machine']['cpu']})")
     if p:
         print(f"4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "
-              f"{p['parallel_s']:.1f} s: {p['ratio']:.2f}x (goal <= 0.65x); losses identical: {p['losses_identical']}")
+              f"{p['parallel_s']:.1f} s: {p['ratio']:.2f}x (goal <= 0.65x)")
+        speed = p["tokens_per_s"]
+        print(f"training tokens/s: one trial on {cores} threads {speed['one_trial_all_cores']:,.0f}, on 1 thread "
+              f"{speed['one_trial_one_core']:,.0f}; two trials side by side {speed['two_trials_side_by_side']:,.0f} together: "
+              f"the training alone allows {p['ceiling_ratio']:.2f}x")
+        print(f"a trial's losses beside another = alone on the same threads: {p['losses_identical']}")
     if q:
         print(f"12-point lr grid: full {q['grid_s']:.1f} s, {q['grid_tokens']:,} tokens; --prune asha {q['asha_s']:.1f} s, "
               f"{q['asha_tokens']:,} tokens: {q['token_ratio']:.2f}x the tokens (goal <= 0.5x), {q['pruned_trials']} pruned")

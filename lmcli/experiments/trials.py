@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lmcli.errors import LmcliError
+from lmcli.parallel import available_cores
 from lmcli.toml_config import read_toml
 from lmcli.workspace import RUN_CONFIG_FILE, RUN_METRICS_FILE
 
@@ -55,7 +56,7 @@ def slots(parallel: int, gpus: list[int], nproc: int = 1) -> list[Slot]:
     if nproc > units:
         raise LmcliError(f"a trial of --nproc {nproc} needs {nproc} slots, and there are {units} "
                          f"({'GPUs' if gpus else '--parallel'}): raise --parallel or lower --nproc")
-    threads = max(1, (os.cpu_count() or 1) // units)
+    threads = max(1, available_cores() // units)  # the cores this process may use (a SLURM or taskset share)
     return [Slot(i, threads, tuple(gpus[i * nproc:(i + 1) * nproc]), nproc) for i in range(units // nproc)]
 
 

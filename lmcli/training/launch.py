@@ -26,6 +26,7 @@ import uuid
 
 from lmcli.errors import LmcliError
 from lmcli.job import INTERRUPTED, LAUNCHER_REPORTS
+from lmcli.parallel import available_cores
 
 SHUTDOWN_S = 60  # how long stopping workers may take (rank 0 saving a checkpoint) before they are killed
 
@@ -43,7 +44,7 @@ def launch_local(nproc: int, args: list[str]) -> int:
             logging.getLogger(name).setLevel(logging.CRITICAL)
     os.environ[LAUNCHER_REPORTS] = "1"
     if "OMP_NUM_THREADS" not in os.environ:
-        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        os.environ["OMP_NUM_THREADS"] = str(max(1, available_cores() // nproc))
     config = LaunchConfig(
         min_nodes=1, max_nodes=1, nproc_per_node=nproc, run_id=str(uuid.uuid4()), rdzv_backend="c10d",
         rdzv_endpoint="localhost:0", max_restarts=0, monitor_interval=0.1, shutdown_timeout=SHUTDOWN_S,

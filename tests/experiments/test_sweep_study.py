@@ -59,7 +59,7 @@ def test_ranges_and_choices_parse_and_bad_ones_are_one_line():
 
 
 def test_a_trial_of_several_processes_takes_as_many_gpus_or_core_shares(monkeypatch):
-    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    monkeypatch.setattr("lmcli.experiments.trials.available_cores", lambda: 16)
     node = slots(8, list(range(8)), nproc=2)
     assert [s.gpus for s in node] == [(0, 1), (2, 3), (4, 5), (6, 7)] and {s.threads for s in node} == {2}
     assert node[1].environment()["CUDA_VISIBLE_DEVICES"] == "2,3"
@@ -67,6 +67,13 @@ def test_a_trial_of_several_processes_takes_as_many_gpus_or_core_shares(monkeypa
     assert len(slots(8, [3, 5], nproc=1)) == 2  # no more slots than GPUs
     with pytest.raises(LmcliError, match="needs 4 slots, and there are 2 \\(GPUs\\)"):
         slots(8, [3, 5], nproc=4)
+
+
+def test_trials_share_the_cores_this_process_may_use_not_the_machines(monkeypatch):
+    # Under SLURM or taskset a job is given some of a node's cores: the shares split those.
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    assert [s.threads for s in slots(2, [])] == [2, 2]
 
 
 @pytest.mark.parametrize(("warmup", "interval", "first"), [(10, 10, 20), (0, 25, 25), (49, 25, 50), (50, 25, 75)])
