@@ -30,9 +30,10 @@ breaks a tie is made only for the pairs tied at the top, never stored per token.
 
 A short word is a run of token ids in one array holding all words (``_packed_words``), which a
 merge copies out, scans, rewrites and writes back: cheap for the words of natural text. A long
-one (a megabyte of DNA is a single pre-token) would make every merge cost its whole length, so a word of more than ``LONG_WORD`` (4,096) bytes is a doubly linked list of tokens
-(``LongWord``) that also records where each of its pairs starts: merging then touches only the
-occurrences of the pair, and the work stays near-linear in the word's length.
+one (a megabyte of DNA is a single pre-token) would make every merge cost its whole length, so
+a word of more than ``LONG_WORD`` (4,096) bytes is a doubly linked list of tokens (``LongWord``)
+that also records where each of its pairs starts: merging then touches only the occurrences of
+the pair, and the work stays near-linear in the word's length.
 """
 
 from __future__ import annotations
@@ -178,7 +179,8 @@ class MergeLoop:
 
     def _tie_key(self, pair: int) -> str:
         # Made when needed rather than kept per token: only pairs tied at the top count need one.
-        return _reverse_order_key(self.tokens[pair >> self.shift]) + _reverse_order_key(self.tokens[pair & ((1 << self.shift) - 1)])
+        first, second = self.tokens[pair >> self.shift], self.tokens[pair & ((1 << self.shift) - 1)]
+        return _reverse_order_key(first) + _reverse_order_key(second)
 
     def _merge(self, pair: int, a: int, b: int) -> None:
         """Replace every occurrence of (a, b) by a new token t and move the neighbouring pairs'
