@@ -14,11 +14,12 @@ behave as one part of a job rather than as a program of its own:
   (save, then stop), a worker that gets it simply ends, at once and quietly (exit 130): while it
   imports or reads its data there is nothing to save, and a KeyboardInterrupt raised inside an
   import leaves half-imported modules and tracebacks instead of one message.
-- ``exit_worker``: a worker ends with ``os._exit`` once its output is flushed. The interpreter's
-  own teardown would destroy torch's C++ objects that outlive the process group (gloo's and the
-  store's threads, held by module globals) in no defined order, and can abort a process that
-  has already finished its work ("terminate called without an active exception"), which the
-  launcher then reports as a crashed rank.
+- ``exit_worker``: a worker ends with ``os._exit`` once its output is flushed (and what was asked
+  of it last, ``at_exit``, is done). The interpreter's own teardown would destroy torch's C++
+  objects that outlive the process group (gloo's and the store's threads, held by module
+  globals) in no defined order, and can abort a process that has already finished its work
+  ("terminate called without an active exception"), which the launcher then reports as a
+  crashed rank.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import ctypes
 import os
 import signal
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 INTERRUPTED = 130  # the exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it
@@ -69,6 +71,14 @@ def end_quietly(signum, frame) -> NoReturn:
     exit_worker(INTERRUPTED)
 
 
+_last_calls: list[Callable[[], None]] = []
+
+
+def at_exit(call: Callable[[], None]) -> None:
+    """Have ``exit_worker`` call ``call`` after flushing the output (``atexit`` handlers never run there)."""
+    _last_calls.append(call)
+
+
 def exit_worker(code: int) -> NoReturn:
     """End this worker (or an interrupted launcher) with ``code`` once its output is flushed, skipping the
     interpreter's teardown."""
@@ -77,4 +87,6 @@ def exit_worker(code: int) -> NoReturn:
             stream.flush()
         except (OSError, ValueError):  # a closed or vanished terminal: nothing more can be said there
             pass
+    for call in _last_calls:
+        call()
     os._exit(code)

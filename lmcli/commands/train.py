@@ -9,7 +9,9 @@ reports one (the others, which only lost contact with it, exit quietly).
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,7 @@ from typing import Any
 from rich.table import Table
 
 from lmcli.errors import LmcliError
-from lmcli.job import INTERRUPTED, exit_worker
+from lmcli.job import INTERRUPTED, at_exit, exit_worker
 from lmcli.json_output import dumps
 from lmcli.training import distributed
 from lmcli.training.config import resolve_config_path
@@ -27,6 +29,8 @@ from lmcli.training.run import RunSpec, prepare_run, run_training
 from lmcli.ui.console import console, print_error
 from lmcli.ui.live import TrainDisplay
 from lmcli.workspace import Workspace
+
+REPORT_WAIT_S = 10.0  # the longest a failed job's quiet rank waits for the reporting rank to print its error
 
 
 def run(
@@ -73,20 +77,35 @@ def launch(spec: RunSpec, workspace: Workspace, nproc: int, quiet: bool, as_json
 
 @contextlib.contextmanager
 def reported_once(world: World) -> Iterator[None]:
-    """Let one rank of a job report its error (as every command does), the others exit with its code quietly."""
+    """Let one rank of a job report its error (as every command does); the others exit with its code
+    quietly once it has said it (the launcher stops every rank as soon as one exits)."""
     try:
         yield
     except BaseException as e:
         if world.size == 1 or isinstance(e, SystemExit):
             raise
-        quiet = isinstance(e, distributed.PeerFailed) or distributed.lost_peer(e)
+        peer_reports = isinstance(e, distributed.PeerFailed)
+        quiet = peer_reports or distributed.lost_peer(e)
         if distributed.active():
-            quiet = quiet or not distributed.first_to_report()
-        else:  # before the ranks met: every rank checks the same things, rank 0 speaks
-            quiet = quiet or not world.is_main
-        if quiet:
-            sys.exit(INTERRUPTED if isinstance(e, KeyboardInterrupt) else 1)
-        raise
+            if not quiet and distributed.first_to_report():
+                at_exit(distributed.report_said)
+                raise
+        elif world.is_main and not quiet:  # before the ranks met: every rank checks the same things, rank 0 speaks
+            raise
+        if isinstance(e, KeyboardInterrupt):  # every rank got Ctrl-C: nothing to wait for
+            sys.exit(INTERRUPTED)
+        let_the_reporter_speak(reporter_known=not quiet or peer_reports)
+        sys.exit(1)
+
+
+def let_the_reporter_speak(reporter_known: bool) -> None:
+    """Wait, at most REPORT_WAIT_S, until the rank that reports the job's error has printed it, or until the
+    launcher stops this rank: exiting first would have the launcher stop the reporter too, maybe mid-message."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    if distributed.active():
+        distributed.wait_for_report(REPORT_WAIT_S, reporter_known)
+    else:  # no store to watch yet: rank 0 speaks, exits, and the launcher stops this rank
+        time.sleep(REPORT_WAIT_S)
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:

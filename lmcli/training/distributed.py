@@ -13,7 +13,9 @@ Then:
 - ``all_reduce_sum``: a tensor summed over all ranks (losses, token counts);
 - ``any_rank``: whether a flag is set on some rank, so all ranks stop at the same step;
 - ``first_to_report``: whether this rank is the first to report a failure, so a job prints its
-  error once, not once per rank;
+  error once, not once per rank; the reporter marks when it has said it (``report_said``) and
+  the other ranks wait for that (``wait_for_report``) before they exit: the launcher stops the
+  whole job as soon as any rank exits, which could cut the reporter off before its message;
 - ``lost_peer``: whether an exception only says that another rank went away (its own error,
   or the launcher's report of it, is the message worth showing).
 
@@ -35,6 +37,9 @@ from lmcli.errors import LmcliError
 
 TIMEOUT = datetime.timedelta(minutes=10)  # the longest a rank waits for the others in one collective
 PEER_ERRORS = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "NCCL communicator was aborted")
+
+REPORTER_KEY, SAID_KEY = "lmcli/reported", "lmcli/said"  # in the job's store: who reports its failure, and when it has
+
 
 class PeerFailed(LmcliError):
     """Another rank failed and reports why: this rank stops without a message of its own."""
@@ -130,9 +135,32 @@ def first_to_report() -> bool:
     if not active():
         return True
     try:
-        return dist.distributed_c10d._get_default_store().add("lmcli/reported", 1) == 1
+        return _store().add(REPORTER_KEY, 1) == 1
     except Exception:  # the store lived in a rank that is gone: report rather than stay silent
         return True
+
+
+def report_said() -> None:
+    """The reporting rank has printed its error (called as it exits)."""
+    try:
+        _store().set(SAID_KEY, "1")
+    except Exception:  # the store is gone: the ranks waiting for this give up at their timeout
+        pass
+
+
+def wait_for_report(timeout_s: float, reporter_known: bool) -> None:
+    """Wait until the rank reporting the job's failure has printed it, at most ``timeout_s``; at once
+    when no rank is reporting (``reporter_known``: one is, even if it has not said so yet)."""
+    try:
+        store = _store()
+        if reporter_known or store.add(REPORTER_KEY, 0):
+            store.wait([SAID_KEY], datetime.timedelta(seconds=timeout_s))
+    except Exception:  # a timeout, or a store that is gone: stop waiting
+        pass
+
+
+def _store() -> dist.Store:
+    return dist.distributed_c10d._get_default_store()
 
 
 def lost_peer(error: BaseException) -> bool:

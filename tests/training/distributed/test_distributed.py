@@ -172,6 +172,16 @@ def test_a_failing_rank_ends_the_job_with_its_error_once(workspace, rank):
     assert package not in result.stderr.split("Traceback")[0]  # no traceback of lmcli's own (torchrun prints its report)
 
 
+def test_when_every_rank_fails_one_reports_and_the_others_wait_until_it_has(workspace):
+    # The ranks that stay quiet must not exit first: the launcher would stop the reporter mid-message.
+    result = subprocess.run([sys.executable, *TORCHRUN, str(FAILING_WORKER), *config_args(workspace, "fail-all"), *STEPS],
+                            env={**env(workspace), "FAIL_RANK": "all", "SLOW_REPORT": "2"}, capture_output=True, text=True,
+                            timeout=LAUNCH_TIMEOUT)
+    assert result.returncode != 0
+    lmcli_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lmcli_lines) == 1 and lmcli_lines[0].startswith("error: injected failure on rank "), result.stderr[-2000:]
+
+
 def start_nproc_run(workspace: Path, name: str) -> tuple[subprocess.Popen, Path]:
     """A long `lmcli train --nproc 2` in its own process group, returned once it has logged a step."""
     args = [*config_args(workspace, name), "--set", "training.max_steps=100000", "--set", "training.checkpoint_interval=100000",
