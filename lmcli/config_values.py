@@ -31,6 +31,10 @@ def dataclass_from_table(cls: type, table: str, values: dict[str, Any]) -> Any:
         if key not in known:
             raise LmcliError(f"unknown key {table}.{key} (known: {', '.join(sorted(known))})")
         checked[key] = checked_value(f"{table}.{key}", value, hints[key])
+    required = [f.name for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    if missing := [name for name in required if name not in checked]:
+        raise LmcliError(f"{table} needs {', '.join(missing)}")
     return cls(**checked)
 
 

@@ -52,6 +52,8 @@ def parse_part(text: str | None) -> tuple[int, int] | None:
         i, n = (int(x) for x in text.split("/"))
     except ValueError:
         raise LmcliError(f"--part must look like i/n (this machine's part i of n, from 0), got {text!r}") from None
+    if n < 1:
+        raise LmcliError(f"--part {text}: n, the number of parts, must be at least 1")
     if not 0 <= i < n:
         raise LmcliError(f"--part {text}: i must be in 0..{n - 1} for n = {n}")
     return i, n

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from lmcli.data.token_shards import shard_paths
+from lmcli.errors import LmcliError
+from lmcli.tokenizer.encode_shards import parse_part
 from lmcli.tokenizer.files import save_tokenizer
 from lmcli.tokenizer.reference import train_bpe
 from tests.conftest import REPO
@@ -100,6 +102,14 @@ def test_parts_from_several_machines_merge_into_the_ids_of_one(cli, corpus, tmp_
     (tmp_path / "ds" / "part-00001-of-00002" / "manifest.json").unlink()
     with pytest.raises(Exception, match="parts of different or incomplete splits"):
         shard_paths(str(tmp_path / "ds"))
+
+
+@pytest.mark.parametrize(("part", "message"), [("x", "must look like i/n"), ("1/1", "i must be in 0..0 for n = 1"),
+                                               ("0/0", "n, the number of parts, must be at least 1"), ("-1/2", "i must be in 0..1")])
+def test_a_part_that_is_not_one_of_n_is_refused(part, message):
+    assert parse_part("1/3") == (1, 3)
+    with pytest.raises(LmcliError, match=message):
+        parse_part(part)
 
 
 def test_changed_inputs_are_refused_unless_forced(cli, corpus, tmp_path):

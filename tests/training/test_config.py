@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from lmcli.accounting import count_params
+from lmcli.config_values import dataclass_from_table
 from lmcli.configs import CONFIGS_DIR
 from lmcli.errors import LmcliError
 from lmcli.model import TransformerLM
-from lmcli.training.config import TrainConfig, config_from_dict, load_config, resolve_config_path
+from lmcli.training.config import DataSource, TrainConfig, config_from_dict, load_config, resolve_config_path
 from lmcli.training.optim import decay_groups
 
 BUNDLED = sorted(CONFIGS_DIR.glob("*.toml"))
@@ -96,11 +97,18 @@ def test_the_saved_toml_reads_back_to_the_same_config(tmp_path):
     (["optimizer.warmup_steps=5000"], "exceeds the schedule's 500 steps"),
     (["training.total_tokens=100"], "is less than one batch"),
     (["lr=3"], "expected section.key=value"),
+    (["data.train=[{weight=1}]"], "data.train must be a string or a list of strings or a list of tables {path, weight, name}"),
+    (["data.train=[{path='a.npy', weight=0}]"], "every source's weight must be positive"),
 ])
 def test_bad_values_name_the_key(overrides, message):
     with pytest.raises(LmcliError) as error:
         load_config("demo", overrides)
     assert message in str(error.value)
+
+
+def test_a_table_missing_a_required_key_names_it():
+    with pytest.raises(LmcliError, match="^data.train needs path$"):
+        dataclass_from_table(DataSource, "data.train", {"weight": 2})
 
 
 def test_bad_files_are_clear_errors(tmp_path):
