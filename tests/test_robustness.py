@@ -391,6 +391,14 @@ def test_eval_refuses_ids_another_tokenizer_wrote(cli, ws, tmp_path):
                    f"{tmp_path / 'other.npy'} was encoded with the tokenizer in {other}")
     assert cli("encode", text, "--out", tmp_path / "same.npy").exit_code == 0  # the workspace's tokenizer: the model's
     assert cli("eval", "--checkpoint", "tiny", "--data", tmp_path / "same.npy").exit_code == 0
+    # shards: their directory's manifest says which tokenizer wrote them
+    shards = tmp_path / "other-shards"
+    assert cli("encode", text, "--tokenizer", other, "--out-dir", shards, "--shard-tokens", "300").exit_code == 0
+    one_error_line(cli("eval", "--checkpoint", "tiny", "--data", shards),
+                   f"{shards / 'shard-00000.npy'} was encoded with the tokenizer in {other}")
+    one_error_line(cli("train", "--config", ws.parent / "tiny.toml", "--name", "other-data", "--set", f'data.train="{shards}"'),
+                   f"{shards / 'shard-00000.npy'} was encoded with the tokenizer in {other}")
+    assert not (ws / "runs" / "other-data").exists()
 
 
 def test_init_from_keeps_its_model_and_says_so(cli, ws):

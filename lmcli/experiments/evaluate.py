@@ -108,10 +108,10 @@ def evaluation_files(data: Path | None, checkpoint: dict[str, Any], workspace: W
         return shard_paths(valid, workspace.path)
     data = data.expanduser()
     if data.exists() or data.is_absolute():
-        return [data]
+        return shard_paths(str(data))  # a shard directory: its shards
     for candidate in (workspace.path(data), workspace.data_dir / data):
         if candidate.exists():
-            return [candidate]
+            return shard_paths(str(candidate))
     return [data]  # missing everywhere: reading it reports the path as the user gave it
 
 

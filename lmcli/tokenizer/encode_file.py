@@ -13,8 +13,9 @@ memory of uint32, and what a GPT-2-sized vocabulary needs), uint32 otherwise.
 
 Beside ``X.npy`` a small ``X.npy.json`` records which tokenizer wrote the ids (its directory
 and fingerprint): ids mean nothing without their tokenizer, and a model evaluated or trained on
-ids of another tokenizer would give a number, not an error. ``check_encoded_with`` refuses such
-a pairing; files from before this record, or written by other tools, are taken as they are.
+ids of another tokenizer would give a number, not an error. A shard's record is its directory's
+``manifest.json`` (``lmcli.tokenizer.encode_shards``). ``check_encoded_with`` refuses such a
+pairing; files from before these records, or written by other tools, are taken as they are.
 """
 
 from __future__ import annotations
@@ -238,6 +239,9 @@ def encode_file(
     )
 
 
+MANIFEST = "manifest.json"  # what a directory of token shards holds about them
+
+
 def provenance_path(ids_path: Path) -> Path:
     return ids_path.with_name(ids_path.name + ".json")
 
@@ -248,11 +252,20 @@ def write_provenance(ids_path: Path, tokenizer_dir: Path, fingerprint: str) -> N
 
 
 def encoded_with(ids_path: Path) -> tuple[str, str] | None:
-    """(tokenizer directory, fingerprint) that wrote ``ids_path``, when recorded and readable."""
+    """(tokenizer directory, fingerprint) that wrote ``ids_path``, when recorded and readable: in its
+    own record, or in the manifest of the shard directory that lists it."""
     try:
         record = json.loads(provenance_path(ids_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        try:
+            record = json.loads((ids_path.parent / MANIFEST).read_text(encoding="utf-8"))
+            if not any(shard["file"] == ids_path.name for shard in record["shards"]):
+                return None
+        except (OSError, ValueError, KeyError, TypeError):  # no record (or not one of ours): nothing to check
+            return None
+    try:
         return str(record["tokenizer"]), str(record["tokenizer_fingerprint"])
-    except (OSError, ValueError, KeyError, TypeError):  # no record (or not one of ours): nothing to check
+    except (KeyError, TypeError):
         return None
 
 

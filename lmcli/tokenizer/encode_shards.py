@@ -33,12 +33,11 @@ import numpy as np
 from lmcli.atomic import atomic_open
 from lmcli.errors import LmcliError
 from lmcli.readers import read_json
-from lmcli.tokenizer.encode_file import IdsFile, choose_dtype, encoded_chunks
+from lmcli.tokenizer.encode_file import MANIFEST, IdsFile, choose_dtype, encoded_chunks
 from lmcli.tokenizer.files import tokenizer_fingerprint
 from lmcli.tokenizer.sources import END_OF_TEXT, TextSource
 from lmcli.tokenizer.tokenizer import Tokenizer
 
-MANIFEST = "manifest.json"
 FORMAT = "lmcli-token-shards/2"  # 2: JSON lines are chunked by their bytes (the chunks a resumed run skips)
 DEFAULT_SHARD_TOKENS = 100_000_000
 IDENTITY = ("format", "tokenizer_fingerprint", "dtype", "shard_tokens", "text_field", "part", "sources")
