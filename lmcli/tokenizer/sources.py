@@ -389,6 +389,8 @@ def _dataset_rows(dataset, text_field: str, where: str) -> Iterator[tuple[str, i
 def _hub_records(name: str, text_field: str, split: str) -> Iterator[tuple[str, int]]:
     """A hub dataset's split, streamed (nothing downloaded whole)."""
     datasets = optional_module("datasets", "data", f"reading {name}")
+    datasets.logging.set_verbosity_error()  # their retry warnings would add lines to the one error below
+    optional_module("huggingface_hub", "data", f"reading {name}").utils.logging.set_verbosity_error()
     repo = name[len(HUB_PREFIX):]
     try:
         dataset = datasets.load_dataset(repo, split=split, streaming=True)
