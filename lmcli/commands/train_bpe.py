@@ -185,7 +185,7 @@ def print_summary(s: dict) -> None:
     console.print(
         f"pre-tokens: {s['distinct_pretokens']:,} distinct of {s['total_pretokens']:,}; workers: {s['workers']}\n"
         f"peak memory: {s['peak_memory_mb']:.0f} MB ({s['peak_memory_method']})\n"
-        f"longest tokens: {', '.join(repr(t) for t in s['longest_tokens'])}",
+        f"longest tokens: {', '.join(repr(t) for t in s['longest_tokens']) or 'none (no merges: only bytes and special tokens)'}",
         highlight=False,
         soft_wrap=True,
     )

@@ -327,6 +327,11 @@ def test_cli_warns_when_the_corpus_runs_out_of_pairs(cli, tmp_path):
     assert len(json.loads((out / "vocab.json").read_text(encoding="utf-8"))) == 257 + 4
 
 
+def test_cli_with_no_room_for_merges_says_there_are_none(cli, tmp_path):
+    result = cli("train-bpe", write(tmp_path, "abcd abcd"), "--vocab", 257, "--out", tmp_path / "tok")
+    assert result.exit_code == 0 and "longest tokens: none (no merges" in result.stdout
+
+
 def test_cli_profile_writes_pstats(cli, fixtures, tmp_path):
     prof = tmp_path / "train.prof"
     result = cli("train-bpe", fixtures / "corpus.en", "--vocab", 300, "--out", tmp_path / "tok", "--profile", prof)
