@@ -36,7 +36,6 @@ from lmcli.workspace import RUN_CONFIG_FILE, RUN_METRICS_FILE
 class Slot:
     """What one trial may use: its processes, the threads of each, and on GPUs one device per process."""
 
-    index: int
     threads: int  # per process
     gpus: tuple[int, ...] = ()
     processes: int = 1
@@ -57,7 +56,7 @@ def slots(parallel: int, gpus: list[int], nproc: int = 1) -> list[Slot]:
         raise LmcliError(f"a trial of --nproc {nproc} needs {nproc} slots, and there are {units} "
                          f"({'GPUs' if gpus else '--parallel'}): raise --parallel or lower --nproc")
     threads = max(1, available_cores() // units)  # the cores this process may use (a SLURM or taskset share)
-    return [Slot(i, threads, tuple(gpus[i * nproc:(i + 1) * nproc]), nproc) for i in range(units // nproc)]
+    return [Slot(threads, tuple(gpus[i * nproc:(i + 1) * nproc]), nproc) for i in range(units // nproc)]
 
 
 def visible_gpus(device: str | None) -> list[int]:
