@@ -232,7 +232,7 @@ def encode(
 @command("decode")
 def decode(
     ids_path: Annotated[Path, typer.Argument(metavar="IDS", help="A .npy array of token ids written by lmcli encode.", show_default=False)],
-    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory \\[default: the workspace's tokenizer/].", show_default=False)] = None,
+    tokenizer: Annotated[Optional[Path], typer.Option("--tokenizer", help="Tokenizer directory \\[default: the one that encoded IDS, as recorded beside it, else the workspace's tokenizer/]; another tokenizer than the recorded one is refused.", show_default=False)] = None,
     start: Annotated[int, typer.Option("--start", max=INT64, help="Index of the first id to decode.")] = 0,
     count: Annotated[Optional[int], typer.Option("--count", max=INT64, help="How many ids to decode \\[default: all from --start].", show_default=False)] = None,
     workspace: WorkspaceOption = None,

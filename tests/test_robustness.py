@@ -391,6 +391,11 @@ def test_eval_refuses_ids_another_tokenizer_wrote(cli, ws, tmp_path):
                    f"{tmp_path / 'other.npy'} was encoded with the tokenizer in {other}")
     assert cli("encode", text, "--out", tmp_path / "same.npy").exit_code == 0  # the workspace's tokenizer: the model's
     assert cli("eval", "--checkpoint", "tiny", "--data", tmp_path / "same.npy").exit_code == 0
+    # decode takes the tokenizer that wrote the ids, and refuses another
+    decoded = cli("decode", tmp_path / "other.npy", "--count", "6")
+    assert decoded.exit_code == 0 and decoded.stdout == "the cat sat"[:len(decoded.stdout)] and decoded.stdout.startswith("the ")
+    one_error_line(cli("decode", tmp_path / "other.npy", "--tokenizer", ws / "tokenizer"),
+                   f"{tmp_path / 'other.npy'} was encoded with the tokenizer in {other}", "decode it with that one")
     # shards: their directory's manifest says which tokenizer wrote them
     shards = tmp_path / "other-shards"
     assert cli("encode", text, "--tokenizer", other, "--out-dir", shards, "--shard-tokens", "300").exit_code == 0

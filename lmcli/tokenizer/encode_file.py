@@ -269,14 +269,14 @@ def encoded_with(ids_path: Path) -> tuple[str, str] | None:
         return None
 
 
-def check_encoded_with(ids_paths: Iterable[Path], fingerprint: str, whose: str) -> None:
+def check_encoded_with(ids_paths: Iterable[Path], fingerprint: str, whose: str,
+                       advice: str = "encode its text with that tokenizer (lmcli encode TEXT --tokenizer DIR)") -> None:
     """An LmcliError when one of ``ids_paths`` was encoded with a tokenizer other than ``fingerprint``
-    (``whose``: the tokenizer it should be, for the message)."""
+    (``whose``: the tokenizer it should be, and ``advice``, for the message)."""
     for path in ids_paths:
         record = encoded_with(path)
         if record is not None and record[1] != fingerprint:
-            raise LmcliError(f"{path} was encoded with the tokenizer in {record[0]}, not with {whose}: "
-                             f"encode its text with that tokenizer (lmcli encode TEXT --tokenizer DIR)")
+            raise LmcliError(f"{path} was encoded with the tokenizer in {record[0]}, not with {whose}: {advice}")
 
 
 def encode_files(
