@@ -94,18 +94,14 @@ def reported_once(world: World) -> Iterator[None]:
             raise
         if isinstance(e, KeyboardInterrupt):  # every rank got Ctrl-C: nothing to wait for
             sys.exit(INTERRUPTED)
-        let_the_reporter_speak(reporter_known=not quiet or peer_reports)
-        sys.exit(1)
-
-
-def let_the_reporter_speak(reporter_known: bool) -> None:
-    """Wait, at most REPORT_WAIT_S, until the rank that reports the job's error has printed it, or until the
-    launcher stops this rank: exiting first would have the launcher stop the reporter too, maybe mid-message."""
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
-    if distributed.active():
-        distributed.wait_for_report(REPORT_WAIT_S, reporter_known)
-    else:  # no store to watch yet: rank 0 speaks, exits, and the launcher stops this rank
-        time.sleep(REPORT_WAIT_S)
+        # Exiting now would have the launcher stop the reporting rank too, maybe before it has printed.
+        # Until then, or until the launcher stops this rank, wait (at most REPORT_WAIT_S).
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+        if distributed.active():
+            distributed.wait_for_report(REPORT_WAIT_S, reporter_known=not quiet or peer_reports)
+            sys.exit(1)
+        time.sleep(REPORT_WAIT_S)  # no store yet: rank 0 checks the same things, speaks, and the launcher stops this rank
+        raise  # still here: rank 0 did not fail in the same way, so this rank's error is the job's to show
 
 
 def print_summary(summary: dict[str, Any], as_json: bool) -> None:

@@ -182,6 +182,17 @@ def test_when_every_rank_fails_one_reports_and_the_others_wait_until_it_has(work
     assert len(lmcli_lines) == 1 and lmcli_lines[0].startswith("error: injected failure on rank "), result.stderr[-2000:]
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_a_rank_failing_before_the_ranks_meet_is_reported(workspace, rank):
+    # Before the process group exists, rank 0 speaks for checks every rank makes; a failure of
+    # rank 1 alone must still be shown, once rank 0 has had its chance.
+    result = subprocess.run([sys.executable, *TORCHRUN, str(FAILING_WORKER), *config_args(workspace, f"start-{rank}"), *STEPS],
+                            env={**env(workspace), "FAIL_RANK": rank, "FAIL_AT": "start"}, capture_output=True, text=True,
+                            timeout=LAUNCH_TIMEOUT)
+    assert result.returncode != 0
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [f"error: injected failure on rank {rank}"]
+
+
 def start_nproc_run(workspace: Path, name: str) -> tuple[subprocess.Popen, Path]:
     """A long `lmcli train --nproc 2` in its own process group, returned once it has logged a step."""
     args = [*config_args(workspace, name), "--set", "training.max_steps=100000", "--set", "training.checkpoint_interval=100000",
