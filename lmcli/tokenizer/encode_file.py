@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -255,17 +256,21 @@ def encoded_with(ids_path: Path) -> tuple[str, str] | None:
     """(tokenizer directory, fingerprint) that wrote ``ids_path``, when recorded and readable: in its
     own record, or in the manifest of the shard directory that lists it."""
     try:
-        record = json.loads(provenance_path(ids_path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        try:
-            record = json.loads((ids_path.parent / MANIFEST).read_text(encoding="utf-8"))
+        record = _json_file(provenance_path(ids_path))
+        if record is None:
+            record = _json_file(ids_path.parent / MANIFEST)
             if not any(shard["file"] == ids_path.name for shard in record["shards"]):
                 return None
-        except (OSError, ValueError, KeyError, TypeError):  # no record (or not one of ours): nothing to check
-            return None
-    try:
         return str(record["tokenizer"]), str(record["tokenizer_fingerprint"])
-    except (KeyError, TypeError):
+    except (KeyError, TypeError):  # no record (or not one of ours): nothing to check
+        return None
+
+
+def _json_file(path: Path) -> Any:
+    """What the JSON file holds; None when it is missing or not JSON."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
         return None
 
 

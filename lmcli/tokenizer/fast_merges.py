@@ -85,7 +85,7 @@ class MergeLoop:
         # Single-byte words have no pairs: they never take part in a merge.
         merging = [(w, n) for w, n in word_counts.items() if len(w) > 1]
         short = [w if len(w) <= LONG_WORD else b"" for w, _ in merging]
-        self.word_type, self.text, self.starts, self.sizes = _packed_words(short, self.shift)
+        self.text, self.starts, self.sizes = _packed_words(short, self.shift)
         self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, (w, _) in enumerate(merging) if len(w) > LONG_WORD}
         self.counts: list[int] = [n for _, n in merging]
         self.pairs = self._count_pairs(short)
@@ -189,7 +189,7 @@ class MergeLoop:
         self.tokens.append(self.tokens[a] + self.tokens[b])
         shift, text, starts, sizes, counts, pairs = self.shift, self.text, self.starts, self.sizes, self.counts, self.pairs
         created: list[int] = []
-        as_t = array(self.word_type, [t])
+        as_t = array(text.typecode, [t])
 
         def move(old: int, new: int, n: int, w: int) -> None:
             """n occurrences in word w of pair ``old`` become occurrences of pair ``new`` (holding t)."""
@@ -268,7 +268,7 @@ class MergeLoop:
                 prv[q] = i
 
 
-def _packed_words(words: list[bytes], shift: int) -> tuple[str, array, array, array]:
+def _packed_words(words: list[bytes], shift: int) -> tuple[array, array, array]:
     """All the words' tokens in one array (``text``), word i at ``text[starts[i] : starts[i] + sizes[i]]``;
     a merge only shortens a word, so it is rewritten in place. Tokens take 16 bits while every id
     fits, else 32 (a list of ints would take 8 bytes per token and 56 per word more)."""
@@ -278,7 +278,7 @@ def _packed_words(words: list[bytes], shift: int) -> tuple[str, array, array, ar
     text.frombytes(np.frombuffer(b"".join(words), np.uint8).astype(dtype).tobytes())
     starts.frombytes((np.cumsum(lengths) - lengths).tobytes())
     sizes.frombytes(lengths.tobytes())
-    return word_type, text, starts, sizes
+    return text, starts, sizes
 
 
 def _reverse_order_key(token: bytes) -> str:
