@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev,bench]"
 	touch $(STAMP)
 
+# pytest-xdist: one worker per core. Much of the suite waits on the lmcli processes it starts, so
+# two workers on two cores still gain.
 test: install
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto
 
 # The demo pipeline, one file target per stage so a re-run reuses every stage that is up to date.
 WORKSPACE ?= workspace

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,10 @@ from typer.testing import CliRunner
 REPO = Path(__file__).resolve().parents[1]  # pytest puts it on sys.path: tests import benchmarks/ scripts
 SHARED = REPO.parent / "shared"
 FIXTURES = SHARED / "fixtures"
+# rich's consoles take COLUMNS as a fixed width when they are made; a value the test runner passes
+# on (pytest-xdist's workers get 80) would then hold for every test. Without it they follow the
+# COLUMNS a test sets (the ``cli`` fixture's 200), as in a plain run.
+os.environ.pop("COLUMNS", None)
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -273,7 +273,7 @@ class LinearCrossEntropy(torch.autograd.Function):
             part = slice(start, start + chunk)
             inputs = rows[part].to(dtype)
             logits = (inputs @ w.T).to(exact)  # the whole padded table: aligned shapes
-            capped = torch.tanh(logits / softcap) if softcap else None
+            capped = logits.div_(softcap).tanh_() if softcap else None  # in place: one pass, no temporaries
             if softcap:
                 logits = capped * softcap
             if vocab is not None and vocab < logits.shape[-1]:
@@ -282,8 +282,8 @@ class LinearCrossEntropy(torch.autograd.Function):
             loss += part_loss
             z_term += part_z
             if gradient:
-                if softcap:  # d(c·tanh(o/c))/do = 1 − tanh²
-                    grad.mul_(1 - capped.square())
+                if softcap:  # d(c·tanh(o/c))/do = 1 − tanh², made in place over tanh
+                    grad.mul_(capped.square_().neg_().add_(1))
                 grad = grad.to(dtype)
                 grad_x[part] = grad @ w
                 if grad_w.dtype == grad.dtype:
