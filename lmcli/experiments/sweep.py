@@ -40,7 +40,7 @@ from lmcli.atomic import atomic_open
 from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
 from lmcli.experiments.plot import build_curves, save_figure
-from lmcli.experiments.runs import Run, is_run_dir, read_run
+from lmcli.experiments.runs import Run, is_locked, is_run_dir, read_run
 from lmcli.experiments.search_space import Axis, grid, parse_settings
 from lmcli.experiments.study import ERROR, HEARTBEAT_S, RUN, STATUS, STOPPED_AT, Definition, Study, default_storage, grid_run_names, open_study
 from lmcli.experiments.trials import Slot, TrialProcess, slots, start_trial, visible_gpus
@@ -211,6 +211,7 @@ class Worker:
     def start(self, trial: Any) -> None:
         slot = self.free.pop(0)
         run = self.study.run_name(trial)
+        wait_until_free(self.plan.workspace.run_dir(run))
         overrides = [*self.study.definition.fixed, *(f"{k}={override_text(v)}" for k, v in trial.params.items())]
         self.running[trial.number] = start_trial(trial, run, overrides, self.study.definition.config, self.plan.workspace.root,
                                                  slot, self.plan.device, self.plan.dir / "trials", self.plan.tensorboard)
@@ -299,6 +300,15 @@ def result_row(frozen: Any, run: Run | None) -> dict[str, Any]:
         "tokens": tokens,
         "planned_tokens": planned_tokens(run, tokens),
     }
+
+
+def wait_until_free(run_dir: Path) -> None:
+    """Until no process trains the run (at most STOP_WAIT_S). The retry of a dead worker's trial can be
+    asked for while that trial's process still holds the run, saving its checkpoint on the SIGTERM the
+    death sent it; started then, the retry would find the run taken and fail."""
+    deadline = time.monotonic() + STOP_WAIT_S
+    while is_locked(run_dir) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
 
 
 def trained_tokens(run: Run) -> int:

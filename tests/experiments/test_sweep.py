@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
+import time
 
 import pytest
 
@@ -10,6 +13,8 @@ from lmcli.commands.sweep import print_report
 from lmcli.errors import LmcliError
 from lmcli.experiments.search_space import parse_settings, split_values
 from lmcli.experiments.study import grid_run_names
+from lmcli.experiments.sweep import wait_until_free
+from lmcli.training.run import claim_run_dir
 from lmcli.ui.console import console
 from tests.tiny import tiny_workspace as make_tiny_workspace
 
@@ -104,3 +109,17 @@ def test_the_final_table_names_every_run_and_the_best(capsys, monkeypatch):
     assert "1e-3" in rows[0] and "finished" in rows[0] and "5.2500" in rows[0] and "5.5000" in rows[0] and "1:01" in rows[0]
     assert "1e3" in rows[1] and "diverged" in rows[1] and " - " in rows[1]
     assert "best: lr-lr=1e-3" in out and "wrote /ws/sweeps/lr/val_loss.png" in out and "results: /ws/sweeps/lr/sweep.json" in out
+
+
+def test_a_trial_waits_for_its_run_to_be_released_before_it_starts(tmp_path):
+    """A retry of a dead worker's trial must not start while that trial's process still holds the run
+    (it saves its checkpoint on the SIGTERM its worker's death sent it): started then, it would fail."""
+    run_dir = tmp_path / "runs" / "r"
+    held = claim_run_dir(run_dir, new=True)  # the dying trial's lock
+    threading.Timer(0.6, os.close, [held]).start()  # released once it has saved
+    started = time.monotonic()
+    wait_until_free(run_dir)
+    assert time.monotonic() - started >= 0.5
+    started = time.monotonic()
+    wait_until_free(run_dir)  # free: no wait
+    assert time.monotonic() - started < 0.1
