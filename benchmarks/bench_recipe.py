@@ -376,7 +376,7 @@ def measure(args, config: Path) -> dict:
     winners = [n for n, r in results.items() if n != "baseline" and r["final_val_loss"] < target]
     combined = [s for n in winners for s in VARIANTS[n]]
     combo_rates = dict(base_rates)
-    for name in winners:  # each winner's best settings; where two set one, the later winner's (Muon's over WSD's)
+    for name in winners:  # each winner's best settings (where two set one, the later's): the sweeps start there
         combo_rates.update(results[name]["values"])
     if winners:
         results["combination"] = run_variant("combination", config, combined, combo_rates)
