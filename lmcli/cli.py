@@ -140,7 +140,7 @@ def data_download(
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Download a dataset's files from the Hugging Face hub, with huggingface_hub (needs lmcli[data]).
+    """Download a dataset's files from the Hugging Face hub, with huggingface_hub (needs lmcli\\[data]).
 
     Interrupted transfers resume on the next run; complete files are kept. HF_ENDPOINT (a mirror),
     HF_TOKEN, HF_HOME and HF_HUB_OFFLINE work as for every hub tool. owt-sample is unpacked from .gz
@@ -274,7 +274,7 @@ def train(
     name: Annotated[Optional[str], typer.Option("--name", help="Run directory name under runs/ \\[default: config name + timestamp].", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto (cuda, then mps, then cpu), cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
     wandb: Annotated[bool, typer.Option("--wandb", help="Also log metrics to Weights & Biases (needs the wandb package).")] = False,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write the metrics as TensorBoard event files into the run's tensorboard/ (needs lmcli[tensorboard]).")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Also write the metrics as TensorBoard event files into the run's tensorboard/ (needs lmcli\\[tensorboard]).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live panel or progress bars; only the summary.")] = False,
     init_from: Annotated[Optional[str], typer.Option("--init-from", help="Start a new run from the weights of this checkpoint (a file, run directory or run name, e.g. one from `lmcli import`): its model, a fresh optimizer.", show_default=False)] = None,
     nproc: Annotated[int, typer.Option("--nproc", min=1, max=1024, help="Train in this many processes on this machine (one per GPU; on a CPU they share the cores), launched as torchrun does.")] = 1,
@@ -424,7 +424,7 @@ def sweep(
     storage: Annotated[Optional[str], typer.Option("--storage", help="Optuna storage shared by workers: journal:PATH, sqlite:///PATH, postgresql://... \\[default: journal:sweeps/<name>/study.log].", show_default=False)] = None,
     resume: Annotated[Optional[str], typer.Option("--resume", help="Continue (or join) the sweep NAME as it was created.", show_default=False)] = None,
     device: Annotated[Optional[str], typer.Option("--device", help="auto, cpu, cuda or mps \\[default: system.device of the config].", show_default=False)] = None,
-    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Each trial also writes TensorBoard event files (tensorboard --logdir workspace/runs; needs lmcli[tensorboard]).")] = False,
+    tensorboard: Annotated[bool, typer.Option("--tensorboard", help="Each trial also writes TensorBoard event files (tensorboard --logdir workspace/runs; needs lmcli\\[tensorboard]).")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No live table; one line per finished trial and the final table.")] = False,
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
