@@ -13,12 +13,14 @@ variant changes one thing:
     softcap   model.logit_softcap = 30
     relu2     model.ffn = "relu2"               (d_ff 576: the same parameters as SwiGLU's 384)
     gqa       model.num_kv_heads = 2            (2 key/value heads for 4 query heads)
+    group_lr  optimizer.embedding_lr, head_lr   (AdamW with the embeddings' and the head's own rates)
 
 Every variant runs at its own best settings, each from a 3-point ``lmcli sweep`` (x0.5, x1, x2)
 extended by up to two more points (x2 or x0.5 each) while the best lies on the grid's edge, in
 turn: Muon's matrices' rate ``optimizer.muon_lr`` (Muon only), the learning rate
-``optimizer.lr`` (under Muon, that of the embeddings, head and gains), and a WSD schedule's
-``optimizer.decay_fraction`` (from 0.2). The table gives, for each, its final validation loss
+``optimizer.lr`` (under Muon, that of the embeddings, head and gains), the embeddings' and the
+head's own rates ``optimizer.embedding_lr`` and ``head_lr`` (from the learning rate; Muon and
+group_lr only), and a WSD schedule's ``optimizer.decay_fraction`` (from 0.2). The table gives, for each, its final validation loss
 and the fraction of the baseline's tokens (and wall time) it needed to reach the baseline's
 final validation loss, read off its validation curve (interpolated between evaluations; "-"
 when it never did); time is those tokens at the variant's training rate measured alone (so
@@ -96,7 +98,9 @@ VARIANTS = {  # name -> the --set values that make it
     "softcap": ["model.logit_softcap=30"],
     "relu2": ["model.ffn=relu2", "model.d_ff=576"],
     "gqa": ["model.num_kv_heads=2"],
+    "group_lr": [],  # AdamW with the embeddings' and the head's own rates (swept), the rest as the baseline
 }
+GROUP_RATES = ["optimizer.embedding_lr", "optimizer.head_lr"]  # swept for muon and group_lr, from optimizer.lr
 SWEEP_FACTORS = (0.5, 1.0, 2.0)
 DECAY_FRACTION = 0.2  # where a WSD sweep of optimizer.decay_fraction starts (lmcli's default)
 UPPER = {"optimizer.decay_fraction": 1.0}  # sweeps stop short of values past these
@@ -192,23 +196,27 @@ def train_one(run: str, config: Path, sets: list[str]) -> dict:
             "final_val_loss": final[-1]["val_loss"] if final else None}
 
 
-def knobs(sets: list[str]) -> list[str]:
-    """What a variant sweeps, in this order: Muon's matrices' rate, the (AdamW) learning rate, and a
-    WSD schedule's decay fraction (Muon's faster progress was seen to want a longer decay)."""
-    return (["optimizer.muon_lr"] if "optimizer.name=muon" in sets else []) + ["optimizer.lr"] + (
-        ["optimizer.decay_fraction"] if "optimizer.schedule=wsd" in sets else [])
+def knobs(members: list[str]) -> list[str]:
+    """What a variant made of the switches ``members`` sweeps, in this order: Muon's matrices' rate, the
+    (AdamW) learning rate, the embeddings' and the head's own rates, and a WSD schedule's decay fraction
+    (Muon's faster progress was seen to want a longer decay)."""
+    return (["optimizer.muon_lr"] if "muon" in members else []) + ["optimizer.lr"] + (
+        GROUP_RATES if {"muon", "group_lr"} & set(members) else []) + (
+        ["optimizer.decay_fraction"] if "wsd" in members else [])
 
 
-def run_variant(name: str, config: Path, sets: list[str], rates: dict[str, float]) -> dict:
-    """The variant at its best settings: each of its ``knobs`` in turn, a 3-point sweep around ``rates``
-    (x0.5, x1, x2) extended past an edge that wins (up to MAX_EXTENSIONS points), the others held at
-    their best so far; its best run, measured."""
-    keys = knobs(sets)
+def run_variant(name: str, config: Path, members: list[str], rates: dict[str, float]) -> dict:
+    """The variant made of the switches ``members`` at its best settings: each of its ``knobs`` in turn,
+    a 3-point sweep around ``rates`` (x0.5, x1, x2; a group's own rate starts at the learning rate)
+    extended past an edge that wins (up to MAX_EXTENSIONS points), the others held at their best so
+    far; its best run, measured."""
+    keys, sets = knobs(members), [s for m in members for s in VARIANTS[m]]
     rates, sweeps, best_run = dict(rates), {}, None
     if "optimizer.decay_fraction" in keys:
         rates.setdefault("optimizer.decay_fraction", DECAY_FRACTION)
     started = time.perf_counter()
     for key in keys:
+        rates.setdefault(key, rates["optimizer.lr"])  # (the group rates, once the learning rate is swept)
         tried = sweep_rate(name, config, sets, rates, key, best_run)
         rates[key] = lowest(tried)
         sweeps[key] = {f"{v:.4g}": loss for v, (_, loss) in sorted(tried.items())}
@@ -367,9 +375,8 @@ def measure(args, config: Path) -> dict:
     results = {"baseline": run_variant("baseline", config, [], {"optimizer.lr": BASE_LR})}
     base_rates = rates_of(results["baseline"], {"optimizer.lr": BASE_LR})
     for name in [n for n in args.only if n != "baseline"]:
-        sets = VARIANTS[name]
-        start = {**base_rates, "optimizer.muon_lr": 0.02} if "optimizer.name=muon" in sets else base_rates
-        results[name] = run_variant(name, config, sets, start)
+        start = {**base_rates, "optimizer.muon_lr": 0.02} if name == "muon" else base_rates
+        results[name] = run_variant(name, config, [name], start)
     for name, result in results.items():
         result.update(compare(result, results["baseline"]))
     target = results["baseline"]["final_val_loss"] - WIN_MARGIN
@@ -379,7 +386,7 @@ def measure(args, config: Path) -> dict:
     for name in winners:  # each winner's best settings (where two set one, the later's): the sweeps start there
         combo_rates.update(results[name]["values"])
     if winners:
-        results["combination"] = run_variant("combination", config, combined, combo_rates)
+        results["combination"] = run_variant("combination", config, winners, combo_rates)
         results["combination"].update(compare(results["combination"], results["baseline"]))
         results["combination"]["values"] = {**combo_rates, **results["combination"]["values"]}
     checks = {"baseline": stability("baseline", config, [], base_rates)}

@@ -80,6 +80,8 @@ class OptimizerConfig:
     muon_lr: float = 0.02  # muon: the matrices' peak learning rate (the schedule's shape, scaled)
     muon_momentum: float = 0.95  # muon: the momentum of its Nesterov buffer
     muon_weight_decay: float = 0.0  # muon: decoupled weight decay of the matrices
+    embedding_lr: float = 0.0  # the token embeddings' peak rate (the schedule's shape, scaled); 0 = lr
+    head_lr: float = 0.0  # the output head's peak rate; 0 = lr (a tied head is the embeddings: embedding_lr)
 
 
 @dataclass(frozen=True)
@@ -225,6 +227,7 @@ def check_config(config: TrainConfig) -> None:
         "training.micro_batch_size": t.micro_batch_size, "training.max_steps": t.max_steps, "training.final_eval_tokens": t.final_eval_tokens,
         "training.keep_interval": t.keep_interval, "optimizer.min_lr": o.min_lr, "optimizer.eps": o.eps,
         "optimizer.weight_decay": o.weight_decay, "optimizer.grad_clip": o.grad_clip,
+        "optimizer.embedding_lr": o.embedding_lr, "optimizer.head_lr": o.head_lr,
         "optimizer.warmup_steps": o.warmup_steps, "optimizer.cosine_steps": o.cosine_steps,
         "training.peak_flops": t.peak_flops, "training.z_loss": t.z_loss,
     }
@@ -249,6 +252,8 @@ def check_config(config: TrainConfig) -> None:
     if o.name == "muon" and not (o.muon_lr > 0 and 0 <= o.muon_momentum < 1 and o.muon_weight_decay >= 0):
         raise LmcliError("optimizer.muon_lr must be positive, optimizer.muon_momentum in [0, 1) and "
                          "optimizer.muon_weight_decay not negative")
+    if o.head_lr and config.model.tie_embeddings:
+        raise LmcliError("optimizer.head_lr: a tied head is the embedding table; set optimizer.embedding_lr instead")
     for split in ("train", "valid"):
         sources = config.data.sources(split)
         if any(not (s.weight > 0) for s in sources):

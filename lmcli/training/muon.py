@@ -17,7 +17,9 @@ made of matrix products only.
 Everything that is not such a matrix (embeddings, the output head, norm gains) keeps AdamW, in
 the same optimizer: ``Muon`` is ``AdamW`` whose groups marked ``muon`` take this update
 instead. Their learning rate follows the run's schedule scaled by ``lr_scale``
-(``optimizer.muon_lr / optimizer.lr``).
+(``optimizer.muon_lr / optimizer.lr``). The token embeddings and the output head may have rates of
+their own the same way (``optimizer.embedding_lr``, ``head_lr``; under AdamW as well): the rows of
+the embedding table learn only when their token appears and take a far higher rate than the head.
 
 Fast and parallel: ``newton_schulz`` takes a stack of matrices, so ``orthogonalized`` runs the
 iteration once for all matrices of one shape (every layer's q_proj together, ...) instead of once
@@ -111,9 +113,25 @@ class Muon(AdamW):
 
 
 def optimizer_groups(model: torch.nn.Module, o: OptimizerConfig) -> list[dict]:
-    """The parameter groups of ``o``'s optimizer: AdamW's decay groups, and with Muon its matrices apart."""
+    """The parameter groups of ``o``'s optimizer: AdamW's decay groups, with Muon its matrices apart, and
+    the embeddings and the head apart where they have rates of their own."""
     groups = decay_groups(model, o.weight_decay, list(o.no_decay))
-    return muon_groups(model, groups, o.muon_lr / o.lr, o.muon_weight_decay, o.muon_momentum) if o.name == "muon" else groups
+    if o.name == "muon":
+        groups = muon_groups(model, groups, o.muon_lr / o.lr, o.muon_weight_decay, o.muon_momentum)
+    return own_rate_groups(model, groups, {"token_embeddings.weight": o.embedding_lr, "lm_head.weight": o.head_lr}, o.lr)
+
+
+def own_rate_groups(model: torch.nn.Module, groups: list[dict], rates: dict[str, float], lr: float) -> list[dict]:
+    """``groups`` with each parameter named in ``rates`` with a rate (> 0) in a group of its own, its
+    group's settings otherwise, at that rate's share of ``lr`` (the schedule scales every group alike).
+    Embeddings want a far higher rate than the head (each row only learns when its token appears;
+    modded-nanogpt and nanochat set them apart too)."""
+    chosen = {id(p): rates[name] / lr for name, p in model.named_parameters() if rates.get(name, 0.0) > 0}
+    result = []
+    for group in groups:
+        result.append({**group, "params": [p for p in group["params"] if id(p) not in chosen]})
+        result += [{**group, "params": [p], "lr_scale": chosen[id(p)]} for p in group["params"] if id(p) in chosen]
+    return [g for g in result if g["params"]]
 
 
 def build_optimizer(model: torch.nn.Module, o: OptimizerConfig, device: torch.device) -> AdamW:

@@ -7,7 +7,11 @@ from __future__ import annotations
 import torch
 
 from lmcli.model import ModelConfig, TransformerLM
-from lmcli.training.muon import Muon, muon_groups, newton_schulz, orthogonalized
+import pytest
+
+from lmcli.errors import LmcliError
+from lmcli.training.config import OptimizerConfig, config_from_dict
+from lmcli.training.muon import Muon, build_optimizer, muon_groups, newton_schulz, orthogonalized
 from lmcli.training.optim import decay_groups
 from tests.training.test_run import _rows, byte_workspace
 
@@ -79,10 +83,35 @@ def test_a_muon_step_equals_the_published_update_and_adamw_for_the_rest():
             assert "exp_avg" in optimizer.state[p]
 
 
+@pytest.mark.parametrize("name", ["adamw", "muon"])
+def test_the_embeddings_and_the_head_step_at_their_own_rates(name):
+    """AdamW's first step moves every entry by about its rate (m / sqrt(v) is the gradient's sign)."""
+    torch.manual_seed(0)
+    model = TransformerLM.from_config(ModelConfig(vocab_size=50, context_length=8, d_model=16, num_layers=2,
+                                                  num_heads=2, d_ff=32))
+    o = OptimizerConfig(name=name, lr=1e-3, embedding_lr=3e-2, head_lr=2e-4, weight_decay=0.0)
+    optimizer = build_optimizer(model, o, torch.device("cpu"))
+    for group in optimizer.param_groups:  # what the training loop does with the schedule's rate
+        group["lr"] = o.lr * group.get("lr_scale", 1.0)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer.step()
+    moved = {n: (p - before[n]).abs().mean().item() for n, p in model.named_parameters()}
+    assert moved["token_embeddings.weight"] == pytest.approx(3e-2, rel=1e-3)
+    assert moved["lm_head.weight"] == pytest.approx(2e-4, rel=1e-3)
+    assert moved["ln_final.weight"] == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_a_tied_head_has_no_rate_of_its_own():
+    with pytest.raises(LmcliError, match="optimizer.head_lr: a tied head is the embedding table"):
+        config_from_dict({"model": {"tie_embeddings": True}, "optimizer": {"head_lr": 1e-3}})
+
+
 def test_a_muon_run_trains_and_resumes_bit_for_bit(cli, tmp_path):
     byte_workspace(tmp_path)
     config = tmp_path / "tiny.toml"
-    muon = ["--set", "optimizer.name='muon'", "--set", "optimizer.muon_lr=0.02"]
+    muon = ["--set", "optimizer.name='muon'", "--set", "optimizer.muon_lr=0.02", "--set", "optimizer.embedding_lr=0.01"]
     straight = cli("train", "--config", config, "--name", "straight", *muon, "--set", "training.max_steps=20")
     assert straight.exit_code == 0, straight.output
     first = cli("train", "--config", config, "--name", "split", *muon, "--set", "training.max_steps=20",
