@@ -181,6 +181,11 @@ class Worker:
         self.study, self.plan, self.observer = study, plan, observer
         self.free: list[Slot] = slots(plan.parallel, visible_gpus(plan.device), plan.nproc)
         self.running: dict[int, TrialProcess] = {}
+        # Trials taken whose run another process still holds, each with its slot and until when it may wait:
+        # the retry of a dead worker's trial can come while that trial's process still saves its checkpoint
+        # on the SIGTERM the death sent it. Started then, it would find the run taken and fail; waiting in
+        # the loop (not in a sleep) keeps the heartbeats of this worker's other trials going.
+        self.held: dict[int, tuple[Any, Slot, float]] = {}
         self.last_beat = self.last_stale_check = -float("inf")
 
     def work(self) -> None:
@@ -189,9 +194,10 @@ class Worker:
                 for trial in list(self.running.values()):
                     self.follow(trial)
                 self.keep_alive()
+                self.start_released()
                 while self.free and (trial := self.study.next_trial()) is not None:
-                    self.start(trial)
-                if not self.running and not self.others_running():
+                    self.start(trial, self.free.pop(0), time.monotonic() + STOP_WAIT_S)
+                if not self.running and not self.held and not self.others_running():
                     break
                 self.observer.update(list(self.running.values()), *self.counts())
                 time.sleep(POLL_S)
@@ -208,13 +214,21 @@ class Worker:
         """Whether a trial of another worker is still running (it may yet fail and be queued again)."""
         return any(t.state == self.study.optuna.trial.TrialState.RUNNING for t in self.study.all_trials())
 
-    def start(self, trial: Any) -> None:
-        slot = self.free.pop(0)
+    def start(self, trial: Any, slot: Slot, deadline: float) -> None:
+        """Start the trial in ``slot``, or hold it while another process has its run (until ``deadline``:
+        then it starts anyway, and fails on the taken run, which is recorded)."""
         run = self.study.run_name(trial)
-        wait_until_free(self.plan.workspace.run_dir(run))
+        if is_locked(self.plan.workspace.run_dir(run)) and time.monotonic() < deadline:
+            self.held[trial.number] = (trial, slot, deadline)
+            return
+        self.held.pop(trial.number, None)
         overrides = [*self.study.definition.fixed, *(f"{k}={override_text(v)}" for k, v in trial.params.items())]
         self.running[trial.number] = start_trial(trial, run, overrides, self.study.definition.config, self.plan.workspace.root,
                                                  slot, self.plan.device, self.plan.dir / "trials", self.plan.tensorboard)
+
+    def start_released(self) -> None:
+        for trial, slot, deadline in list(self.held.values()):
+            self.start(trial, slot, deadline)
 
     def follow(self, trial: TrialProcess) -> None:
         """Report the trial's new evaluations (stopping it if the pruner says so); finish it once it exited."""
@@ -252,7 +266,7 @@ class Worker:
         now = time.monotonic()
         if now - self.last_beat >= HEARTBEAT_S:
             self.last_beat = now
-            for number in self.running:
+            for number in [*self.running, *self.held]:
                 self.study.beat(number)
         if now - self.last_stale_check >= STALE_CHECK_S:
             self.last_stale_check = now
@@ -270,7 +284,10 @@ class Worker:
                 trial.process.kill()
                 trial.process.wait()
             self.study.requeue(trial.trial.number)
+        for number in self.held:  # never started: queued again as they are
+            self.study.requeue(number)
         self.running.clear()
+        self.held.clear()
 
 
 def override_text(value: Any) -> str:
@@ -300,15 +317,6 @@ def result_row(frozen: Any, run: Run | None) -> dict[str, Any]:
         "tokens": tokens,
         "planned_tokens": planned_tokens(run, tokens),
     }
-
-
-def wait_until_free(run_dir: Path) -> None:
-    """Until no process trains the run (at most STOP_WAIT_S). The retry of a dead worker's trial can be
-    asked for while that trial's process still holds the run, saving its checkpoint on the SIGTERM the
-    death sent it; started then, the retry would find the run taken and fail."""
-    deadline = time.monotonic() + STOP_WAIT_S
-    while is_locked(run_dir) and time.monotonic() < deadline:
-        time.sleep(POLL_S)
 
 
 def trained_tokens(run: Run) -> int:

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-import threading
 import time
+from types import SimpleNamespace
 
 import pytest
 
 from lmcli.commands.sweep import print_report
 from lmcli.errors import LmcliError
+from lmcli.experiments import sweep
 from lmcli.experiments.search_space import parse_settings, split_values
 from lmcli.experiments.study import grid_run_names
-from lmcli.experiments.sweep import wait_until_free
 from lmcli.training.run import claim_run_dir
 from lmcli.ui.console import console
+from lmcli.workspace import Workspace
 from tests.tiny import tiny_workspace as make_tiny_workspace
 
 
@@ -111,15 +112,46 @@ def test_the_final_table_names_every_run_and_the_best(capsys, monkeypatch):
     assert "best: lr-lr=1e-3" in out and "wrote /ws/sweeps/lr/val_loss.png" in out and "results: /ws/sweeps/lr/sweep.json" in out
 
 
-def test_a_trial_waits_for_its_run_to_be_released_before_it_starts(tmp_path):
+class OneTrialStudy:
+    """What a sweep worker asks of its study, for one trial whose run is "r"; records the heartbeats."""
+
+    definition = SimpleNamespace(fixed=[], config="tiny.toml")
+
+    def __init__(self):
+        self.beats: list[int] = []
+
+    def run_name(self, trial) -> str:
+        return "r"
+
+    def beat(self, number: int) -> None:
+        self.beats.append(number)
+
+    def requeue_stale(self) -> list[int]:
+        return []
+
+
+def test_a_trial_whose_run_is_held_waits_without_stopping_the_worker(tmp_path, monkeypatch):
     """A retry of a dead worker's trial must not start while that trial's process still holds the run
-    (it saves its checkpoint on the SIGTERM its worker's death sent it): started then, it would fail."""
-    run_dir = tmp_path / "runs" / "r"
-    held = claim_run_dir(run_dir, new=True)  # the dying trial's lock
-    threading.Timer(0.6, os.close, [held]).start()  # released once it has saved
-    started = time.monotonic()
-    wait_until_free(run_dir)
-    assert time.monotonic() - started >= 0.5
-    started = time.monotonic()
-    wait_until_free(run_dir)  # free: no wait
-    assert time.monotonic() - started < 0.1
+    (it saves its checkpoint on the SIGTERM its worker's death sent it): started then, it would fail.
+    It waits in the worker's loop, which keeps beating for it (and for the worker's other trials)."""
+    started = []
+    monkeypatch.setattr(sweep, "start_trial", lambda trial, run, *args: started.append(run) or SimpleNamespace(run=run))
+    study = OneTrialStudy()
+    plan = sweep.SweepPlan("s", tmp_path / "sweeps" / "s", Workspace(tmp_path), "journal", None)
+    worker = sweep.Worker(study, plan, sweep.SweepObserver())
+    held = claim_run_dir(tmp_path / "runs" / "r", new=True)  # the dying trial's lock
+    trial = SimpleNamespace(number=7, params={})
+    worker.start(trial, worker.free.pop(0), time.monotonic() + 60)
+    assert not started and 7 in worker.held and not worker.free  # held, keeping its slot
+    worker.keep_alive()
+    assert study.beats == [7]
+    worker.start_released()
+    assert not started  # still held
+    os.close(held)  # the dying trial saved and exited
+    worker.start_released()
+    assert started == ["r"] and not worker.held and 7 in worker.running
+    # a run held past the deadline is started anyway (it fails on the taken run, and that is recorded)
+    held = claim_run_dir(tmp_path / "runs" / "r", new=False)
+    worker.start(SimpleNamespace(number=8, params={}), sweep.Slot(1), time.monotonic() - 1)
+    assert started == ["r", "r"]
+    os.close(held)
