@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,10 @@ FIXTURES = SHARED / "fixtures"
 # on (pytest-xdist's workers get 80) would then hold for every test. Without it they follow the
 # COLUMNS a test sets (the ``cli`` fixture's 200), as in a plain run.
 os.environ.pop("COLUMNS", None)
+# A suite started in the background of a script (`make test &`, nohup) inherits Ctrl-C ignored, and so
+# would every lmcli it starts (an ignored signal stays ignored across exec; Python keeps it so): the
+# tests of Ctrl-C then saw sweeps run on through it. They expect what a terminal gives.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True, scope="session")
