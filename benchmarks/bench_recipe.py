@@ -20,10 +20,10 @@ extended by up to two more points (x2 or x0.5 each) while the best lies on the g
 turn: Muon's matrices' rate ``optimizer.muon_lr`` (Muon only), the learning rate
 ``optimizer.lr`` (under Muon, that of the embeddings, head and gains), the embeddings' and the
 head's own rates ``optimizer.embedding_lr`` and ``head_lr`` (from the learning rate; Muon and
-group_lr only), and a WSD schedule's ``optimizer.decay_fraction`` (from 0.2). The table gives, for each, its final validation loss
-and the fraction of the baseline's tokens (and wall time) it needed to reach the baseline's
-final validation loss, read off its validation curve (interpolated between evaluations; "-"
-when it never did); time is those tokens at the variant's training rate measured alone (so
+group_lr only), and a WSD schedule's ``optimizer.decay_fraction`` (from 0.2). The table gives,
+for each, its final validation loss and the fraction of the baseline's tokens (and wall time)
+it needed to reach the baseline's final validation loss, read off its validation curve
+(interpolated between evaluations; "-" when it never did); time is those tokens at the variant's training rate measured alone (so
 Muon's extra matrix work counts). Then the variants that won (a final loss more than
 WIN_MARGIN below the baseline's) are combined, swept and measured the same way, and the
 stability check trains the baseline and the combination at 3x and 10x their best rates.
@@ -196,6 +196,11 @@ def train_one(run: str, config: Path, sets: list[str]) -> dict:
             "final_val_loss": final[-1]["val_loss"] if final else None}
 
 
+def sets_of(members: list[str]) -> list[str]:
+    """The --set values that make the variant of the switches ``members``."""
+    return [s for m in members for s in VARIANTS[m]]
+
+
 def knobs(members: list[str]) -> list[str]:
     """What a variant made of the switches ``members`` sweeps, in this order: Muon's matrices' rate, the
     (AdamW) learning rate, the embeddings' and the head's own rates, and a WSD schedule's decay fraction
@@ -210,7 +215,7 @@ def run_variant(name: str, config: Path, members: list[str], rates: dict[str, fl
     a 3-point sweep around ``rates`` (x0.5, x1, x2; a group's own rate starts at the learning rate)
     extended past an edge that wins (up to MAX_EXTENSIONS points), the others held at their best so
     far; its best run, measured."""
-    keys, sets = knobs(members), [s for m in members for s in VARIANTS[m]]
+    keys, sets = knobs(members), sets_of(members)
     rates, sweeps, best_run = dict(rates), {}, None
     if "optimizer.decay_fraction" in keys:
         rates.setdefault("optimizer.decay_fraction", DECAY_FRACTION)
@@ -381,7 +386,7 @@ def measure(args, config: Path) -> dict:
         result.update(compare(result, results["baseline"]))
     target = results["baseline"]["final_val_loss"] - WIN_MARGIN
     winners = [n for n, r in results.items() if n != "baseline" and r["final_val_loss"] < target]
-    combined = [s for n in winners for s in VARIANTS[n]]
+    combined = sets_of(winners)
     combo_rates = dict(base_rates)
     for name in winners:  # each winner's best settings (where two set one, the later's): the sweeps start there
         combo_rates.update(results[name]["values"])
