@@ -186,13 +186,22 @@ class TrialProcess:
         return (errors or lines or [f"exit {self.process.returncode}"])[-1].removeprefix("error:").strip()
 
 
+def remove_if_empty(directory: Path) -> None:
+    try:
+        directory.rmdir()
+    except OSError:  # absent, or not empty (then ``lmcli train`` says what is in the way)
+        pass
+
+
 def start_trial(trial: Any, run: str, overrides: list[str], config: str, workspace: Path, slot: Slot,
                 device: str | None, log_dir: Path, tensorboard: bool = False) -> TrialProcess:
-    """Start ``lmcli train`` for a trial: a new run, or ``--resume`` of its run if it has a checkpoint."""
+    """Start ``lmcli train`` for a trial: a new run, or ``--resume`` of its run if an earlier try began it
+    (from its checkpoint, or from step 0 if it was stopped before its first)."""
     run_dir = workspace / "runs" / run
-    if (run_dir / "latest.pt").is_file():
+    if (run_dir / RUN_CONFIG_FILE).is_file():
         command = ["train", "--resume", str(run_dir)]
     else:
+        remove_if_empty(run_dir)  # made by a try that was killed at once: the new run takes the name
         command = ["train", "--config", config, "--name", run, *(a for o in overrides for a in ("--set", o))]
     if device is not None:
         command += ["--device", "cuda" if slot.gpus else device]

@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from lmcli.errors import LmcliError
+from lmcli.experiments import trials
 from lmcli.experiments.runs import read_run
 from lmcli.experiments.search_space import parse_settings
 from lmcli.experiments.study import Definition, pruner_for
 from lmcli.experiments.trials import slots
+from lmcli.workspace import RUN_CONFIG_FILE
 from tests.postgres import postgres_url
 from tests.tiny import tiny_workspace
 
@@ -74,6 +76,25 @@ def test_trials_share_the_cores_this_process_may_use_not_the_machines(monkeypatc
     monkeypatch.setattr("os.cpu_count", lambda: 64)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
     assert [s.threads for s in slots(2, [])] == [2, 2]
+
+
+def test_a_retry_resumes_its_run_even_before_its_first_checkpoint(tmp_path, monkeypatch):
+    """A worker killed while its trial was starting leaves a run without latest.pt (or an empty directory):
+    the retry must continue that run (from step 0), not start a new one that finds the name taken."""
+    commands = []
+    monkeypatch.setattr(trials.subprocess, "Popen", lambda argv, **kwargs: commands.append(argv[3:]))
+    runs = tmp_path / "runs"
+
+    def command_for(run: str) -> list[str]:
+        trials.start_trial(None, run, ["optimizer.lr=1e-3"], "c.toml", tmp_path, trials.Slot(1), None, tmp_path / "logs")
+        return commands[-1][:3]
+
+    assert command_for("new") == ["train", "--config", "c.toml"]
+    (runs / "emptied").mkdir(parents=True)  # killed between making its directory and writing its config
+    assert command_for("emptied") == ["train", "--config", "c.toml"] and not (runs / "emptied").exists()
+    (runs / "begun").mkdir()
+    (runs / "begun" / RUN_CONFIG_FILE).write_text("")  # stopped before its first checkpoint
+    assert command_for("begun") == ["train", "--resume", str(runs / "begun")]
 
 
 @pytest.mark.parametrize(("warmup", "interval", "first"), [(10, 10, 20), (0, 25, 25), (49, 25, 50), (50, 25, 75)])
