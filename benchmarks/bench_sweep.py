@@ -10,7 +10,8 @@ shortened to 120 steps of 16 x 128 tokens, evaluated every 10 steps, in a fresh 
    another (a trial does not depend on what runs beside it; 1 and 2 threads differ in the last
    bits, since the threads split the sums differently). The trials' training speeds show the
    ratio's ceiling on this machine: the tokens/s of one trial on all cores against two trials
-   side by side on one core each.
+   side by side on one core each. It runs twice: on the demo model, and on a smaller one (d_model
+   64, 2 layers), which uses a second thread less well and so leaves more to a second trial.
 2. A 12-point learning-rate grid (log-spaced, 1e-4 to 1e-1) with ``--prune asha`` against the
    same grid without pruning (under a pruner a grid runs in a seeded random order): the best
    trial of each, their final validation losses, and the training tokens each spent (goal: the same best, or within 1% of its loss, with at most half
@@ -40,6 +41,9 @@ WORK = REPO / ".bench" / "sweep"
 SHORT = ["training.batch_size=16", "training.total_tokens=245760", "optimizer.warmup_steps=10", "optimizer.min_lr=0",
          "training.eval_interval=10", "training.eval_batches=4", "training.checkpoint_interval=40", "system.device=cpu"]
 PARALLEL_LRS = "1e-3,3e-3,1e-2,3e-2"
+# The parallel part also runs on a smaller model (d_model 64, 2 layers): the gain of --parallel is
+# what one trial leaves of the cores unused, and a smaller model leaves more of them.
+MODELS = {"demo": [], "small": ["model.d_model=64", "model.num_layers=2", "model.num_heads=2", "model.d_ff=192"]}
 SEARCH_LRS = ",".join(f"{lr:.3g}" for lr in np.logspace(-4, -1, 12))
 
 
@@ -54,7 +58,7 @@ def lmcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def prepare(keep: bool) -> None:
     """A fresh workspace with the demo corpus, its tokenizer and token ids (``keep``: only the sweeps to redo go)."""
     if keep and (WORK / "workspace" / "data" / "train.npy").is_file():
-        for name in ("seq", "par", "one", "grid", "asha"):
+        for name in ("seq", "par", "one", "grid", "asha", *(f"{p}-small" for p in ("seq", "par", "one"))):
             shutil.rmtree(WORK / "workspace" / "sweeps" / name, ignore_errors=True)
             for run in (WORK / "workspace" / "runs").glob(f"{name}-*"):
                 shutil.rmtree(run)
@@ -65,8 +69,8 @@ def prepare(keep: bool) -> None:
     lmcli("encode")
 
 
-def sweep(name: str, lrs: str, *extra: str, threads: int | None = None) -> tuple[dict, float]:
-    settings = [a for s in [f"optimizer.lr={lrs}", *SHORT] for a in ("--set", s)]
+def sweep(name: str, lrs: str, *extra: str, threads: int | None = None, model: list[str] = ()) -> tuple[dict, float]:
+    settings = [a for s in [f"optimizer.lr={lrs}", *SHORT, *model] for a in ("--set", s)]
     env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
     start = time.perf_counter()
     result = lmcli("sweep", "--config", "demo", *settings, "--name", name, *extra, "--json", env=env)
@@ -92,7 +96,8 @@ def main() -> None:
     prepare(keep=bool(args.only))
     cores = os.cpu_count() or 1
     result = {"machine": {"cores": cores, "cpu": cpu_name()}}
-    result["parallel"] = previous.get("parallel") if args.only == "pruning" else measure_parallel(cores)
+    result["parallel"] = previous.get("parallel") if args.only == "pruning" else {
+        model: measure_parallel(cores, model, sets) for model, sets in MODELS.items()}
     result["pruning"] = previous.get("pruning") if args.only == "parallel" else measure_pruning()
     saved.write_text(json.dumps(result, indent=1))
     if args.json:
@@ -101,16 +106,17 @@ def main() -> None:
     print_result(result)
 
 
-def measure_parallel(cores: int) -> dict:
-    sequential, seq_s = sweep("seq", PARALLEL_LRS, threads=cores)
-    parallel, par_s = sweep("par", PARALLEL_LRS, "--parallel", "2")
+def measure_parallel(cores: int, model: str, sets: list[str]) -> dict:
+    tag = "" if model == "demo" else f"-{model}"
+    sequential, seq_s = sweep(f"seq{tag}", PARALLEL_LRS, threads=cores, model=sets)
+    parallel, par_s = sweep(f"par{tag}", PARALLEL_LRS, "--parallel", "2", model=sets)
     lr = PARALLEL_LRS.split(",")[0]
-    one = "one-lr=" + lr
-    settings = [a for s in [f"optimizer.lr={lr}", *SHORT] for a in ("--set", s)]
+    one = f"one{tag}-lr={lr}"
+    settings = [a for s in [f"optimizer.lr={lr}", *SHORT, *sets] for a in ("--set", s)]
     lmcli("train", "--config", "demo", *settings, "--name", one, "-q", env=os.environ | {"OMP_NUM_THREADS": "1"})
     seq_speed = np.mean([training_speed(r["name"]) for r in sequential["runs"]])
     par_speed = np.mean([training_speed(r["name"]) for r in parallel["runs"]])
-    return {"sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s,
+    return {"sets": sets, "sequential_s": seq_s, "parallel_s": par_s, "ratio": par_s / seq_s,
             "losses_identical": run_losses(one) == run_losses(by_lr(parallel)[lr]["name"]),
             "tokens_per_s": {"one_trial_all_cores": seq_speed, "one_trial_one_core": training_speed(one),
                              "two_trials_side_by_side": 2 * par_speed},
@@ -141,22 +147,23 @@ def measure_pruning() -> dict:
 def print_result(result: dict) -> None:
     """The parts measured (one may be missing: --only without an earlier report)."""
     cores = result["machine"]["cores"]
-    p, q = result["parallel"], result["pruning"]
     print(f"sweep benchmark, {cores} cores ({result['machine']['cpu']})")
-    if p:
-        print(f"4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "
+    for model, p in (result["parallel"] or {}).items():
+        print(f"{model} model, 4-point lr grid: one at a time ({cores} threads) {p['sequential_s']:.1f} s, --parallel 2 (1 thread each) "
               f"{p['parallel_s']:.1f} s: {p['ratio']:.2f}x (goal <= 0.65x)")
         speed = p["tokens_per_s"]
         print(f"training tokens/s: one trial on {cores} threads {speed['one_trial_all_cores']:,.0f}, on 1 thread "
               f"{speed['one_trial_one_core']:,.0f}; two trials side by side {speed['two_trials_side_by_side']:,.0f} together: "
               f"the training alone allows {p['ceiling_ratio']:.2f}x")
         print(f"a trial's losses beside another = alone on the same threads: {p['losses_identical']}")
+    q = result["pruning"]
     if q:
         print(f"12-point lr grid: full {q['grid_s']:.1f} s, {q['grid_tokens']:,} tokens; --prune asha {q['asha_s']:.1f} s, "
               f"{q['asha_tokens']:,} tokens: {q['token_ratio']:.2f}x the tokens (goal <= 0.5x), {q['pruned_trials']} pruned")
         gap = q["best_asha"]["final_val_loss"] / q["best_grid"]["final_val_loss"] - 1
         print(f"best: grid lr {q['best_grid']['lr']} ({q['best_grid']['final_val_loss']:.4f}), asha lr {q['best_asha']['lr']} "
               f"({q['best_asha']['final_val_loss']:.4f}): {gap:+.2%} (goal within 1%)")
+
 
 if __name__ == "__main__":
     main()
