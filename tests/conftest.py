@@ -20,12 +20,17 @@ os.environ.pop("COLUMNS", None)
 # would every lmcli it starts (an ignored signal stays ignored across exec; Python keeps it so): the
 # tests of Ctrl-C then saw sweeps run on through it. They expect what a terminal gives.
 signal.signal(signal.SIGINT, signal.default_int_handler)
+# The same for the lmcli processes the tests start (trials, wheels, launchers): set before torch is
+# imported, so they inherit it. Two threads each, beside pytest-xdist's other worker on two cores,
+# made a tiny model's sweep trial train 10x slower than one thread does.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """The suite's models are tiny: one thread is fastest for them, and two threads on a busy
-    2-core machine spin-wait for each other (45x slower steps were seen)."""
+    2-core machine spin-wait for each other (45x slower steps were seen). (OMP_NUM_THREADS, set
+    above, does this for the processes the tests start.)"""
     import torch
 
     torch.set_num_threads(1)
