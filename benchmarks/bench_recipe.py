@@ -16,7 +16,7 @@ variant changes one thing:
     group_lr  optimizer.embedding_lr, head_lr   (AdamW with the embeddings' and the head's own rates)
 
 Every variant runs at its own best settings, each from a 3-point ``lmcli sweep`` (x0.5, x1, x2)
-extended by up to four more points (x2 or x0.5 each) while the best lies on the grid's edge, in
+extended by up to two more points (x2 or x0.5 each) while the best lies on the grid's edge, in
 turn: Muon's matrices' rate ``optimizer.muon_lr`` (Muon only), the learning rate
 ``optimizer.lr`` (under Muon, that of the embeddings, head and gains), the embeddings' and the
 head's own rates ``optimizer.embedding_lr`` and ``head_lr`` (from the learning rate; Muon and
@@ -104,7 +104,7 @@ GROUP_RATES = ["optimizer.embedding_lr", "optimizer.head_lr"]  # swept for muon 
 SWEEP_FACTORS = (0.5, 1.0, 2.0)
 DECAY_FRACTION = 0.2  # where a WSD sweep of optimizer.decay_fraction starts (lmcli's default)
 UPPER = {"optimizer.decay_fraction": 1.0}  # sweeps stop short of values past these
-MAX_EXTENSIONS = 4  # extra points past the grid's edge when the best rate lies on it
+MAX_EXTENSIONS = 2  # extra points past the grid's edge when the best rate lies on it
 STABILITY_FACTORS = (3.0, 10.0)
 # A switch wins (and joins the combination) when its final validation loss is lower than the
 # baseline's by more than this. z-loss and soft-capping once won by 0.0005 nats each, and the
@@ -388,8 +388,8 @@ def measure(args, config: Path) -> dict:
     winners = [n for n, r in results.items() if n != "baseline" and r["final_val_loss"] < target]
     combined = sets_of(winners)
     combo_rates = dict(base_rates)
-    for name in sorted(winners, key=lambda n: results[n]["final_val_loss"], reverse=True):
-        combo_rates.update(results[name]["values"])  # the sweeps start there; where two set one, the better's
+    for name in winners:  # each winner's best settings (where two set one, the later's): the sweeps start there
+        combo_rates.update(results[name]["values"])
     if winners:
         results["combination"] = run_variant("combination", config, winners, combo_rates)
         results["combination"].update(compare(results["combination"], results["baseline"]))
