@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +59,7 @@ def lmcli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
 def prepare(keep: bool) -> None:
     """A fresh workspace with the demo corpus, its tokenizer and token ids (``keep``: only the sweeps to redo go)."""
     if keep and (WORK / "workspace" / "data" / "train.npy").is_file():
-        for name in ("seq", "par", "one", "grid", "asha", *(f"{p}-small" for p in ("seq", "par", "one"))):
+        for name in ("grid", "asha", *(sweep_name(part, model) for model in MODELS for part in ("seq", "par", "one"))):
             shutil.rmtree(WORK / "workspace" / "sweeps" / name, ignore_errors=True)
             for run in (WORK / "workspace" / "runs").glob(f"{name}-*"):
                 shutil.rmtree(run)
@@ -69,7 +70,12 @@ def prepare(keep: bool) -> None:
     lmcli("encode")
 
 
-def sweep(name: str, lrs: str, *extra: str, threads: int | None = None, model: list[str] = ()) -> tuple[dict, float]:
+def sweep_name(part: str, model: str) -> str:
+    """The name of a parallel-part sweep (or run) of ``model``: seq, par, one; seq-small, ..."""
+    return part if model == "demo" else f"{part}-{model}"
+
+
+def sweep(name: str, lrs: str, *extra: str, threads: int | None = None, model: Sequence[str] = ()) -> tuple[dict, float]:
     settings = [a for s in [f"optimizer.lr={lrs}", *SHORT, *model] for a in ("--set", s)]
     env = os.environ | ({"OMP_NUM_THREADS": str(threads)} if threads else {})
     start = time.perf_counter()
@@ -107,11 +113,10 @@ def main() -> None:
 
 
 def measure_parallel(cores: int, model: str, sets: list[str]) -> dict:
-    tag = "" if model == "demo" else f"-{model}"
-    sequential, seq_s = sweep(f"seq{tag}", PARALLEL_LRS, threads=cores, model=sets)
-    parallel, par_s = sweep(f"par{tag}", PARALLEL_LRS, "--parallel", "2", model=sets)
+    sequential, seq_s = sweep(sweep_name("seq", model), PARALLEL_LRS, threads=cores, model=sets)
+    parallel, par_s = sweep(sweep_name("par", model), PARALLEL_LRS, "--parallel", "2", model=sets)
     lr = PARALLEL_LRS.split(",")[0]
-    one = f"one{tag}-lr={lr}"
+    one = f"{sweep_name('one', model)}-lr={lr}"
     settings = [a for s in [f"optimizer.lr={lr}", *SHORT, *sets] for a in ("--set", s)]
     lmcli("train", "--config", "demo", *settings, "--name", one, "-q", env=os.environ | {"OMP_NUM_THREADS": "1"})
     seq_speed = np.mean([training_speed(r["name"]) for r in sequential["runs"]])
