@@ -20,7 +20,10 @@ extended by up to two more points (x2 or x0.5 each) while the best lies on the g
 turn: Muon's matrices' rate ``optimizer.muon_lr`` (Muon only), the learning rate
 ``optimizer.lr`` (under Muon, that of the embeddings, head and gains), the embeddings' and the
 head's own rates ``optimizer.embedding_lr`` and ``head_lr`` (from the learning rate; Muon and
-group_lr only), and a WSD schedule's ``optimizer.decay_fraction`` (from 0.2). The table gives,
+group_lr only), and a WSD schedule's ``optimizer.decay_fraction`` (from 0.2). Where a setting
+moves, the best of the others can move too, so the combination (whose settings the bundled speedrun
+configs take) goes round its settings again until each has been swept without moving since the
+last one that moved (at most MAX_PASSES rounds); the switches alone get one round. The table gives,
 for each, its final validation loss and the fraction of the baseline's tokens (and wall time)
 it needed to reach the baseline's final validation loss, read off its validation curve
 (interpolated between evaluations; "-" when it never did); time is those tokens at the variant's training rate measured alone (so
@@ -105,6 +108,10 @@ SWEEP_FACTORS = (0.5, 1.0, 2.0)
 DECAY_FRACTION = 0.2  # where a WSD sweep of optimizer.decay_fraction starts (lmcli's default)
 UPPER = {"optimizer.decay_fraction": 1.0}  # sweeps stop short of values past these
 MAX_EXTENSIONS = 2  # extra points past the grid's edge when the best rate lies on it
+# One pass of one-setting-at-a-time sweeps depends on where it starts (two runs whose combinations
+# started from different settings ended 0.010 apart, and a hand probe beat both): the combination
+# goes round its settings until none moves.
+MAX_PASSES = 3
 STABILITY_FACTORS = (3.0, 10.0)
 # A switch wins (and joins the combination) when its final validation loss is lower than the
 # baseline's by more than this. z-loss and soft-capping once won by 0.0005 nats each, and the
@@ -188,6 +195,8 @@ def compare(result: dict, baseline: dict) -> dict:
 
 def train_one(run: str, config: Path, sets: list[str]) -> dict:
     """One ``lmcli train`` run: finished or diverged, and its final validation loss (None if it diverged)."""
+    if (WORK / "ws" / "runs" / run).exists():  # train would refuse it, and its old metrics would pass for this run's
+        sys.exit(f"run {run} exists already: two measurements share a name")
     lmcli("train", "--config", str(config), "--name", run, "--quiet", *[a for s in sets for a in ("--set", s)],
           check=False)  # a diverged run exits 1: that is a result here
     run_dir = WORK / "ws" / "runs" / run
@@ -210,26 +219,34 @@ def knobs(members: list[str]) -> list[str]:
         ["optimizer.decay_fraction"] if "wsd" in members else [])
 
 
-def run_variant(name: str, config: Path, members: list[str], rates: dict[str, float]) -> dict:
+def run_variant(name: str, config: Path, members: list[str], rates: dict[str, float], passes: int = 1) -> dict:
     """The variant made of the switches ``members`` at its best settings: each of its ``knobs`` in turn,
     a 3-point sweep around ``rates`` (x0.5, x1, x2; a group's own rate starts at the learning rate)
     extended past an edge that wins (up to MAX_EXTENSIONS points), the others held at their best so
-    far; its best run, measured."""
+    far; its best run, measured. With ``passes`` > 1, round and round until every knob has been swept
+    without moving since the last one that moved (at most ``passes`` rounds); a later round's sweeps
+    are keyed "pass N: key" in ``sweeps``."""
     keys, sets = knobs(members), sets_of(members)
     rates, sweeps, best_run = dict(rates), {}, None
     if "optimizer.decay_fraction" in keys:
         rates.setdefault("optimizer.decay_fraction", DECAY_FRACTION)
-    started = time.perf_counter()
-    for key in keys:
-        rates.setdefault(key, rates["optimizer.lr"])  # (the group rates, once the learning rate is swept)
-        tried = sweep_rate(name, config, sets, rates, key, best_run)
+    started, settled = time.perf_counter(), 0  # knobs swept in a row, each at its best given the others
+    for turn in range(passes * len(keys)):
+        key, pass_ = keys[turn % len(keys)], turn // len(keys) + 1
+        label = name if pass_ == 1 else f"{name}-pass{pass_}"
+        start = rates.setdefault(key, rates["optimizer.lr"])  # (the group rates, once the learning rate is swept)
+        tried = sweep_rate(label, config, sets, rates, key, best_run)
         rates[key] = lowest(tried)
-        sweeps[key] = {f"{v:.4g}": loss for v, (_, loss) in sorted(tried.items())}
+        sweeps[key if pass_ == 1 else f"pass {pass_}: {key}"] = {
+            f"{v:.4g}": loss for v, (_, loss) in sorted(tried.items())}
         best_run = tried[rates[key]]
-        print(f"  {name}: best {key} = {rates[key]:.4g} of {', '.join(f'{v:.4g}' for v in sorted(tried))}, "
+        print(f"  {label}: best {key} = {rates[key]:.4g} of {', '.join(f'{v:.4g}' for v in sorted(tried))}, "
               f"final val loss {best_run[1]:.4f} ({time.perf_counter() - started:.0f} s)", flush=True)
+        settled = settled + 1 if rates[key] == float(f"{start:.4g}") else 1  # one that moved is at its best too
+        if settled == len(keys):
+            break
     result = measured(best_run[0], {key: rates[key] for key in keys}, sweeps)
-    return {**result, "sets": sets}
+    return {**result, "sets": sets, "passes": pass_}
 
 
 def sweep_rate(name: str, config: Path, sets: list[str], rates: dict[str, float], key: str,
@@ -348,7 +365,7 @@ def main() -> None:
     report = json.loads(args.reuse.read_text()) if args.reuse else measure(args, config)
     results, base_rates = report["variants"], report["variants"]["baseline"]["values"]
     target = results["baseline"]["final_val_loss"]
-    for name in BUDGETED:
+    for name in [n for n in BUDGETED if n in results]:
         r = results[name]
         if "budget_ratio" not in r:  # (a reused report may have them)
             r["budget_ratio"] = budget_ratio(name, config, r["sets"], rates_of(r, base_rates), report["steps"], target,
@@ -391,7 +408,7 @@ def measure(args, config: Path) -> dict:
     for name in winners:  # each winner's best settings (where two set one, the later's): the sweeps start there
         combo_rates.update(results[name]["values"])
     if winners:
-        results["combination"] = run_variant("combination", config, winners, combo_rates)
+        results["combination"] = run_variant("combination", config, winners, combo_rates, passes=MAX_PASSES)
         results["combination"].update(compare(results["combination"], results["baseline"]))
         results["combination"]["values"] = {**combo_rates, **results["combination"]["values"]}
     checks = {"baseline": stability("baseline", config, [], base_rates)}
