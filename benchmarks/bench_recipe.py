@@ -131,7 +131,7 @@ def lmcli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 def prepare_data() -> None:
     """Train/validation text split by document, a 2,048-token BPE, and their token ids (once)."""
     data = WORK / "ws" / "data"
-    if (data / "valid.npy").exists():
+    if (data / "valid.npy").exists() and (WORK / "ws" / "tokenizer").is_dir():
         return
     if not BENCH_XZ.exists():
         sys.exit(f"{BENCH_XZ} is missing (the shared bench corpus)")
