@@ -127,6 +127,36 @@ def checkpoint_bytes(entries: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors_in(entries))
 
 
+def file_identity(path: str | os.PathLike) -> tuple[int, int, int, int]:
+    """What changes when a file is replaced or rewritten: device, inode, size, modification time."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns
+
+
+def load_consistently(src: str | os.PathLike | BinaryIO | IO[bytes], map_location: str | torch.device,
+                      attempts: int = 3) -> Any:
+    """``torch.load`` of ``src``; a path is memory-mapped and read again if it was replaced meanwhile.
+
+    A file is memory-mapped, so checking a checkpoint (the launcher, every rank of a resume) reads only its
+    header and tensors are paged in when they are copied into a model. torch opens the path twice to do
+    that (the header, then the storages): a training process saving ``latest.pt`` (write, then rename)
+    between the two would mix two checkpoints, which the checksum would call damaged.
+    """
+    if not isinstance(src, (str, os.PathLike)):
+        return torch.load(src, map_location=map_location, weights_only=True)
+    for attempt in range(attempts):
+        before = file_identity(src)
+        try:
+            checkpoint = torch.load(src, map_location=map_location, weights_only=True, mmap=True)
+        except Exception:
+            if attempt + 1 < attempts and file_identity(src) != before:
+                continue
+            raise
+        if file_identity(src) == before:
+            return checkpoint
+    return checkpoint  # replaced during every attempt: the checksum decides
+
+
 def read_checkpoint(
     src: str | os.PathLike | BinaryIO | IO[bytes], map_location: str | torch.device = "cpu",
     entries: tuple[str, ...] = ("iteration", "model"),
@@ -140,8 +170,7 @@ def read_checkpoint(
     try:
         # A file is memory-mapped: checking a checkpoint (the launcher, every rank of a resume) reads only
         # its header, and tensors are paged in when they are copied into a model.
-        mmap = isinstance(src, (str, os.PathLike))
-        checkpoint = torch.load(src, map_location=map_location, weights_only=True, mmap=mmap)
+        checkpoint = load_consistently(src, map_location)
     except Exception as e:  # a foreign file can fail to unpickle in any number of ways
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__
         raise LmcliError(f"{name} is not an lmcli checkpoint (torch.load failed with {reason})") from None

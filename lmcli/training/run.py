@@ -162,6 +162,7 @@ def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[Trai
     notes = []
     if spec.resume is not None:
         run_dir = find_run(spec.resume, workspace)
+        os.close(claim_run_dir(run_dir, new=False))  # a run that is training is refused before its checkpoint is read
         config = load_config(run_dir / CONFIG_FILE, overrides)
         checkpoint = read_checkpoint(run_dir / LATEST, entries=TRAINED) if (run_dir / LATEST).is_file() else None
         others = sorted(p.name for p in run_dir.glob("*.pt") if p.name != LATEST)

@@ -86,6 +86,29 @@ def test_a_failure_during_save_leaves_the_previous_checkpoint_loadable(tmp_path,
     assert [p.name for p in tmp_path.iterdir()] == ["latest.pt"]  # no temporary file left behind
 
 
+def test_a_checkpoint_replaced_while_it_is_read_is_read_again_whole(tmp_path, monkeypatch):
+    """torch memory-maps a path by opening it a second time: a training process that saves latest.pt
+    (write, then rename) between the two opens must not make the reader see a mix of two files."""
+    model, optimizer = _trained(0)
+    path = tmp_path / "latest.pt"
+    save_checkpoint(model, optimizer, 10, path)
+    newer, newer_optimizer = _trained(1)
+    save_checkpoint(newer, newer_optimizer, 20, tmp_path / "newer.pt")
+    real_from_file = torch.UntypedStorage.from_file
+    replaced = []
+
+    def replace_then_map(filename, *args, **kwargs):
+        if not replaced:  # the saver's rename lands between torch's two opens, once
+            (tmp_path / "newer.pt").replace(path)
+            replaced.append(filename)
+        return real_from_file(filename, *args, **kwargs)
+
+    monkeypatch.setattr(torch.UntypedStorage, "from_file", replace_then_map)
+    restored, restored_optimizer = _trained(2)
+    assert load_checkpoint(path, restored, restored_optimizer) == 20
+    assert replaced and _same_state(newer, restored)
+
+
 def test_reading_a_missing_or_foreign_file_is_a_clear_error(tmp_path):
     model, optimizer = _trained(0)
     with pytest.raises(LmcliError, match="does not exist"):
