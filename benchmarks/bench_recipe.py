@@ -55,6 +55,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # the speeds import this checkout's lmcli
 BENCH_XZ = REPO.parent / "shared" / "bench" / "docs-bench.txt.xz"
 WORK = REPO / ".bench" / "recipe"
 EOT = "<|endoftext|>"
@@ -309,14 +310,41 @@ def plot(results: dict[str, dict], out: Path) -> None:
     fig.savefig(out, dpi=110)
 
 
-def clean_speed(name: str, config: Path, sets: list[str], rates: dict[str, float], round_: int = 0) -> float:
-    """Training tokens/s of the variant alone on the machine: 40 steps without evaluations, the median
-    rate of its logged intervals after the first (what the time ratios use)."""
-    quiet = ["training.max_steps=40", "training.eval_interval=1000", "training.final_eval_tokens=2048",
-             "training.checkpoint_interval=1000", "optimizer.warmup_steps=2"]
-    run = f"recipe-speed-{name}-{round_}"
-    train_one(run, config, sets + [f"{k}={v:.4g}" for k, v in rates.items()] + quiet)
-    return statistics.median(r["tokens_per_s"] for r in rows(WORK / "ws" / "runs" / run, "train")[1:])
+def interleaved_speeds(config: Path, variants: dict[str, list[str]], steps: int = 60, warmup: int = 5) -> dict[str, float]:
+    """Training tokens/s of every variant (name -> its --set values), all measured in this one process
+    with their steps interleaved, each round in another order: the machine's speed drifts (separate runs
+    of one variant differed by up to 20%), and a slow moment here falls on every variant alike. A step is
+    ``lmcli train``'s own (``train_step``: the batch, forward, loss, backward, clipping, the optimizer's
+    update, so Muon's extra matrix work counts); a variant's rate is its tokens over its median step."""
+    from lmcli.training.config import load_config
+    from lmcli.training.data import load_training_data
+    from lmcli.training.device import setup_runtime
+    from lmcli.training.batch_plan import BatchPlan
+    from lmcli.training.distributed import World
+    from lmcli.training.loop import parallelize, train_step
+    from lmcli.training.run import data_sources
+    from lmcli.training.state import TrainState
+    from lmcli.workspace import Workspace
+
+    resolve = Workspace(WORK / "ws").path
+    trainers = {}
+    for name, sets in variants.items():
+        c = load_config(config, sets)
+        runtime = setup_runtime(c.system.device, "off", c.system.autocast, c.training.peak_flops)
+        data = load_training_data(data_sources(c, "train", resolve), data_sources(c, "valid", resolve),
+                                  resolve(c.data.tokenizer), c.model.vocab_size, c.model.context_length)
+        state = TrainState.create(c, runtime.device)
+        trainers[name] = (state, parallelize(state, c, World(), runtime), BatchPlan.of(c, World()), data, c, runtime)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    order = list(variants)
+    for round_ in range(warmup + steps):
+        for name in order[round_ % len(order):] + order[:round_ % len(order)]:
+            started = time.perf_counter()
+            train_step(*trainers[name])
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - started)
+    tokens = {name: c.training.batch_size * c.model.context_length for name, (*_, c, _) in trainers.items()}
+    return {name: tokens[name] / statistics.median(times[name]) for name in variants}
 
 
 def budget_ratio(name: str, config: Path, sets: list[str], rates: dict[str, float], steps: int, target: float,
@@ -357,8 +385,8 @@ def main() -> None:
     config.write_text(BASE_CONFIG.format(lr=BASE_LR, min_lr=BASE_LR / 10, warmup=args.steps // 20, steps=args.steps,
                                          eval_interval=args.steps // 10))
     lmcli("runs")  # the workspace exists
-    # every measurement from scratch (with --reuse, the speeds and budgets)
-    patterns = ["runs/recipe-speed-*"] if args.reuse else ["runs/recipe-*", "sweeps/recipe-*"]
+    # every measurement from scratch (with --reuse, those of the report are kept)
+    patterns = [] if args.reuse else ["runs/recipe-*", "sweeps/recipe-*"]
     for stale in [p for pattern in patterns for p in (WORK / "ws").glob(pattern)]:
         shutil.rmtree(stale)
 
@@ -372,13 +400,11 @@ def main() -> None:
             r["budget_ratio"] = budget_ratio(name, config, r["sets"], rates_of(r, base_rates), report["steps"], target,
                                              r["final_val_loss"])
             print(f"  {name}: {r['budget_ratio']} of the baseline's tokens at its own budget", flush=True)
-    print(f"speeds: each variant alone, {SPEED_ROUNDS} rounds of all of them in turn (40 steps, no evaluation)", flush=True)
-    speeds: dict[str, list[float]] = {name: [] for name in results}
-    for round_ in range(SPEED_ROUNDS):  # in turn, so that a slow moment of a shared machine spreads over all
-        for name, r in results.items():
-            speeds[name].append(clean_speed(name, config, r["sets"], rates_of(r, base_rates), round_))
+    print("speeds: all variants in this one process, 60 steps each, interleaved", flush=True)
+    speeds = interleaved_speeds(config, {name: r["sets"] + [f"{k}={v:.4g}" for k, v in rates_of(r, base_rates).items()]
+                                         for name, r in results.items()})
     for name, r in results.items():
-        r["tokens_per_s"] = statistics.median(speeds[name])
+        r["tokens_per_s"] = speeds[name]
         slower = results["baseline"]["tokens_per_s"] / r["tokens_per_s"]
         r["time_ratio"] = None if r["token_ratio"] is None else r["token_ratio"] * slower
         r["budget_time_ratio"] = None if r.get("budget_ratio") is None else r["budget_ratio"] * slower
@@ -390,7 +416,6 @@ def main() -> None:
 
 
 BUDGETED = ("wsd", "muon", "combination")  # those whose gains justify runs at smaller budgets
-SPEED_ROUNDS = 3
 
 
 def measure(args, config: Path) -> dict:

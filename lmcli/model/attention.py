@@ -33,7 +33,8 @@ import torch
 from torch import nn
 
 from lmcli.model import kernels, torch_kernels
-from lmcli.model.layers import Linear, RMSNorm, rotate_pairs, softmax
+from lmcli.model.kernels import rms_norm_layer
+from lmcli.model.layers import Linear, rotate_pairs, softmax
 
 if TYPE_CHECKING:
     from lmcli.model.kv_cache import LayerCache
@@ -96,8 +97,9 @@ class MultiHeadSelfAttention(nn.Module):
         kv_dim = self.num_kv_heads * self.head_dim
         self.kernels = kernels
         # QK-norm: each head's queries and keys RMS-normalized (one gain per dimension of a head)
-        self.q_norm = RMSNorm(self.head_dim, device=device, dtype=dtype) if qk_norm else None
-        self.k_norm = RMSNorm(self.head_dim, device=device, dtype=dtype) if qk_norm else None
+        norm = rms_norm_layer(kernels)  # the plain layer for "reference", else the fused one
+        self.q_norm = norm(self.head_dim, device=device, dtype=dtype) if qk_norm else None
+        self.k_norm = norm(self.head_dim, device=device, dtype=dtype) if qk_norm else None
         self.q_proj = Linear(d_model, d_model, device=device, dtype=dtype)
         self.k_proj = Linear(d_model, kv_dim, device=device, dtype=dtype)
         self.v_proj = Linear(d_model, kv_dim, device=device, dtype=dtype)

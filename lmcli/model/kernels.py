@@ -17,6 +17,10 @@ the same values and gradients, on random inputs and through whole models.
 - ``rotate`` equals ``layers.rotate_pairs`` (RoPE): a rotation is orthogonal, so its
   gradient is the output's gradient rotated back, one pass instead of the backward of every
   multiply, add and stack.
+- ``rms_norm`` equals ``layers.RMSNorm``: with r = 1/sqrt(mean(x²) + ε) and y = x·r·g, the input's
+  gradient is r·(ĝ − x̂·mean(ĝ ⊙ x̂)), where x̂ = x·r and ĝ = dy ⊙ g: one expression instead of
+  the backward of every square, mean, add, rsqrt and multiply (``FusedRMSNorm`` is the layer;
+  the model's block norms and QK-norm use it).
 - ``project_qkv`` equals three separate projections: one matmul against the stacked weights
   (one GPU kernel instead of three; the parameters stay separate, for the CS336 state dict).
 - ``cross_entropy`` equals ``loss.cross_entropy``'s plain formula: the gradient
@@ -30,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from lmcli.model.layers import rotate_pairs
+from lmcli.model.layers import RMSNorm, rotate_pairs
 
 # ---------------------------------------------------------------- attention
 
@@ -154,6 +158,44 @@ def _score_tiles(Q: torch.Tensor, K: torch.Tensor, causal: bool):
 def project_qkv(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, w_v: torch.Tensor):
     """(x W_qᵀ, x W_kᵀ, x W_vᵀ) in one matmul against the stacked weights."""
     return (x @ torch.cat((w_q, w_k, w_v)).T).split([w_q.shape[0], w_k.shape[0], w_v.shape[0]], dim=-1)
+
+
+# ---------------------------------------------------------------- RMSNorm
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """``RMSNorm``'s x / sqrt(mean(x²) + eps) · weight (in at least float32, returned in x's dtype), one-pass backward."""
+    return RMSNormFunction.apply(x, weight, eps)
+
+
+class RMSNormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+        wide = x.to(torch.promote_types(x.dtype, torch.float32))
+        r = torch.rsqrt(wide.square().mean(dim=-1, keepdim=True) + eps)
+        ctx.save_for_backward(x, weight, r)
+        return (wide * r * weight).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight, r = ctx.saved_tensors
+        normalized, grad = x.to(r.dtype) * r, grad.to(r.dtype)
+        scaled = grad * weight
+        grad_x = r * (scaled - normalized * (scaled * normalized).mean(dim=-1, keepdim=True))
+        grad_weight = (grad * normalized).flatten(0, -2).sum(dim=0)
+        return grad_x.to(x.dtype), grad_weight.to(weight.dtype), None
+
+
+class FusedRMSNorm(RMSNorm):
+    """``RMSNorm`` (the same weight and values) computed by ``rms_norm``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return rms_norm(x, self.weight, self.eps)
+
+
+def rms_norm_layer(kernels: str) -> type[RMSNorm]:
+    """The RMSNorm a model of ``kernels`` builds: the plain layer for "reference", else the fused one."""
+    return RMSNorm if kernels == "reference" else FusedRMSNorm
 
 
 # ---------------------------------------------------------------- RoPE

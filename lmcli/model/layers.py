@@ -3,7 +3,7 @@
 - ``Linear``: y = x Wᵀ with no bias; W has shape (out, in) and starts from a truncated normal
   with variance 2/(in+out) (cut at ±3σ), so activations keep their scale through the layer.
 - ``Embedding``: a lookup table of shape (vocab, d_model), N(0, 1) truncated at ±3.
-- ``RMSNorm``: x / sqrt(mean(x²) + ε) · g, computed in float32 because squaring overflows or
+- ``RMSNorm``: x / sqrt(mean(x²) + ε) · g, computed in (at least) float32 because squaring overflows or
   loses precision in bf16/fp16, and returned in the input dtype.
 - ``silu`` (x·σ(x)) and ``softmax`` (max-subtracted so exp never overflows, computed in float32).
 - ``rotate_pairs``: RoPE's rotation of each pair (x₂ₖ, x₂ₖ₊₁) by an angle whose cosine and
@@ -53,7 +53,7 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         in_dtype = x.dtype
-        x = x.float()
+        x = x.to(torch.promote_types(in_dtype, torch.float32))
         x = x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return (x * self.weight).to(in_dtype)
 

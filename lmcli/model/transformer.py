@@ -3,7 +3,7 @@
 token ids -> embedding -> num_layers × block -> final RMSNorm -> lm_head -> logits over the vocabulary.
 
 Everything is built from one ``ModelConfig`` (``TransformerLM.from_config``; the CS336 flat
-constructor fills one in). ``config.kernels`` picks how attention and RoPE compute: the plain
+constructor fills one in). ``config.kernels`` picks how attention, RoPE and RMSNorm compute: the plain
 code of ``lmcli.model.attention`` ("reference") or the equal kernels of ``lmcli.model.kernels``.
 
 A pre-norm block is  x = x + attn(ln1(x));  x = x + ffn(ln2(x)):  the residual stream itself is
@@ -36,7 +36,8 @@ from torch.utils.checkpoint import checkpoint
 from lmcli.errors import LmcliError
 from lmcli.model.attention import MultiHeadSelfAttention
 from lmcli.model.config import ModelConfig
-from lmcli.model.layers import Embedding, Linear, ReLU2FeedForward, RMSNorm, SiLUFeedForward, SwiGLU
+from lmcli.model.kernels import rms_norm_layer
+from lmcli.model.layers import Embedding, Linear, ReLU2FeedForward, SiLUFeedForward, SwiGLU
 from lmcli.model.loss import loss_and_z_term, soft_capped
 
 if TYPE_CHECKING:
@@ -51,10 +52,11 @@ class TransformerBlock(nn.Module):
     ):
         super().__init__()
         self.norm = norm
-        self.ln1 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
+        rms_norm = rms_norm_layer(kernels)
         self.attn = MultiHeadSelfAttention(d_model, num_heads, max_seq_len, theta, device=device, dtype=dtype, kernels=kernels,
                                            qk_norm=qk_norm, num_kv_heads=num_kv_heads)
-        self.ln2 = None if norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
+        self.ln1 = None if norm == "none" else rms_norm(d_model, device=device, dtype=dtype)
+        self.ln2 = None if norm == "none" else rms_norm(d_model, device=device, dtype=dtype)
         feed_forward = {"swiglu": SwiGLU, "silu": SiLUFeedForward, "relu2": ReLU2FeedForward}[ffn]
         self.ffn = feed_forward(d_model, d_ff, device=device, dtype=dtype)
 
@@ -96,7 +98,7 @@ class TransformerLM(nn.Module):
         rows = config.padded_vocab_size  # vocab_size, or more: padding rows no id reaches
         self.token_embeddings = Embedding(rows, d_model, device=device, dtype=dtype)
         self.layers = nn.ModuleList(TransformerBlock.from_config(config, device, dtype) for _ in range(num_layers))
-        self.ln_final = None if config.norm == "none" else RMSNorm(d_model, device=device, dtype=dtype)
+        self.ln_final = None if config.norm == "none" else rms_norm_layer(config.kernels)(d_model, device=device, dtype=dtype)
         self.lm_head = Linear(d_model, rows, device=device, dtype=dtype)
         if config.tie_embeddings:
             self.token_embeddings.weight = self.lm_head.weight

@@ -9,7 +9,7 @@ import torch
 
 from lmcli.model import ModelConfig, TransformerLM, kernels, torch_kernels
 from lmcli.model.attention import causal_mask, scaled_dot_product_attention
-from lmcli.model.layers import rotate_pairs
+from lmcli.model.layers import RMSNorm, rotate_pairs
 from lmcli.model.kernels import IGNORE
 from lmcli.model.loss import cross_entropy, linear_cross_entropy, loss_and_z_term
 
@@ -93,6 +93,21 @@ def test_rotation_kernel_equals_rotate_pairs():
                 values_and_grads(lambda t: rotate_pairs(t, angles.cos(), angles.sin()), x))
 
 
+@pytest.mark.parametrize("shape", [(2, 5, 16), (2, 4, 5, 8)])  # a block's norm; QK-norm's, over each head
+def test_rms_norm_kernel_equals_the_rms_norm_layer(shape):
+    x, weight = torch.randn(shape) * 3, torch.randn(shape[-1])
+    plain = RMSNorm(shape[-1])
+    assert_same(values_and_grads(lambda t, w: kernels.rms_norm(t, w, plain.eps), x, weight),
+                values_and_grads(lambda t, w: torch.func.functional_call(plain, {"weight": w}, (t,)), x, weight))
+    heads_last = x.transpose(-2, -3)  # QK-norm normalizes a transposed view of the projection
+    assert_same(values_and_grads(lambda t, w: kernels.rms_norm(t, w, plain.eps), heads_last, weight),
+                values_and_grads(lambda t, w: torch.func.functional_call(plain, {"weight": w}, (t,)), heads_last, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # bf16 in, float32 inside, bf16 out: as the layer
+        assert_same(values_and_grads(lambda t, w: kernels.rms_norm(t.bfloat16(), w, plain.eps), x, weight),
+                    values_and_grads(lambda t, w: torch.func.functional_call(plain, {"weight": w}, (t.bfloat16(),)), x, weight),
+                    rtol=2e-2, atol=2e-2)
+
+
 def test_fused_projection_equals_three_projections():
     x, w_q, w_k, w_v = torch.randn(2, 5, 16), torch.randn(16, 16), torch.randn(16, 16), torch.randn(16, 16)
     for fused, separate in zip(kernels.project_qkv(x, w_q, w_k, w_v), (x @ w_q.T, x @ w_k.T, x @ w_v.T)):
@@ -146,6 +161,8 @@ def test_hand_written_backwards_pass_gradcheck():
         assert torch.autograd.gradcheck(lambda q, k, v: kernels.attention(q, k, v, mask), (q, K, V))
     angles = torch.rand(6, 2, dtype=torch.float64) * 6
     assert torch.autograd.gradcheck(lambda x: kernels.rotate(x, angles.cos(), angles.sin()), (Q,))
+    gain = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, g: kernels.rms_norm(x, g, 1e-5), (Q, gain))
     logits, targets = torch.randn(5, 11, dtype=torch.float64, requires_grad=True), torch.tensor([3, IGNORE, 0, 10, 7])
     assert torch.autograd.gradcheck(lambda o: kernels.CrossEntropy.apply(o, targets), (logits,))
     x, weight = torch.randn(5, 4, dtype=torch.float64, requires_grad=True), torch.randn(11, 4, dtype=torch.float64, requires_grad=True)
@@ -175,6 +192,9 @@ def test_a_model_with_fast_kernels_equals_the_reference_model(ablation, kernel_s
 def test_the_kernels_switch_reaches_every_layer():
     model = TransformerLM.from_config(ModelConfig(**TINY, kernels="reference"))
     assert {m.kernels for m in model.modules() if hasattr(m, "kernels")} == {"reference"}
+    assert not any(isinstance(m, kernels.FusedRMSNorm) for m in model.modules())
+    qk_normed = TransformerLM.from_config(ModelConfig(**TINY, qk_norm=True))  # fast: every norm fused, QK-norm's too
+    assert sum(isinstance(m, kernels.FusedRMSNorm) for m in qk_normed.modules()) == 4 * TINY["num_layers"] + 1
     assert ModelConfig(**TINY).same_architecture(model.config)
     assert not ModelConfig(**TINY).same_architecture(ModelConfig(**{**TINY, "d_ff": 64}))
 
