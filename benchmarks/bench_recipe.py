@@ -26,8 +26,9 @@ configs take) goes round its settings again until each has been swept without mo
 last one that moved (at most MAX_PASSES rounds); the switches alone get one round. The table gives,
 for each, its final validation loss and the fraction of the baseline's tokens (and wall time)
 it needed to reach the baseline's final validation loss, read off its validation curve
-(interpolated between evaluations; "-" when it never did); time is those tokens at the variant's training rate measured alone (so
-Muon's extra matrix work counts). Then the variants that won (a final loss more than
+(interpolated between evaluations; "-" when it never did); time is those tokens at the variant's training rate
+(``interleaved_speeds``: every variant's steps in one process, in turn, so Muon's extra matrix work counts
+and the machine's drift falls on all alike). Then the variants that won (a final loss more than
 WIN_MARGIN below the baseline's) are combined, swept and measured the same way, and the
 stability check trains the baseline and the combination at 3x and 10x their best rates.
 
@@ -316,10 +317,10 @@ def interleaved_speeds(config: Path, variants: dict[str, list[str]], steps: int 
     of one variant differed by up to 20%), and a slow moment here falls on every variant alike. A step is
     ``lmcli train``'s own (``train_step``: the batch, forward, loss, backward, clipping, the optimizer's
     update, so Muon's extra matrix work counts); a variant's rate is its tokens over its median step."""
+    from lmcli.training.batch_plan import BatchPlan
     from lmcli.training.config import load_config
     from lmcli.training.data import load_training_data
     from lmcli.training.device import setup_runtime
-    from lmcli.training.batch_plan import BatchPlan
     from lmcli.training.distributed import World
     from lmcli.training.loop import parallelize, train_step
     from lmcli.training.run import data_sources
