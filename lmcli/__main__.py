@@ -3,7 +3,6 @@ worker of a multi-process job (``lmcli.job``: it follows its launcher and ends w
 
 from __future__ import annotations
 
-import signal
 import sys
 import traceback
 
@@ -12,18 +11,11 @@ from lmcli import job
 
 def main() -> None:
     worker = job.worker_rank() is not None
-    held: list[int] = []
     if worker:
         job.follow_launcher()
-    else:  # a Ctrl-C during the imports is held until they end: one cut in half leaves numpy unable to load again
-        previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
-        from lmcli.cli import app  # imported here, after follow_launcher: a worker's Ctrl-C ends it quietly from the start
-
-        if not worker:
-            signal.signal(signal.SIGINT, previous)
-            if held:
-                raise KeyboardInterrupt
+        with job.interrupts_held():  # (in a worker, follow_launcher's handler ends it quietly from the start)
+            from lmcli.cli import app
         app(prog_name="lmcli")
         code = 0
     except SystemExit as e:  # how the app ends, with its exit code

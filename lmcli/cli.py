@@ -19,7 +19,7 @@ from typer.core import TyperGroup
 from lmcli import __version__
 from lmcli.config_values import INT64  # the largest integer an option takes: counts, sizes and seeds beyond fit no tensor
 from lmcli.errors import LmcliError
-from lmcli.job import INTERRUPTED, reports_interruption
+from lmcli.job import INTERRUPTED, interrupts_held, reports_interruption
 from lmcli.tokenizer.special_tokens import END_OF_TEXT
 from lmcli.ui.console import print_error
 
@@ -90,8 +90,10 @@ def fail(message: str, code: int = 1) -> None:
 
 def run(name: str):
     """The ``run`` function of ``lmcli.commands.<name>``."""
-    # Imported when the command runs: the commands import torch and numpy, which `lmcli --help` should not wait for.
-    return importlib.import_module(f"lmcli.commands.{name}").run
+    # Imported when the command runs: the commands import torch and numpy, which `lmcli --help` should not wait
+    # for; a Ctrl-C while they load is raised after.
+    with interrupts_held():
+        return importlib.import_module(f"lmcli.commands.{name}").run
 
 
 def command(*args, group: typer.Typer = app, **kwargs):

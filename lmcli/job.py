@@ -24,11 +24,13 @@ behave as one part of a job rather than as a program of its own:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from typing import NoReturn
 
 INTERRUPTED = 130  # the exit code of a process stopped by Ctrl-C (128 + SIGINT), as shells report it
@@ -47,6 +49,25 @@ def worker_rank() -> int | None:
 def reports_interruption() -> bool:
     """Whether "interrupted" is this process's to print: alone, or rank 0 of a launcher that does not report it."""
     return worker_rank() is None or (worker_rank() == 0 and LAUNCHER_REPORTS not in os.environ)
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C that comes during the block (heavy imports) and raise its KeyboardInterrupt when the
+    block ends. Raised inside an import, it would cut the import in half: numpy then refuses to load
+    again, and a library that imports numpy inside try/except goes on without it, the Ctrl-C lost. Only
+    where Python's own handler is in place (the main thread of a process that is not a worker)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    held: list[int] = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if held:
+        raise KeyboardInterrupt
 
 
 def follow_launcher() -> None:

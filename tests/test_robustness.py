@@ -4,6 +4,7 @@ input and misleading messages. Each ends in one error line (or works), and nothi
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import shutil
@@ -45,6 +46,26 @@ def one_error_line(result, *fragments: str) -> str:
     for fragment in fragments:
         assert fragment in errors[0], (fragment, errors[0])
     return errors[0]
+
+
+def test_ctrl_c_while_a_command_loads_is_raised_once_its_modules_are_loaded(cli, monkeypatch):
+    """A KeyboardInterrupt raised inside an import cuts it in half (numpy then refuses to load again, and
+    a library importing it under try/except loses the Ctrl-C): it waits for the command's imports."""
+    real_import, loaded = importlib.import_module, []
+
+    def interrupted_while_importing(name: str, *args, **kwargs):
+        if not name.startswith("lmcli.commands."):
+            return real_import(name, *args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C, handled between the import's own steps
+        module = real_import(name, *args, **kwargs)
+        loaded.append(name)
+        return module
+
+    monkeypatch.setattr(importlib, "import_module", interrupted_while_importing)
+    result = cli("runs")
+    assert loaded == ["lmcli.commands.runs"]
+    assert (result.exit_code, result.stderr.strip()) == (130, "error: interrupted")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 # ---------------------------------------------------------------- files lmcli reads back, damaged

@@ -215,6 +215,10 @@ def config_from_dict(raw: dict[str, Any], check: bool = True) -> TrainConfig:
     return config
 
 
+# No run trains at a higher rate; far higher ones overflow float32 in AdamW's step, lr / (1 - beta1^t).
+MAX_RATE = 1e9
+
+
 def check_config(config: TrainConfig) -> None:
     """Errors for values of the right type that still cannot make a run."""
     o, t = config.optimizer, config.training
@@ -237,6 +241,11 @@ def check_config(config: TrainConfig) -> None:
     for key, value in non_negative.items():
         if value < 0:
             raise LmcliError(f"{key} must not be negative, got {value}")
+    rates = {"optimizer.lr": o.lr, "optimizer.min_lr": o.min_lr, "optimizer.embedding_lr": o.embedding_lr,
+             "optimizer.head_lr": o.head_lr, "optimizer.muon_lr": o.muon_lr}
+    for key, value in rates.items():
+        if value > MAX_RATE:
+            raise LmcliError(f"{key} must be at most {MAX_RATE:,.0f} (a larger rate overflows the update), got {value:g}")
     config.accumulation_steps()
     if not o.lr > 0:
         raise LmcliError(f"optimizer.lr must be positive, got {o.lr}")

@@ -58,25 +58,25 @@ def tiny_workspace(tmp_path):
 
 def test_sweep_goes_on_past_a_diverging_run(cli, tiny_workspace):
     ws, config = tiny_workspace
-    result = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e3", "--name", "lr", "--json")
+    result = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e6", "--name", "lr", "--json")
     assert result.exit_code == 0, result.stderr
     report = json.loads(result.stdout)
     runs = {r["name"]: r for r in report["runs"]}
-    assert list(runs) == ["lr-lr=1e-3", "lr-lr=1e3"]
-    good, bad = runs["lr-lr=1e-3"], runs["lr-lr=1e3"]
+    assert list(runs) == ["lr-lr=1e-3", "lr-lr=1e6"]
+    good, bad = runs["lr-lr=1e-3"], runs["lr-lr=1e6"]
     assert good["status"] == "finished" and good["steps"] == 6 and good["final_val_loss"] is not None
     assert bad["status"] == "diverged" and "diverged" in bad["error"] and bad["final_val_loss"] is None
     assert report["best"] == "lr-lr=1e-3" and report["complete"]
     sweep_dir = ws / "sweeps" / "lr"
     assert json.loads((sweep_dir / "sweep.json").read_text())["runs"] == report["runs"]
     assert sorted(p.name for p in sweep_dir.iterdir()) == ["study.log", "sweep.json", "train_loss.png", "trials", "val_loss.png"]
-    assert sorted(p.name for p in (sweep_dir / "trials").iterdir()) == ["lr-lr=1e-3.log", "lr-lr=1e3.log"]
+    assert sorted(p.name for p in (sweep_dir / "trials").iterdir()) == ["lr-lr=1e-3.log", "lr-lr=1e6.log"]
     # the runs are ordinary runs: `lmcli runs` sees both with their status
     statuses = {r["name"]: r["status"] for r in json.loads(cli("runs", "--json").stdout)["runs"]}
-    assert statuses == {"lr-lr=1e-3": "finished", "lr-lr=1e3": "diverged"}
+    assert statuses == {"lr-lr=1e-3": "finished", "lr-lr=1e6": "diverged"}
     # the same sweep again has nothing left to do: it trains nothing and reports the same runs
     mtimes = {p: p.stat().st_mtime_ns for p in (ws / "runs").rglob("*")}
-    again = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e3", "--name", "lr", "--json")
+    again = cli("sweep", "--config", config, "--set", "optimizer.lr=1e-3,1e6", "--name", "lr", "--json")
     assert again.exit_code == 0, again.stderr
     assert json.loads(again.stdout)["runs"] == report["runs"]
     assert {p: p.stat().st_mtime_ns for p in (ws / "runs").rglob("*")} == mtimes

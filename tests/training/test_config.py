@@ -93,6 +93,8 @@ def test_the_saved_toml_reads_back_to_the_same_config(tmp_path):
     (["system.device=tpu"], "system.device must be one of 'auto', 'cpu', 'cuda', 'mps'"),
     (["training.batch_size=0"], "training.batch_size must be positive"),
     (["optimizer.min_lr=1.0"], "must not exceed optimizer.lr"),
+    (["optimizer.lr=1e38"], "optimizer.lr must be at most 1,000,000,000 (a larger rate overflows the update), got 1e+38"),
+    (["optimizer.name=muon", "optimizer.muon_lr=1e300"], "optimizer.muon_lr must be at most"),
     (["optimizer.betas=[0.9, 1.0]"], "optimizer.betas must each be in [0, 1)"),
     (["optimizer.warmup_steps=5000"], "exceeds the schedule's 500 steps"),
     (["training.total_tokens=100"], "is less than one batch"),
