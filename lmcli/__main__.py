@@ -15,7 +15,7 @@ def main() -> None:
         job.follow_launcher()
     try:
         with job.interrupts_held():  # (in a worker, follow_launcher's handler ends it quietly from the start)
-            from lmcli.cli import app
+            from lmcli.cli import app  # imported here: after follow_launcher, and with Ctrl-C held
         app(prog_name="lmcli")
         code = 0
     except SystemExit as e:  # how the app ends, with its exit code
