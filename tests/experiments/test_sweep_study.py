@@ -206,7 +206,8 @@ def test_two_workers_share_one_study_and_finish_a_killed_workers_trial(tmp_path)
     doomed.communicate(timeout=60)
     report = finish(survivor)
     names = [r["name"] for r in report["runs"]]
-    assert len(names) == len(set(names)) == 6 and report["complete"]  # six trials, none taken twice
+    outcomes = [(r["trial"], r["name"], r["status"], r["error"]) for r in report["runs"]]
+    assert len(names) == len(set(names)) == 6 and report["complete"], outcomes  # six trials, none taken twice
     assert "shared-t000" in names  # the killed worker's first trial, finished by the other (as a retry: a new trial number)
     assert all(r["status"] == "finished" and r["steps"] == 60 for r in report["runs"])
     for name in names:
