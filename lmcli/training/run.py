@@ -162,7 +162,7 @@ def prepare_run(spec: RunSpec, workspace: Workspace, world: World) -> tuple[Trai
     notes = []
     if spec.resume is not None:
         run_dir = find_run(spec.resume, workspace)
-        os.close(claim_run_dir(run_dir, new=False))  # a run that is training is refused before its checkpoint is read
+        refuse_if_training(run_dir)  # before its checkpoint is read
         config = load_config(run_dir / CONFIG_FILE, overrides)
         checkpoint = read_checkpoint(run_dir / LATEST, entries=TRAINED) if (run_dir / LATEST).is_file() else None
         others = sorted(p.name for p in run_dir.glob("*.pt") if p.name != LATEST)
@@ -277,8 +277,24 @@ def claim_run_dir(run_dir: Path, new: bool) -> int:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(descriptor)
-        raise LmcliError(f"{run_dir} is being trained by another process: wait for it to end") from None
+        raise LmcliError(being_trained(run_dir)) from None
     return descriptor
+
+
+def refuse_if_training(run_dir: Path) -> None:
+    """An LmcliError if a process holds ``claim_run_dir``'s lock on ``run_dir`` now. The probe's lock is a
+    shared one: the ranks of one job probing at once (and ``lmcli sweep`` checking the run) never collide."""
+    descriptor = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise LmcliError(being_trained(run_dir)) from None
+    finally:
+        os.close(descriptor)  # (closing releases the probe's lock)
+
+
+def being_trained(run_dir: Path) -> str:
+    return f"{run_dir} is being trained by another process: wait for it to end"
 
 
 def require_training_memory(config: TrainConfig, runtime: Runtime, world: World = World()) -> None:
