@@ -11,11 +11,13 @@ Layout (all under the workspace root, default ``./workspace``, or ``--workspace`
 
 Relative paths inside configs are resolved against the workspace root, so a config names
 ``data/train.npy`` rather than a path that depends on where the command was typed. This module
-only names paths; it creates nothing.
+only names paths (and says whether a process holds the lock on one, as a run that trains does);
+it creates nothing.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,3 +85,20 @@ def check_run_name(name: str) -> None:
     """A run name is one path component: no "/", not "." or "..", not hidden, no control characters."""
     if not name or "/" in name or "\\" in name or name in (".", "..") or name.startswith(".") or not name.isprintable():
         raise LmcliError(f"run name {name!r} must be a plain name (letters, digits, -_.=+; no /, not starting with .)")
+
+
+def is_locked(path: Path) -> bool:
+    """Whether another process holds an exclusive lock on ``path`` (a training run on its directory and its
+    log). The probe takes a shared lock: probes at the same moment (the ranks of one job, a sweep, ``lmcli
+    runs``) never collide with each other."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock we took
+    return False

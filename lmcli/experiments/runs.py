@@ -24,7 +24,6 @@ on its ``train.log``:
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import statistics
@@ -40,7 +39,7 @@ from lmcli.training.metrics import read_metrics
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
 from lmcli.workspace import RUN_LOG_FILE as LOG_FILE
 from lmcli.workspace import RUN_METRICS_FILE as METRICS_FILE
-from lmcli.workspace import Workspace
+from lmcli.workspace import Workspace, is_locked
 
 TERMINAL_STATUS = {"final_eval": "finished", "diverged": "diverged", "interrupted": "interrupted", "failed": "failed",
                    "imported": "imported"}
@@ -157,21 +156,6 @@ def run_status(path: Path, rows: list[dict[str, Any]]) -> str:
         return "running"
     terminal = TERMINAL_STATUS.get(rows[-1].get("kind")) if rows else None
     return terminal or "resumable"  # the process died (killed, out of memory) with steps left
-
-
-def is_locked(path: Path) -> bool:
-    """Whether another process holds an exclusive lock on ``path`` (a training run on its log)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)  # closing releases a lock we took
-    return False
 
 
 def resolve_run(spec: str | os.PathLike, workspace: Workspace) -> Path:

@@ -40,14 +40,14 @@ from lmcli.atomic import atomic_open
 from lmcli.data.token_files import open_token_ids
 from lmcli.errors import LmcliError
 from lmcli.experiments.plot import build_curves, save_figure
-from lmcli.experiments.runs import Run, is_locked, is_run_dir, read_run
+from lmcli.experiments.runs import Run, is_run_dir, read_run
 from lmcli.experiments.search_space import Axis, grid, parse_settings
 from lmcli.experiments.study import ERROR, HEARTBEAT_S, RUN, STATUS, STOPPED_AT, Definition, Study, default_storage, grid_run_names, open_study
 from lmcli.experiments.trials import Slot, TrialProcess, slots, start_trial, visible_gpus
 from lmcli.training.config import load_config, resolve_config_path
 from lmcli.training.metrics import require_tensorboard
 from lmcli.training.run import data_sources
-from lmcli.workspace import Workspace
+from lmcli.workspace import Workspace, is_locked
 
 SWEEPS_DIR = "sweeps"
 RESULTS_FILE = "sweep.json"

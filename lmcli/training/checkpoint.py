@@ -168,8 +168,6 @@ def read_checkpoint(
         kind = "is a directory (give a .pt file, a run directory or a run name)" if Path(src).is_dir() else "does not exist"
         raise LmcliError(f"checkpoint {src} {kind}")
     try:
-        # A file is memory-mapped: checking a checkpoint (the launcher, every rank of a resume) reads only
-        # its header, and tensors are paged in when they are copied into a model.
         checkpoint = load_consistently(src, map_location)
     except Exception as e:  # a foreign file can fail to unpickle in any number of ways
         reason = f"{type(e).__name__}: {str(e).splitlines()[0]}" if str(e) else type(e).__name__

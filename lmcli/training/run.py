@@ -60,7 +60,7 @@ from lmcli.training.metrics import RunLog, perplexity, require_tensorboard, requ
 from lmcli.training.observers import TrainObserver
 from lmcli.training.state import TrainState
 from lmcli.workspace import RUN_CONFIG_FILE as CONFIG_FILE
-from lmcli.workspace import Workspace
+from lmcli.workspace import Workspace, is_locked
 
 WANDB_PROJECT = "lmcli"
 TENSORBOARD_DIR = "tensorboard"  # in the run directory: `tensorboard --logdir workspace/runs` shows every run
@@ -282,15 +282,9 @@ def claim_run_dir(run_dir: Path, new: bool) -> int:
 
 
 def refuse_if_training(run_dir: Path) -> None:
-    """An LmcliError if a process holds ``claim_run_dir``'s lock on ``run_dir`` now. The probe's lock is a
-    shared one: the ranks of one job probing at once (and ``lmcli sweep`` checking the run) never collide."""
-    descriptor = os.open(run_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(descriptor, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        raise LmcliError(being_trained(run_dir)) from None
-    finally:
-        os.close(descriptor)  # (closing releases the probe's lock)
+    """An LmcliError if a process holds ``claim_run_dir``'s lock on ``run_dir`` now."""
+    if is_locked(run_dir):
+        raise LmcliError(being_trained(run_dir))
 
 
 def being_trained(run_dir: Path) -> str:
