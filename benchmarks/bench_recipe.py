@@ -256,7 +256,7 @@ def sweep_rate(name: str, config: Path, sets: list[str], rates: dict[str, float]
                known: tuple[str, float | None] | None) -> dict[float, tuple[str, float | None]]:
     """``key`` at x0.5, x1 and x2 of ``rates[key]`` (``known``: the run at x1, already trained), then
     x2 or x0.5 past the best while it lies on an edge: value -> (run, final validation loss)."""
-    fixed = [f"{k}={v:.4g}" for k, v in rates.items() if k != key]
+    fixed = rate_sets({k: v for k, v in rates.items() if k != key})
     factors = [f for f in SWEEP_FACTORS if not (known and f == 1.0)]
     short = key.split(".")[-1]
     report = sweep(f"recipe-{name}-{short}", config, sets + fixed, key, [rates[key] * f for f in factors])
@@ -281,13 +281,18 @@ def lowest(tried: dict[float, tuple[str, float | None]]) -> float:
 def stability(name: str, config: Path, sets: list[str], best: dict[str, float]) -> list[dict]:
     """The run at 3x and 10x its best rates (every learning rate scaled, the rest of ``best`` kept):
     finished or diverged, and its final loss."""
-    return [{"factor": factor, **train_one(f"recipe-{name}-x{factor:g}", config, sets + [
-        f"{k}={v * factor if k.endswith('lr') else v:.4g}" for k, v in best.items()])}
+    return [{"factor": factor, **train_one(f"recipe-{name}-x{factor:g}", config, sets + rate_sets(
+        {k: v * factor if k.endswith("lr") else v for k, v in best.items()}))}
             for factor in STABILITY_FACTORS]
 
 
 def rates_of(result: dict, base_rates: dict[str, float]) -> dict[str, float]:
     return {**base_rates, **result["values"]}
+
+
+def rate_sets(rates: dict[str, float]) -> list[str]:
+    """The --set values of ``rates`` (4 significant digits, as the sweeps write them)."""
+    return [f"{k}={v:.4g}" for k, v in rates.items()]
 
 
 def plot(results: dict[str, dict], out: Path) -> None:
@@ -328,7 +333,7 @@ def interleaved_speeds(config: Path, variants: dict[str, list[str]], steps: int 
     from lmcli.workspace import Workspace
 
     resolve = Workspace(WORK / "ws").path
-    trainers = {}
+    trainers, tokens = {}, {}
     for name, sets in variants.items():
         c = load_config(config, sets)
         runtime = setup_runtime(c.system.device, "off", c.system.autocast, c.training.peak_flops)
@@ -336,6 +341,7 @@ def interleaved_speeds(config: Path, variants: dict[str, list[str]], steps: int 
                                   resolve(c.data.tokenizer), c.model.vocab_size, c.model.context_length)
         state = TrainState.create(c, runtime.device)
         trainers[name] = (state, parallelize(state, c, World(), runtime), BatchPlan.of(c, World()), data, c, runtime)
+        tokens[name] = c.training.batch_size * c.model.context_length  # of one step
     times: dict[str, list[float]] = {name: [] for name in variants}
     order = list(variants)
     for round_ in range(warmup + steps):
@@ -344,7 +350,6 @@ def interleaved_speeds(config: Path, variants: dict[str, list[str]], steps: int 
             train_step(*trainers[name])
             if round_ >= warmup:
                 times[name].append(time.perf_counter() - started)
-    tokens = {name: c.training.batch_size * c.model.context_length for name, (*_, c, _) in trainers.items()}
     return {name: tokens[name] / statistics.median(times[name]) for name in variants}
 
 
@@ -360,7 +365,7 @@ def budget_ratio(name: str, config: Path, sets: list[str], rates: dict[str, floa
     for eighths in range(7, 2, -1):
         fraction = eighths / 8
         run = f"recipe-budget-{name}-{eighths}of8"
-        loss = train_one(run, config, sets + [f"{k}={v:.4g}" for k, v in rates.items()]
+        loss = train_one(run, config, sets + rate_sets(rates)
                          + [f"training.max_steps={round(steps * fraction)}"])["final_val_loss"]
         if loss is None or loss > target:
             above = (fraction, loss)
@@ -402,8 +407,7 @@ def main() -> None:
                                              r["final_val_loss"])
             print(f"  {name}: {r['budget_ratio']} of the baseline's tokens at its own budget", flush=True)
     print("speeds: all variants in this one process, 60 steps each, interleaved", flush=True)
-    speeds = interleaved_speeds(config, {name: r["sets"] + [f"{k}={v:.4g}" for k, v in rates_of(r, base_rates).items()]
-                                         for name, r in results.items()})
+    speeds = interleaved_speeds(config, {name: r["sets"] + rate_sets(rates_of(r, base_rates)) for name, r in results.items()})
     for name, r in results.items():
         r["tokens_per_s"] = speeds[name]
         slower = results["baseline"]["tokens_per_s"] / r["tokens_per_s"]
