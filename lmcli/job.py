@@ -75,13 +75,19 @@ def follow_launcher() -> None:
     SIGTERM when the process that launched it dies (Linux only). A launcher that died before this
     call is caught too."""
     signal.signal(signal.SIGINT, end_quietly)
+    sigterm_when_parent_dies(os.getppid())
+
+
+def sigterm_when_parent_dies(parent: int) -> None:
+    """Have the kernel send this process SIGTERM when ``parent`` (its parent now, or its parent to be,
+    before a fork) dies (Linux only), and send it now if it died already: a request made after the
+    death is never answered."""
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl in this C library: the launcher's own SIGTERM still applies
+    except (OSError, AttributeError):  # no prctl in this C library: the parent's own SIGTERM still applies
         return
     if os.getppid() != parent:  # orphaned already, before the request took effect
         os.kill(os.getpid(), signal.SIGTERM)

@@ -68,6 +68,19 @@ def test_ctrl_c_while_a_command_loads_is_raised_once_its_modules_are_loaded(cli,
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the kernel's parent-death signal is Linux's")
+def test_a_process_whose_parent_died_before_it_asked_to_follow_it_stops_at_once():
+    """A request for SIGTERM at the parent's death, made after that death, is never answered: the process
+    (a trial whose sweep was killed while starting it) must stop at once rather than train for nobody."""
+    def follow(parent: str) -> int:
+        code = f"import os, time\nfrom lmcli.job import sigterm_when_parent_dies\nsigterm_when_parent_dies({parent})\ntime.sleep(1)\n"
+        return subprocess.run([sys.executable, "-c", code], timeout=60, cwd=Path(__file__).parent.parent).returncode
+
+    follows, orphaned = follow("os.getppid()"), follow("0")  # 0: not its parent, as if the one that started it died
+    assert (follows, orphaned) == (0, -signal.SIGTERM)
+
+
 # ---------------------------------------------------------------- files lmcli reads back, damaged
 
 

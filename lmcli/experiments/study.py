@@ -21,9 +21,12 @@ trial with the same parameters and run, which the next worker resumes from the r
 checkpoint. A worker that dies cannot do that, so every worker writes a heartbeat into each
 trial it runs (``lmcli_heartbeat``: host, pid, time); a running trial whose heartbeat is older
 than ``GRACE_S``, or whose worker was on this host and is gone, is stale, and the first worker
-to notice fails it and enqueues its retry (the storage lets only one of them do so). Failed
-trials that were retried, and trials asked for beyond ``--trials`` by workers racing for the
-last one, are left out of the results.
+to notice fails it and enqueues its retry (the storage lets only one of them do so). A trial
+whose process ended before its run did, unasked (a SIGTERM from elsewhere, the kernel's
+out-of-memory killer, its run held by a process that outlived another sweep), is retried too,
+up to ``LOST_TRIES`` times in a row before it counts as failed. Failed trials that were
+retried, and trials asked for beyond ``--trials`` by workers racing for the last one, are left
+out of the results.
 """
 
 from __future__ import annotations
@@ -49,6 +52,8 @@ HEARTBEAT_S = 10.0
 GRACE_S = 120.0  # a trial whose worker wrote no heartbeat for this long is taken to be dead
 DEFINITION = "lmcli_sweep"
 RUN, RETRY_OF, EXTRA, HEARTBEAT = "lmcli_run", "lmcli_retry_of", "lmcli_extra", "lmcli_heartbeat"
+LOST = "lmcli_lost"  # how many tries of the run before this one ended unasked, in a row
+LOST_TRIES = 3
 STATUS, ERROR, STOPPED_AT = "lmcli_status", "lmcli_error", "lmcli_stopped_at_step"
 
 
@@ -168,16 +173,21 @@ class Study:
         else:
             self.study.tell(trial, state=states.FAIL)
 
-    def requeue(self, number: int) -> bool:
-        """Fail a trial that stopped short and enqueue its retry; False if another worker already did."""
+    def requeue(self, number: int, lost: bool = False) -> bool:
+        """Fail a trial that stopped short and enqueue its retry (``lost``: its process ended unasked);
+        False if another worker already did."""
         trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        frozen = self.storage.get_trial(trial_id)
         try:
+            if RUN not in frozen.user_attrs:  # its worker died as it asked for it: nothing ran, nothing to retry
+                self.storage.set_trial_user_attr(trial_id, EXTRA, True)
             if not self.storage.set_trial_state_values(trial_id, self.optuna.trial.TrialState.FAIL):
                 return False
         except (self.optuna.exceptions.UpdateFinishedTrialError, RuntimeError):
             return False
-        frozen = self.storage.get_trial(trial_id)
-        self.study.enqueue_trial(frozen.params, user_attrs={RUN: frozen.user_attrs[RUN], RETRY_OF: number})
+        if RUN in frozen.user_attrs:
+            lost_before = frozen.user_attrs.get(LOST, 0) + 1 if lost else 0
+            self.study.enqueue_trial(frozen.params, user_attrs={RUN: frozen.user_attrs[RUN], RETRY_OF: number, LOST: lost_before})
         return True
 
     # ---- liveness

@@ -42,7 +42,7 @@ from lmcli.errors import LmcliError
 from lmcli.experiments.plot import build_curves, save_figure
 from lmcli.experiments.runs import Run, is_run_dir, read_run
 from lmcli.experiments.search_space import Axis, grid, parse_settings
-from lmcli.experiments.study import ERROR, HEARTBEAT_S, RUN, STATUS, STOPPED_AT, Definition, Study, default_storage, grid_run_names, open_study
+from lmcli.experiments.study import ERROR, HEARTBEAT_S, LOST, LOST_TRIES, RUN, STATUS, STOPPED_AT, Definition, Study, default_storage, grid_run_names, open_study
 from lmcli.experiments.trials import Slot, TrialProcess, slots, start_trial, visible_gpus
 from lmcli.training.config import load_config, resolve_config_path
 from lmcli.training.metrics import require_tensorboard
@@ -252,12 +252,19 @@ class Worker:
         if run is None:  # it failed before its run started: every other trial would fail the same way
             self.study.finish(trial.trial, "failed", None, error=trial.error_line())
             raise LmcliError(f"trial {trial.run}: {trial.error_line()} (see {trial.log})")
+        lost = trial.trial.user_attrs.get(LOST, 0)
         if trial.stop_reason == "pruned" and status != "finished":
             self.study.finish(trial.trial, "pruned", None, stopped_at=run.steps)
         elif status == "finished":
             self.study.finish(trial.trial, "finished", run.final_val_loss)
-        else:
+        elif status in ("diverged", "failed"):
             self.study.finish(trial.trial, status, None, error=trial.error_line())
+        elif lost + 1 < LOST_TRIES:  # its process ended unasked, the run not over: it is tried again
+            self.study.requeue(trial.trial.number, lost=True)
+            return
+        else:
+            self.study.finish(trial.trial, "failed", None,
+                              error=f"{trial.error_line()} (its process ended {LOST_TRIES} times in a row before its run did)")
         frozen = self.study.frozen(trial.trial.number)
         self.observer.trial_done(result_row(frozen, trial_run(frozen, self.plan.workspace)), *self.counts())
 

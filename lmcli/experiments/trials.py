@@ -13,7 +13,7 @@ scheduler stops a run, with SIGTERM: it finishes its step, saves ``latest.pt`` a
 
 from __future__ import annotations
 
-import ctypes
+import functools
 import json
 import os
 import signal
@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from lmcli.errors import LmcliError
+from lmcli.job import sigterm_when_parent_dies
 from lmcli.parallel import available_cores
 from lmcli.toml_config import read_toml
 from lmcli.workspace import RUN_CONFIG_FILE, RUN_METRICS_FILE
@@ -137,22 +138,6 @@ def read_max_steps(run_dir: Path) -> int | None:
         return None
 
 
-PR_SET_PDEATHSIG = 1
-
-
-def stop_with_parent() -> None:
-    """In the trial's process before it starts: SIGTERM when the sweep dies, even by kill -9 (Linux).
-
-    A trial outliving its sweep would hold its run while the next sweep resumes it; SIGTERM makes
-    it save its checkpoint and exit. (Ctrl-C does not reach trials: they have their own session,
-    and the sweep stops them itself.)
-    """
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except (OSError, AttributeError):  # not Linux: a killed sweep leaves its trials to finish on their own
-        pass
-
-
 @dataclass
 class TrialProcess:
     """One running trial: its Optuna trial, run, process and what its metrics say."""
@@ -210,8 +195,13 @@ def start_trial(trial: Any, run: str, overrides: list[str], config: str, workspa
     command += [*(["--tensorboard"] if tensorboard else []), "--workspace", str(workspace), "--quiet"]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"{run}.log"
+    # In the trial's process before it starts: SIGTERM when the sweep dies, even by kill -9. A trial
+    # outliving its sweep would hold its run while the next sweep resumes it; SIGTERM makes it save
+    # its checkpoint and exit. (Ctrl-C does not reach trials: they have their own session, and the
+    # sweep stops them itself.)
+    follow_sweep = functools.partial(sigterm_when_parent_dies, os.getpid())
     with open(log, "ab") as out:
         process = subprocess.Popen([sys.executable, "-m", "lmcli", *command], stdout=out, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=slot.environment(), start_new_session=True,
-                                   preexec_fn=stop_with_parent)
+                                   preexec_fn=follow_sweep)
     return TrialProcess(trial, run, run_dir, slot, process, log)

@@ -13,7 +13,8 @@ from lmcli.commands.sweep import print_report
 from lmcli.errors import LmcliError
 from lmcli.experiments import sweep
 from lmcli.experiments.search_space import parse_settings, split_values
-from lmcli.experiments.study import grid_run_names
+from lmcli.experiments.study import LOST, LOST_TRIES, grid_run_names
+from lmcli.experiments.trials import TrialProcess
 from lmcli.training.run import claim_run_dir
 from lmcli.ui.console import console
 from lmcli.workspace import Workspace
@@ -115,7 +116,7 @@ def test_the_final_table_names_every_run_and_the_best(capsys, monkeypatch):
 class OneTrialStudy:
     """What a sweep worker asks of its study, for one trial whose run is "r"; records the heartbeats."""
 
-    definition = SimpleNamespace(fixed=[], config="tiny.toml")
+    definition = SimpleNamespace(fixed=[], config="tiny.toml", trials=1)
 
     def __init__(self):
         self.beats: list[int] = []
@@ -155,3 +156,43 @@ def test_a_trial_whose_run_is_held_waits_without_stopping_the_worker(tmp_path, m
     worker.start(SimpleNamespace(number=8, params={}), sweep.Slot(1), time.monotonic() - 1)
     assert started == ["r", "r"]
     os.close(held)
+
+
+class EndingStudy(OneTrialStudy):
+    """Records how the worker ends trials."""
+
+    def __init__(self):
+        super().__init__()
+        self.ends: list[tuple] = []
+
+    def requeue(self, number: int, lost: bool = False) -> bool:
+        self.ends.append(("retry", number, lost))
+        return True
+
+    def finish(self, trial, status: str, final_val_loss, error=None, stopped_at=None) -> None:
+        self.ends.append(("finish", status, error))
+
+    def frozen(self, number: int):
+        return SimpleNamespace(number=number, user_attrs={})
+
+    def results(self) -> list:
+        return []
+
+
+@pytest.mark.parametrize("run_status", ["interrupted", "resumable", "running"])
+def test_a_trial_whose_process_ended_unasked_is_retried_until_it_counts_as_failed(tmp_path, monkeypatch, run_status):
+    """Its process ended while its run was not over (killed from outside, or its run held by a process that
+    outlived another sweep): retried, up to LOST_TRIES tries in a row, then recorded as failed."""
+    monkeypatch.setattr(sweep, "read_run", lambda path: SimpleNamespace(status=run_status))
+    monkeypatch.setattr(sweep, "is_run_dir", lambda path: True)
+    monkeypatch.setattr(sweep, "result_row", lambda frozen, run: {})
+    study = EndingStudy()
+    plan = sweep.SweepPlan("s", tmp_path / "sweeps" / "s", Workspace(tmp_path), "journal", None)
+    worker = sweep.Worker(study, plan, sweep.SweepObserver())
+    log = tmp_path / "r.log"
+    log.write_text("error: killed\n")
+    for lost_before in range(LOST_TRIES):
+        optuna_trial = SimpleNamespace(number=lost_before, user_attrs={LOST: lost_before} if lost_before else {})
+        worker.finish(TrialProcess(optuna_trial, "r", tmp_path / "r", sweep.Slot(1), SimpleNamespace(returncode=1), log))
+    assert study.ends[:-1] == [("retry", n, True) for n in range(LOST_TRIES - 1)]
+    assert study.ends[-1] == ("finish", "failed", f"killed (its process ended {LOST_TRIES} times in a row before its run did)")

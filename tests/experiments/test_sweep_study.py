@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 from lmcli.errors import LmcliError
@@ -243,3 +244,23 @@ def test_workers_on_two_processes_share_a_postgresql_study(tmp_path):
         assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
     assert len({r["name"] for r in report["runs"]}) == 4 and report["complete"]
     assert sorted(p.name for p in (ws / "runs").iterdir()) == sorted(r["name"] for r in report["runs"])  # each trained once
+
+
+def test_a_trial_whose_process_ends_before_its_run_is_tried_again(tmp_path):
+    """A trial process stopped from outside the sweep (a SIGTERM from elsewhere, the out-of-memory killer)
+    leaves its run interrupted, not over: the sweep retries it from its checkpoint, not records it so."""
+    ws, config = make_workspace(tmp_path, steps=60, eval_interval=10)
+    worker = sweep_process(ws, "--config", str(config), "--set", "optimizer.lr=loguniform:1e-3:2e-3", "--search", "random",
+                           "--trials", "1", "--name", "lost")
+    run = ws / "runs" / "lost-t000"
+    deadline = time.monotonic() + 120
+    while not (run / "latest.pt").is_file() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    [trial_process] = psutil.Process(worker.pid).children()
+    trial_process.send_signal(signal.SIGTERM)
+    report = finish(worker)
+    [row] = report["runs"]
+    assert (row["name"], row["status"], row["steps"], row["trial"]) == ("lost-t000", "finished", 60, 1), row  # trial 1: the retry
+    assert report["complete"]
+    steps = [step for kind, step, _ in losses(ws, "lost-t000") if kind == "train"]
+    assert steps == sorted(set(steps)) and steps[-1] == 60  # resumed, not started again
