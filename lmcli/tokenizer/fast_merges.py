@@ -13,6 +13,18 @@ occurrence. The loop keeps
   pairs are rare, and a second dict entry and list per pair would be a large part of the memory;
 - a max-heap of pairs by count, for picking the next merge.
 
+Both hold only the pairs that occur at least ``floor`` times. Most pairs are rare (at the end of
+a 32,000-token vocabulary on a gigabyte of text, nine in ten occur fewer than 128 times, and the
+last merge's pair over 400 times), and keeping each rare pair's count, words and heap entry made
+the memory grow with the corpus. A pair's count only ever falls once the merge that made it is
+over, so a pair below the floor can never become the most frequent while any tracked pair is
+left, and nothing needs to know its count until then. The floor starts at a fixed share of all
+pair occurrences (``TRACKED_SHARE``): the pairs that frequent number about the same whatever the
+corpus's size, so the loop's memory stays flat as the input grows. When no tracked pair is left
+and merges remain, the pairs are counted again from the words as they are, with a floor
+``FLOOR_DROP`` times lower, and the loop goes on; after the last count (floor 1) every pair is
+tracked. A merge gives the same pair whichever pairs are tracked: the highest count is the same.
+
 Merging ``(a, b)`` into a new token ``t`` only rewrites the words that hold the pair and only
 adjusts the counts of pairs next to each occurrence: ``(x, a) -> (x, t)`` and ``(b, y) -> (t, y)``.
 Nothing is recounted.
@@ -41,7 +53,7 @@ from __future__ import annotations
 import heapq
 import itertools
 from array import array
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -51,6 +63,11 @@ _TIE_END = chr(256)  # sorts after every inverted byte
 # about 15 times a list's memory, so only words whose rescans would dominate the merges take it: at
 # 64 bytes, the long tokens of real text (rules, URLs, base64) raised train-bpe's peak by about 10%.
 LONG_WORD = 4096
+# Pairs occurring fewer than this share of all pair occurrences are not tracked until no other pair is
+# left (see the module's docstring). At 2**-22, the last of 31,743 merges of 0.25-1 GB of text is well
+# above the floor, so the words are counted once.
+TRACKED_SHARE = 2**-22
+FLOOR_DROP = 16
 
 
 class LongWord:
@@ -74,7 +91,8 @@ class LongWord:
 class MergeLoop:
     """``MergeLoop(word_counts, num_merges).run(num_merges)``: the merges, in creation order.
 
-    Building it counts the pairs of all words (the "count" stage); ``run`` does the merges.
+    Building it packs the words; ``count_pairs`` counts their pairs (the "count" stage); ``run`` does
+    the merges.
     Token ids: 0-255 are the bytes, merge k creates token 256 + k.
     """
 
@@ -83,38 +101,58 @@ class MergeLoop:
         self.pair_mask = (1 << 2 * self.shift) - 1
         self.tokens: list[bytes] = [bytes([i]) for i in range(256)]
         # Single-byte words have no pairs: they never take part in a merge.
-        merging = [(w, n) for w, n in word_counts.items() if len(w) > 1]
-        short = [w if len(w) <= LONG_WORD else b"" for w, _ in merging]
-        self.text, self.starts, self.sizes = _packed_words(short, self.shift)
-        self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, (w, _) in enumerate(merging) if len(w) > LONG_WORD}
-        self.counts: list[int] = [n for _, n in merging]
-        self.pairs = self._count_pairs(short)
-        self.heap = [self._entry(pair, entry[0]) for pair, entry in self.pairs.items()]
-        heapq.heapify(self.heap)
+        # (Lists of the counter's own objects, not of (word, count) tuples: those would be a large part of the peak.)
+        merging = [w for w in word_counts if len(w) > 1]
+        self.text, self.starts, self.sizes = _packed_words([w if len(w) <= LONG_WORD else b"" for w in merging], self.shift)
+        self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, w in enumerate(merging) if len(w) > LONG_WORD}
+        self.counts: list[int] = [word_counts[w] for w in merging]
         self.ties: list[tuple[str, int]] = []  # (tie key, pair) of the pairs at count tie_count
         self.tie_count = 0
+        occurrences = sum(n * (len(w) - 1) for w, n in zip(merging, self.counts))
+        self.floor = max(1, int(occurrences * TRACKED_SHARE))
+        self.pairs: dict[int, list[int]] = {}
+        self.heap: list[int] = []
+        self.counted = False
 
-    def _count_pairs(self, short: list[bytes]) -> dict[int, list[int]]:
-        """pair -> [count, the words holding it...], each word listed once (``short``: the words'
-        bytes, empty for the long ones)."""
-        shift = self.shift
-        pairs: dict[int, list[int]] = {}
-        for w, long_word in self.long.items():
-            for pair, starts in long_word.where.items():
-                entry = pairs.setdefault(pair, [0])
-                entry[0] += self.counts[w] * len(starts)
+    def count_pairs(self) -> None:
+        """The "count" stage: count the pairs of all words (``run`` does it if it was not done; the
+        caller may drop the word counts first, as the loop holds the words)."""
+        self._track_pairs(self.floor)
+        self.counted = True
+
+    def _track_pairs(self, floor: int) -> None:
+        """Count the pairs of the words as they are now and track those occurring at least ``floor``
+        times: ``pairs`` (pair -> [count, the words holding it...], each word listed once) and the heap.
+        Two passes, so that the rare pairs' words are never listed."""
+        self.floor = floor
+        counts: dict[int, int] = {}
+        for w, pair in self._word_pairs():
+            counts[pair] = counts.get(pair, 0) + self.counts[w]
+        pairs: dict[int, list[int]] = {pair: [n] for pair, n in counts.items() if n >= floor}
+        del counts
+        for w, pair in self._word_pairs():
+            entry = pairs.get(pair)
+            if entry is not None and (len(entry) == 1 or entry[-1] != w):  # entry[-1] is the count until a word is listed
                 entry.append(w)
-        for w, (word, n) in enumerate(zip(short, self.counts)):
-            for a, b in zip(word, word[1:]):
-                pair = a << shift | b
-                entry = pairs.get(pair)
-                if entry is None:
-                    pairs[pair] = [n, w]
-                else:
-                    entry[0] += n
-                    if entry[-1] != w:
-                        entry.append(w)
-        return pairs
+        self.pairs = pairs
+        self.heap = [self._entry(pair, entry[0]) for pair, entry in pairs.items()]
+        heapq.heapify(self.heap)
+
+    def _word_pairs(self) -> Iterator[tuple[int, int]]:
+        """(word, pair) for every adjacent pair of every word as it is now, word by word."""
+        shift, text, starts, sizes = self.shift, self.text, self.starts, self.sizes
+        for w in range(len(self.counts)):
+            long_word = self.long.get(w)
+            if long_word is None:
+                word = text[starts[w] : starts[w] + sizes[w]]
+                for a, b in zip(word, word[1:]):
+                    yield w, a << shift | b
+                continue
+            sym, nxt = long_word.sym, long_word.nxt
+            i = 0  # the first node is never merged into a neighbour
+            while nxt[i] >= 0:
+                yield w, sym[i] << shift | sym[nxt[i]]
+                i = nxt[i]
 
     def _count(self, pair: int) -> int:
         """How often the pair occurs now (0 once it is gone)."""
@@ -124,6 +162,8 @@ class MergeLoop:
     def run(self, num_merges: int, on_merge: Callable[[int], None] | None = None) -> list[tuple[bytes, bytes]]:
         """Up to ``num_merges`` merges; fewer if the words run out of pairs. ``on_merge(done)`` is
         called now and then with the number of merges made so far (for a progress bar)."""
+        if not self.counted:
+            self.count_pairs()
         merges: list[tuple[bytes, bytes]] = []
         mask = (1 << self.shift) - 1
         if on_merge:
@@ -155,8 +195,11 @@ class MergeLoop:
                     return pair
                 if count:  # fell below the tie count since: back to the main heap
                     heapq.heappush(self.heap, self._entry(pair, count))
-            if not self._gather_ties():
+            if self._gather_ties():
+                continue
+            if self.floor == 1:
                 return None
+            self._track_pairs(max(1, self.floor // FLOOR_DROP))  # the rarer pairs, counted now
 
     def _gather_ties(self) -> bool:
         """Move every pair with the top count from the main heap into the tie heap."""
@@ -191,12 +234,15 @@ class MergeLoop:
         created: list[int] = []
         as_t = array(text.typecode, [t])
 
+        floor = self.floor
+
         def move(old: int, new: int, n: int, w: int) -> None:
             """n occurrences in word w of pair ``old`` become occurrences of pair ``new`` (holding t)."""
-            entry = pairs[old]
-            entry[0] -= n
-            if not entry[0]:
-                del pairs[old]
+            entry = pairs.get(old)
+            if entry is not None:  # else too rare to be tracked
+                entry[0] -= n
+                if entry[0] < floor:  # no longer tracked: it could not be merged before the next count
+                    del pairs[old]
             # Pairs holding t are all created in this merge, so their word lists are new too.
             entry = pairs.get(new)
             if entry is None:
@@ -239,7 +285,9 @@ class MergeLoop:
         pairs.pop(pair, None)
         for new in created:
             count = pairs[new][0]
-            if count == self.tie_count:
+            if count < floor:
+                del pairs[new]
+            elif count == self.tie_count:
                 heapq.heappush(self.ties, (self._tie_key(new), new))
             else:
                 heapq.heappush(self.heap, self._entry(new, count))

@@ -113,7 +113,8 @@ def train_bpe(
     stats.total_pretokens = sum(word_counts.values())
     with stats.timed("count"):
         loop = MergeLoop(word_counts, num_merges)
-    del word_counts  # the loop holds the words now
+        del word_counts  # the loop holds the words now: the counter goes before the pairs are counted
+        loop.count_pairs()
     with stats.timed("merge"):
         merges = loop.run(num_merges, on_merge)
     stats.merges = len(merges)

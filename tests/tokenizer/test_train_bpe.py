@@ -238,6 +238,27 @@ def test_words_hold_every_token_id_of_the_vocabulary():
                 array("H", [255 + num_merges])
 
 
+
+@pytest.mark.parametrize("share, long_word", [(0.02, 10**9), (0.3, 10**9), (0.02, 4)])
+def test_leaving_rare_pairs_untracked_gives_the_same_merges(monkeypatch, share, long_word):
+    """Pairs rarer than the floor are counted again only once no tracked pair is left: a high share makes
+    the loop start with few pairs and count again several times, and the merges stay the reference's."""
+    rng = random.Random(11)
+    monkeypatch.setattr(fast_merges, "LONG_WORD", long_word)
+    monkeypatch.setattr(fast_merges, "TRACKED_SHARE", share)
+    counted_again = 0
+    for _ in range(40):
+        alphabet = rng.choice(["ab", "abc ", "xyz ", "a'sb 12"])
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(50, 600)))
+        words = reference.count_pretokens(text, [EOT])
+        n = rng.randrange(1, 80)
+        loop = fast_merges.MergeLoop(dict(words), n)
+        first_floor = loop.floor
+        assert loop.run(n) == reference_merges(text, 256 + 1 + n, [EOT]), text
+        counted_again += loop.floor < first_floor
+    assert counted_again >= 10
+
+
 # --- the command -----------------------------------------------------------------------------
 
 
