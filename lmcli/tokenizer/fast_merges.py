@@ -7,10 +7,9 @@ Every distinct pre-token ("word") starts as its sequence of bytes (token ids 0-2
 its count in the corpus, so the work is per distinct word, weighted by count, never per
 occurrence. The loop keeps
 
-- ``pairs``: for each adjacent pair of tokens, one list: how often it occurs in the corpus, then
+- ``pairs``: for each adjacent pair of tokens, how often it occurs in the corpus and an array of
   the words it was seen in (entries may go stale: a word that no longer holds the pair is simply
-  skipped when that pair is merged). One list rather than a count dict and a word dict: most
-  pairs are rare, and a second dict entry and list per pair would be a large part of the memory;
+  skipped when that pair is merged);
 - a max-heap of pairs by count, for picking the next merge.
 
 Both hold only the pairs that occur at least ``floor`` times. Most pairs are rare (at the end of
@@ -51,7 +50,6 @@ the pair, and the work stays near-linear in the word's length.
 from __future__ import annotations
 
 import heapq
-import itertools
 from array import array
 from collections.abc import Callable, Iterator
 
@@ -68,6 +66,7 @@ LONG_WORD = 4096
 # above the floor, so the words are counted once.
 TRACKED_SHARE = 2**-22
 FLOOR_DROP = 16
+WORD_INDEX = "I"  # the words a pair was seen in: unsigned 32-bit, not a list of ints (8 bytes a slot and an int each)
 
 
 class LongWord:
@@ -110,7 +109,7 @@ class MergeLoop:
         self.tie_count = 0
         occurrences = sum(n * (len(w) - 1) for w, n in zip(merging, self.counts))
         self.floor = max(1, int(occurrences * TRACKED_SHARE))
-        self.pairs: dict[int, list[int]] = {}
+        self.pairs: dict[int, list] = {}  # pair -> [count, words]
         self.heap: list[int] = []
         self.counted = False
 
@@ -122,18 +121,18 @@ class MergeLoop:
 
     def _track_pairs(self, floor: int) -> None:
         """Count the pairs of the words as they are now and track those occurring at least ``floor``
-        times: ``pairs`` (pair -> [count, the words holding it...], each word listed once) and the heap.
+        times: ``pairs`` (pair -> [count, the words holding it, each listed once]) and the heap.
         Two passes, so that the rare pairs' words are never listed."""
         self.floor = floor
         counts: dict[int, int] = {}
         for w, pair in self._word_pairs():
             counts[pair] = counts.get(pair, 0) + self.counts[w]
-        pairs: dict[int, list[int]] = {pair: [n] for pair, n in counts.items() if n >= floor}
+        pairs: dict[int, list] = {pair: [n, array(WORD_INDEX)] for pair, n in counts.items() if n >= floor}
         del counts
         for w, pair in self._word_pairs():
             entry = pairs.get(pair)
-            if entry is not None and (len(entry) == 1 or entry[-1] != w):  # entry[-1] is the count until a word is listed
-                entry.append(w)
+            if entry is not None and (not entry[1] or entry[1][-1] != w):
+                entry[1].append(w)
         self.pairs = pairs
         self.heap = [self._entry(pair, entry[0]) for pair, entry in pairs.items()]
         heapq.heapify(self.heap)
@@ -246,16 +245,16 @@ class MergeLoop:
             # Pairs holding t are all created in this merge, so their word lists are new too.
             entry = pairs.get(new)
             if entry is None:
-                pairs[new] = [n, w]
+                pairs[new] = [n, [w]]  # a list while this merge adds to it; an array if it is kept
                 created.append(new)
             else:
                 entry[0] += n
-                if entry[-1] != w:
-                    entry.append(w)
+                if entry[1][-1] != w:
+                    entry[1].append(w)
 
         # The merged pair's own count can fall during the loop ("caaa" merging (a, a) moves the
         # last (a, a)), so its entry stays until the end; no word is ever added to it.
-        for w in itertools.islice(pairs[pair], 1, None):
+        for w in pairs[pair][1]:
             if w in self.long:
                 self._merge_long(self.long[w], pair, a, b, t, counts[w], w, move)
                 continue
@@ -284,10 +283,12 @@ class MergeLoop:
                 sizes[w] = len(word)
         pairs.pop(pair, None)
         for new in created:
-            count = pairs[new][0]
+            count, words = pairs[new]
             if count < floor:
                 del pairs[new]
-            elif count == self.tie_count:
+                continue
+            pairs[new][1] = array(WORD_INDEX, words)
+            if count == self.tie_count:
                 heapq.heappush(self.ties, (self._tie_key(new), new))
             else:
                 heapq.heappush(self.heap, self._entry(new, count))
