@@ -1,6 +1,7 @@
 """Counting the pre-tokens of a corpus file, in parallel and in bounded memory.
 
-The result equals ``lmcli.tokenizer.reference.count_pretokens`` on the whole file read at once.
+The result (``PretokenCounts``: its ``counter()``) equals ``lmcli.tokenizer.reference.count_pretokens``
+on the whole file read at once.
 
 BPE training only needs each distinct pre-token and how often it occurs. The file is cut into
 chunks at pre-token boundaries (``lmcli.tokenizer.chunks``); each chunk is read by its byte
@@ -10,12 +11,12 @@ pre-tokenizer and packed-key hash table, and ``np.bincount`` for the occurrences
 With K workers, K - 1 worker processes and the main process all take the next chunk from a
 shared counter as soon as they are free (so the load balances itself) and add its pre-tokens
 to their own counts. A pre-token of at most 15 bytes is kept only as its packed key (which
-holds its bytes) and a count; bytes objects are made once, for the result. A worker sends its
-counts to the main process when it holds FLUSH_ENTRIES distinct pre-tokens and at the end,
-packed (all the pre-tokens in one bytes object, their lengths and counts in two arrays); the
-main process adds them to its own counts with array operations once its own counting is done,
-and makes the Counter at the end. No chunk's text travels between processes, only byte ranges,
-progress and packed counts, so however large the file, memory holds one chunk and at most
+holds its bytes) and a count. A worker sends its counts to the main process when it holds
+FLUSH_ENTRIES distinct pre-tokens and at the end, packed (all the pre-tokens in one bytes
+object, their lengths and counts in two arrays); the main process adds them to its own counts
+with array operations once its own counting is done. BPE training takes the result packed too:
+no bytes object is made per pre-token (a Counter of them, ``counter()``, is only for those who
+ask). No chunk's text travels between processes, only byte ranges, progress and packed counts, so however large the file, memory holds one chunk and at most
 FLUSH_ENTRIES pre-tokens per worker, plus one entry per distinct pre-token in the main process.
 """
 
@@ -52,7 +53,7 @@ def count_file_pretokens(
     chunk_bytes: int | None = None,
     errors: str = "strict",
     on_bytes: Callable[[int], None] | None = None,
-) -> Counter[bytes]:
+) -> PretokenCounts:
     """How often each pre-token (as UTF-8 bytes) occurs in the file; special tokens are left out.
 
     ``on_bytes(n)`` is called as each chunk of n bytes is done (for a progress bar).
@@ -62,7 +63,7 @@ def count_file_pretokens(
     ranges = chunk_ranges(path, special_tokens, chunk_bytes or default_chunk_bytes(size, workers))
     on_bytes = on_bytes or (lambda n: None)
     if workers == 1 or len(ranges) == 1:
-        return _count_ranges(path, ranges, special_tokens, errors, on_bytes).counter()
+        return _count_ranges(path, ranges, special_tokens, errors, on_bytes)
     return _count_in_parallel(path, ranges, special_tokens, errors, min(workers, len(ranges)), on_bytes)
 
 
@@ -83,6 +84,10 @@ class PretokenCounts:
 
     def __len__(self) -> int:
         return self._table.size + len(self._long)
+
+    def occurrences(self) -> int:
+        """How many pre-tokens were counted (each distinct one as often as it occurs)."""
+        return int(self._counts[: self._table.size].sum()) + sum(self._long.values())
 
     def add(self, texts: list[str]) -> None:
         """Count the pre-tokens of texts that hold no special token (each pre-tokenized on its own)."""
@@ -200,7 +205,7 @@ class WorkerMessages:
             self.done += 1
 
 
-def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> Counter[bytes]:
+def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: int, on_bytes) -> PretokenCounts:
     """Count in this process and ``processes - 1`` workers sharing one queue of ranges."""
     context = _context()
     next_range = context.Value("q", 0)
@@ -234,7 +239,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                     raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
         while received:
             total.add_packed(received.pop())
-        return total.counter()
+        return total
     finally:
         for w in workers:
             if w.is_alive():
@@ -245,7 +250,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
 def count_stream_pretokens(
     stream: Iterable[Piece], special_tokens: list[str], workers: int | None = None,
     on_bytes: Callable[[int], None] | None = None,
-) -> Counter[bytes]:
+) -> PretokenCounts:
     """``count_file_pretokens`` for a streamed source (``lmcli.tokenizer.sources``): this process
     reads the pieces and hands them to ``workers`` worker processes through a short queue (so the
     stream is read no faster than it is counted; JSON lines are parsed by the workers), which send their counts back packed as a file's
@@ -264,13 +269,13 @@ def count_stream_pretokens(
         for piece in stream:
             _add_piece(counts, piece.text, special)
             advance(piece)
-        return counts.counter()
+        return counts
     context = _context()
     tasks, messages = context.Queue(maxsize=2 * workers), context.Queue()
     procs = [context.Process(target=_stream_worker, args=(tasks, messages, special_tokens), daemon=True) for _ in range(workers)]
     for w in procs:
         w.start()
-    total = PretokenCounts()  # compact while the workers' counts come in; a Counter once at the end
+    total = PretokenCounts()  # compact while the workers' counts come in
     inbox = WorkerMessages(total.add_packed)
 
     def merge_next(timeout: float) -> None:
@@ -297,7 +302,7 @@ def count_stream_pretokens(
             hand_over(None)
         while inbox.done < len(procs):
             merge_next(0.5)
-        return total.counter()
+        return total
     finally:
         for w in procs:
             if w.is_alive():

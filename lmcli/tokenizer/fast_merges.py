@@ -55,6 +55,8 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from lmcli.tokenizer.fast_count import Packed
+
 _INVERTED = bytes(range(255, -1, -1))  # byte x -> 255 - x
 _TIE_END = chr(256)  # sorts after every inverted byte
 # Words longer than this (in bytes) are linked lists with their pairs' positions. A linked list costs
@@ -88,30 +90,41 @@ class LongWord:
 
 
 class MergeLoop:
-    """``MergeLoop(word_counts, num_merges).run(num_merges)``: the merges, in creation order.
+    """``MergeLoop.of(word_counts, num_merges).run(num_merges)``: the merges, in creation order.
 
     Building it packs the words; ``count_pairs`` counts their pairs (the "count" stage); ``run`` does
     the merges.
     Token ids: 0-255 are the bytes, merge k creates token 256 + k.
     """
 
-    def __init__(self, word_counts: dict[bytes, int], num_merges: int):
+    def __init__(self, words: Packed, num_merges: int):
+        """``words``: the distinct pre-tokens joined, their lengths and their counts (``PretokenCounts.packed``)."""
         self.shift = max(256 + num_merges, 2).bit_length()
         self.pair_mask = (1 << 2 * self.shift) - 1
         self.tokens: list[bytes] = [bytes([i]) for i in range(256)]
-        # Single-byte words have no pairs: they never take part in a merge.
-        # (Lists of the counter's own objects, not of (word, count) tuples: those would be a large part of the peak.)
-        merging = [w for w in word_counts if len(w) > 1]
-        self.text, self.starts, self.sizes = _packed_words([w if len(w) <= LONG_WORD else b"" for w in merging], self.shift)
-        self.long: dict[int, LongWord] = {i: LongWord(w, self.shift) for i, w in enumerate(merging) if len(w) > LONG_WORD}
-        self.counts: list[int] = [word_counts[w] for w in merging]
+        blob, lengths, counts = words
+        merging = lengths > 1  # single-byte words have no pairs: they never take part in a merge
+        short = merging & (lengths <= LONG_WORD)
+        self.text, self.starts, self.sizes = _packed_words(blob, lengths, short, merging, self.shift)
+        starts = (np.cumsum(lengths) - lengths)[merging]
+        lengths, counts = lengths[merging], counts[merging]
+        self.long: dict[int, LongWord] = {int(w): LongWord(blob[starts[w] : starts[w] + lengths[w]], self.shift)
+                                          for w in np.flatnonzero(lengths > LONG_WORD)}
+        self.counts: list[int] = counts.tolist()
         self.ties: list[tuple[str, int]] = []  # (tie key, pair) of the pairs at count tie_count
         self.tie_count = 0
-        occurrences = sum(n * (len(w) - 1) for w, n in zip(merging, self.counts))
+        occurrences = int(np.dot(counts, lengths - 1))
         self.floor = max(1, int(occurrences * TRACKED_SHARE))
         self.pairs: dict[int, list] = {}  # pair -> [count, words]
         self.heap: list[int] = []
         self.counted = False
+
+    @classmethod
+    def of(cls, word_counts: dict[bytes, int], num_merges: int) -> MergeLoop:
+        """The loop for a word -> count dict."""
+        words = list(word_counts)
+        lengths = np.fromiter(map(len, words), np.int64, len(words))
+        return cls((b"".join(words), lengths, np.fromiter(word_counts.values(), np.int64, len(words))), num_merges)
 
     def count_pairs(self) -> None:
         """The "count" stage: count the pairs of all words (``run`` does it if it was not done; the
@@ -245,7 +258,7 @@ class MergeLoop:
             # Pairs holding t are all created in this merge, so their word lists are new too.
             entry = pairs.get(new)
             if entry is None:
-                pairs[new] = [n, [w]]  # a list while this merge adds to it; an array if it is kept
+                pairs[new] = [n, array(WORD_INDEX, (w,))]
                 created.append(new)
             else:
                 entry[0] += n
@@ -283,11 +296,10 @@ class MergeLoop:
                 sizes[w] = len(word)
         pairs.pop(pair, None)
         for new in created:
-            count, words = pairs[new]
+            count = pairs[new][0]
             if count < floor:
                 del pairs[new]
                 continue
-            pairs[new][1] = array(WORD_INDEX, words)
             if count == self.tie_count:
                 heapq.heappush(self.ties, (self._tie_key(new), new))
             else:
@@ -317,17 +329,18 @@ class MergeLoop:
                 prv[q] = i
 
 
-def _packed_words(words: list[bytes], shift: int) -> tuple[array, array, array]:
-    """All the words' tokens in one array (``text``), word i at ``text[starts[i] : starts[i] + sizes[i]]``;
-    a merge only shortens a word, so it is rewritten in place. Tokens take 16 bits while every id
-    fits, else 32 (a list of ints would take 8 bytes per token and 56 per word more)."""
+def _packed_words(blob: bytes, lengths: np.ndarray, short: np.ndarray, merging: np.ndarray, shift: int) -> tuple[array, array, array]:
+    """The ``merging`` words (of ``lengths``, joined in ``blob``) as tokens in one array (``text``): word i
+    (counting the merging ones) at ``text[starts[i] : starts[i] + sizes[i]]``, empty unless ``short``. A
+    merge only shortens a word, so it is rewritten in place. Tokens take 16 bits while every id fits,
+    else 32 (a list of ints would take 8 bytes per token and 56 per word more)."""
     word_type, dtype = ("H", np.uint16) if shift <= 16 else ("I", np.uint32)  # unsigned 16 / 32 bits
-    lengths = np.fromiter(map(len, words), np.int64, len(words))
-    text, starts, sizes = array(word_type), array("q"), array("q")
-    text.frombytes(np.frombuffer(b"".join(words), np.uint8).astype(dtype).tobytes())
-    starts.frombytes((np.cumsum(lengths) - lengths).tobytes())
-    sizes.frombytes(lengths.tobytes())
-    return text, starts, sizes
+    sizes = np.where(short, lengths, 0)[merging]
+    text, starts, packed_sizes = array(word_type), array("q"), array("q")
+    text.frombytes(np.frombuffer(blob, np.uint8)[np.repeat(short, lengths)].astype(dtype).tobytes())
+    starts.frombytes((np.cumsum(sizes) - sizes).astype(np.int64).tobytes())
+    packed_sizes.frombytes(sizes.astype(np.int64).tobytes())
+    return text, starts, packed_sizes
 
 
 def _reverse_order_key(token: bytes) -> str:

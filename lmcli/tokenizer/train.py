@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +29,7 @@ from pathlib import Path
 from lmcli.allocator import unmap_large_buffers
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import check_text_file
-from lmcli.tokenizer.fast_count import count_file_pretokens, count_stream_pretokens
+from lmcli.tokenizer.fast_count import PretokenCounts, count_file_pretokens, count_stream_pretokens
 from lmcli.tokenizer.fast_merges import MergeLoop
 from lmcli.tokenizer.reference import build_vocab
 from lmcli.tokenizer.sources import TextSource, expand_inputs, one_stream
@@ -97,7 +96,7 @@ def train_bpe(
 
     unmap_large_buffers()  # chunks and batch arrays come and go: keep them from fragmenting the heap
     with stats.timed("pretokenize"):
-        word_counts: Counter[bytes] = Counter()
+        word_counts = PretokenCounts()
         streamed = [source for source in sources if not source.plain]
         if streamed:  # all streamed sources through one set of workers, started before any reader's import
             stream = one_stream(streamed, special_tokens, text_field, errors, split)
@@ -105,15 +104,15 @@ def train_bpe(
         for source in sources:  # the text files one at a time, their counts added to the total
             if source.plain:
                 counts = count_file_pretokens(source.path, special_tokens, workers, chunk_bytes, errors, on_bytes)
-                if word_counts:
-                    word_counts.update(counts)
+                if len(word_counts):
+                    word_counts.add_packed(counts.packed())
                 else:
                     word_counts = counts
     stats.distinct_pretokens = len(word_counts)
-    stats.total_pretokens = sum(word_counts.values())
+    stats.total_pretokens = word_counts.occurrences()
     with stats.timed("count"):
-        loop = MergeLoop(word_counts, num_merges)
-        del word_counts  # the loop holds the words now: the counter goes before the pairs are counted
+        loop = MergeLoop(word_counts.packed(), num_merges)  # packed: no bytes object per pre-token
+        del word_counts  # the loop holds the words now: the counts go before the pairs are counted
         loop.count_pairs()
     with stats.timed("merge"):
         merges = loop.run(num_merges, on_merge)

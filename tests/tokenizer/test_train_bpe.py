@@ -230,7 +230,7 @@ def test_stops_when_pairs_run_out(tmp_path):
 def test_words_hold_every_token_id_of_the_vocabulary():
     # Words are 16-bit arrays while every id fits; a larger vocabulary needs 32 bits.
     for num_merges in (100, 65_280, 65_281, 200_000):
-        loop = fast_merges.MergeLoop({b"ab": 2}, num_merges)
+        loop = fast_merges.MergeLoop.of({b"ab": 2}, num_merges)
         loop.text[0] = 255 + num_merges  # the last id a merge creates
         assert loop.text[0] == 255 + num_merges
         if num_merges > 65_280:
@@ -252,7 +252,7 @@ def test_leaving_rare_pairs_untracked_gives_the_same_merges(monkeypatch, share, 
         text = "".join(rng.choice(alphabet) for _ in range(rng.randint(50, 600)))
         words = reference.count_pretokens(text, [EOT])
         n = rng.randrange(1, 80)
-        loop = fast_merges.MergeLoop(dict(words), n)
+        loop = fast_merges.MergeLoop.of(dict(words), n)
         first_floor = loop.floor
         assert loop.run(n) == reference_merges(text, 256 + 1 + n, [EOT]), text
         counted_again += loop.floor < first_floor
@@ -380,9 +380,9 @@ def test_long_words_take_the_linked_list_path_and_give_the_same_merges(monkeypat
             words[bytes(rng.choice(alphabet) for _ in range(rng.choice([2, 5, 30, 70, 200])))] += rng.randrange(1, 4)
         n = rng.randrange(1, 60)
         monkeypatch.setattr(fast_merges, "LONG_WORD", 10**9)
-        as_lists = fast_merges.MergeLoop(dict(words), n).run(n)
+        as_lists = fast_merges.MergeLoop.of(dict(words), n).run(n)
         monkeypatch.setattr(fast_merges, "LONG_WORD", 4)
-        assert fast_merges.MergeLoop(dict(words), n).run(n) == as_lists, words
+        assert fast_merges.MergeLoop.of(dict(words), n).run(n) == as_lists, words
 
 
 def test_one_very_long_word_trains_like_the_reference_and_prints_short(cli, tmp_path):
