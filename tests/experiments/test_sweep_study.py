@@ -20,7 +20,7 @@ from lmcli.errors import LmcliError
 from lmcli.experiments import trials
 from lmcli.experiments.runs import read_run
 from lmcli.experiments.search_space import parse_settings
-from lmcli.experiments.study import Definition, pruner_for
+from lmcli.experiments.study import Definition, open_study, pruner_for
 from lmcli.experiments.trials import slots
 from lmcli.workspace import RUN_CONFIG_FILE
 from tests.postgres import postgres_url
@@ -264,3 +264,16 @@ def test_a_trial_whose_process_ends_before_its_run_is_tried_again(tmp_path):
     assert report["complete"]
     steps = [step for kind, step, _ in losses(ws, "lost-t000") if kind == "train"]
     assert steps == sorted(set(steps)) and steps[-1] == 60  # resumed, not started again
+
+
+def test_a_trial_whose_worker_died_as_it_asked_for_it_is_failed_without_using_the_budget(tmp_path):
+    """Killed between asking the study for a trial and naming its run, a worker leaves a running trial
+    with nothing to resume: it is failed, left out of the results, and the budget still has its place."""
+    _, axes = parse_settings(["optimizer.lr=loguniform:1e-4:1e-2"])
+    study = open_study("s", f"journal:{tmp_path / 'study.log'}", Definition.of("demo", [], axes, "random", 2, "none", 0))
+    orphan = study.study.ask()  # as a worker's next_trial does, before it sets the run's name
+    assert study.requeue(orphan.number)
+    assert study.frozen(orphan.number).state == optuna.trial.TrialState.FAIL
+    assert not study.waiting() and study.results() == [] and study.has_work()  # nothing queued; two trials still to run
+    first = study.next_trial()
+    assert study.run_name(first) == f"s-t{first.number:03d}"
