@@ -88,6 +88,14 @@ class LongWord:
         keys = pairs[order][np.concatenate([[0], cuts])].tolist()
         self.where: dict[int, list[int]] = dict(zip(keys, (g.tolist() for g in np.split(order, cuts))))
 
+    def pair_counts(self, shift: int) -> dict[int, int]:
+        """How often each pair occurs in the word now, with numpy: a merge drops its right node and
+        never moves one, so the tokens still there, in node order, are the word."""
+        sym = np.array(self.sym, dtype=np.int64)
+        tokens = sym[sym >= 0]
+        keys, occurrences = np.unique(tokens[:-1] << shift | tokens[1:], return_counts=True)
+        return dict(zip(keys.tolist(), occurrences.tolist()))
+
 
 class MergeLoop:
     """``MergeLoop.of(word_counts, num_merges).run(num_merges)``: the merges, in creation order.
@@ -138,33 +146,34 @@ class MergeLoop:
         Two passes, so that the rare pairs' words are never listed."""
         self.floor = floor
         counts: dict[int, int] = {}
-        for w, pair in self._word_pairs():
+        for w, pair in self._short_word_pairs():
             counts[pair] = counts.get(pair, 0) + self.counts[w]
+        long_pairs = {w: word.pair_counts(self.shift) for w, word in self.long.items()}
+        for w, occurrences in long_pairs.items():
+            for pair, k in occurrences.items():
+                counts[pair] = counts.get(pair, 0) + k * self.counts[w]
         pairs: dict[int, list] = {pair: [n, array(WORD_INDEX)] for pair, n in counts.items() if n >= floor}
         del counts
-        for w, pair in self._word_pairs():
+        for w, pair in self._short_word_pairs():
             entry = pairs.get(pair)
             if entry is not None and (not entry[1] or entry[1][-1] != w):
                 entry[1].append(w)
+        for w, occurrences in long_pairs.items():  # after the short words: no word is listed twice
+            for pair in occurrences:
+                if pair in pairs:
+                    pairs[pair][1].append(w)
         self.pairs = pairs
         self.heap = [self._entry(pair, entry[0]) for pair, entry in pairs.items()]
         heapq.heapify(self.heap)
 
-    def _word_pairs(self) -> Iterator[tuple[int, int]]:
-        """(word, pair) for every adjacent pair of every word as it is now, word by word."""
+    def _short_word_pairs(self) -> Iterator[tuple[int, int]]:
+        """(word, pair) for every adjacent pair of every short word as it is now, word by word (a long
+        word is empty in ``text``)."""
         shift, text, starts, sizes = self.shift, self.text, self.starts, self.sizes
         for w in range(len(self.counts)):
-            long_word = self.long.get(w)
-            if long_word is None:
-                word = text[starts[w] : starts[w] + sizes[w]]
-                for a, b in zip(word, word[1:]):
-                    yield w, a << shift | b
-                continue
-            sym, nxt = long_word.sym, long_word.nxt
-            i = 0  # the first node is never merged into a neighbour
-            while nxt[i] >= 0:
-                yield w, sym[i] << shift | sym[nxt[i]]
-                i = nxt[i]
+            word = text[starts[w] : starts[w] + sizes[w]]
+            for a, b in zip(word, word[1:]):
+                yield w, a << shift | b
 
     def _count(self, pair: int) -> int:
         """How often the pair occurs now (0 once it is gone)."""
