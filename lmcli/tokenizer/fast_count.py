@@ -43,6 +43,7 @@ from lmcli.tokenizer.special_tokens import special_bytes_pattern, special_token_
 Ranges = list[tuple[int, int]]
 Packed = tuple[bytes, np.ndarray, np.ndarray]  # pre-tokens joined, their lengths, their counts
 FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
+ADD_SLICE = 1 << 16  # received pre-tokens looked up at once
 BATCH_CHARS = 1 << 16  # text pre-tokenized at once (its arrays take ~50 bytes per character)
 
 
@@ -103,9 +104,13 @@ class PretokenCounts:
         blob, lengths, counts = packed
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        entries, short = self._short_entries(padded_bytes(blob), starts, ends)
-        self._counts[entries] += counts[short]  # the pre-tokens of one packed set are distinct
-        self._long.update(dict(zip(byte_slices(blob, starts[~short], ends[~short]), counts[~short].tolist())))
+        data = padded_bytes(blob)
+        for first in range(0, len(lengths), ADD_SLICE):  # a slice at a time: the lookup's arrays stay small
+            part = slice(first, first + ADD_SLICE)
+            entries, short = self._short_entries(data, starts[part], ends[part])
+            self._counts[entries] += counts[part][short]  # the pre-tokens of one packed set are distinct
+            long = ~short
+            self._long.update(dict(zip(byte_slices(blob, starts[part][long], ends[part][long]), counts[part][long].tolist())))
 
     def _short_entries(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The entry of each pre-token ``data[start:end]`` of at most MAX_PACKED_BYTES (``data`` padded

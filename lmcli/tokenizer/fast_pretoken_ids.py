@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_PACKED_BYTES = 15
+REINSERT_SLICE = 1 << 16  # keys re-inserted at once when the hash table grows
 # _LOW_BYTES[k]: a mask of the low k bytes of a 64-bit word.
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
 _MIX_LO, _MIX_HI = np.uint64(0x9E37_79B9_7F4A_7C15), np.uint64(0xC2B2_AE3D_27D4_EB4F)
@@ -116,6 +117,7 @@ class PretokenIds:
         total = int(ends[-1]) if len(ends) else 0
         return self.ids[np.repeat(self.offsets[entries] - (ends - counts), counts) + np.arange(total)]
 
+
 class PackedKeyTable:
     """An open-addressing hash table (linear probing, at most half full) from packed keys to
     entry numbers, made of numpy arrays and probed for all keys at once."""
@@ -201,7 +203,9 @@ class PackedKeyTable:
         while 2 * (self.size + incoming) > 1 << self._slot_bits:
             self._slot_bits += 1
         self._empty_table()
-        self._insert(lo, hi, 0, entries=entries)
+        for first in range(0, len(lo), REINSERT_SLICE):  # a slice at a time: the probing arrays stay small
+            part = slice(first, first + REINSERT_SLICE)
+            self._insert(lo[part], hi[part], 0, entries=entries[part])
 
     def _empty_table(self) -> None:
         size = 1 << self._slot_bits
