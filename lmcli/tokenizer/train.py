@@ -108,6 +108,7 @@ def train_bpe(
                     word_counts.add_packed(counts.packed())
                 else:
                     word_counts = counts
+                del counts  # else it would keep the counting table through the merges
     stats.distinct_pretokens = len(word_counts)
     stats.total_pretokens = word_counts.occurrences()
     with stats.timed("count"):
