@@ -16,8 +16,9 @@ FLUSH_ENTRIES distinct pre-tokens and at the end, packed (all the pre-tokens in 
 object, their lengths and counts in two arrays); the main process adds them to its own counts
 with array operations once its own counting is done. BPE training takes the result packed too:
 no bytes object is made per pre-token (a Counter of them, ``counter()``, is only for those who
-ask). No chunk's text travels between processes, only byte ranges, progress and packed counts, so however large the file, memory holds one chunk and at most
-FLUSH_ENTRIES pre-tokens per worker, plus one entry per distinct pre-token in the main process.
+ask). No chunk's text travels between processes, only byte ranges, progress and packed counts,
+so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
+worker, plus one entry per distinct pre-token in the main process.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ from lmcli.tokenizer.special_tokens import special_bytes_pattern, special_token_
 Ranges = list[tuple[int, int]]
 Packed = tuple[bytes, np.ndarray, np.ndarray]  # pre-tokens joined, their lengths, their counts
 FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
-ADD_SLICE = 1 << 16  # received pre-tokens looked up at once
 BATCH_CHARS = 1 << 16  # text pre-tokenized at once (its arrays take ~50 bytes per character)
 
 
@@ -104,13 +104,9 @@ class PretokenCounts:
         blob, lengths, counts = packed
         ends = np.cumsum(lengths)
         starts = ends - lengths
-        data = padded_bytes(blob)
-        for first in range(0, len(lengths), ADD_SLICE):  # a slice at a time: the lookup's arrays stay small
-            part = slice(first, first + ADD_SLICE)
-            entries, short = self._short_entries(data, starts[part], ends[part])
-            self._counts[entries] += counts[part][short]  # the pre-tokens of one packed set are distinct
-            long = ~short
-            self._long.update(dict(zip(byte_slices(blob, starts[part][long], ends[part][long]), counts[part][long].tolist())))
+        entries, short = self._short_entries(padded_bytes(blob), starts, ends)
+        self._counts[entries] += counts[short]  # the pre-tokens of one packed set are distinct
+        self._long.update(dict(zip(byte_slices(blob, starts[~short], ends[~short]), counts[~short].tolist())))
 
     def _short_entries(self, data: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The entry of each pre-token ``data[start:end]`` of at most MAX_PACKED_BYTES (``data`` padded

@@ -25,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_PACKED_BYTES = 15
-REINSERT_SLICE = 1 << 16  # keys re-inserted at once when the hash table grows
+PROBE_SLICE = 1 << 16  # keys probed at once: the probing arrays stay a few MB however many keys come
 # _LOW_BYTES[k]: a mask of the low k bytes of a 64-bit word.
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
 _MIX_LO, _MIX_HI = np.uint64(0x9E37_79B9_7F4A_7C15), np.uint64(0xC2B2_AE3D_27D4_EB4F)
@@ -150,7 +150,11 @@ class PackedKeyTable:
         return (mixed >> np.uint64(64 - self._slot_bits)).astype(np.int64)
 
     def _lookup(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """The entry of each key, -1 where it is not in the table (linear probing, all keys at once)."""
+        """The entry of each key, -1 where it is not in the table (``PROBE_SLICE`` keys at a time)."""
+        return np.concatenate([self._lookup_slice(lo[part], hi[part]) for part in _slices(len(lo))])
+
+    def _lookup_slice(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """``_lookup`` of keys probed all at once (linear probing)."""
         mask = (1 << self._slot_bits) - 1
         entries = np.full(len(lo), -1, dtype=np.int64)
         slot = self._home_slots(lo, hi)
@@ -167,7 +171,18 @@ class PackedKeyTable:
     def _insert(self, lo: np.ndarray, hi: np.ndarray, first_entry: int, entries: np.ndarray | None = None):
         """Put keys that are not in the table into free slots: (the entry of each key, positions of
         the keys that took a slot). Each distinct key takes one slot, numbered from ``first_entry``
-        in the order of the returned positions, unless ``entries`` gives each key's number."""
+        in the order of the returned positions, unless ``entries`` gives each key's number.
+        ``PROBE_SLICE`` keys at a time (a repeat of a key of an earlier slice finds it placed)."""
+        results, placed = [], []
+        for part in _slices(len(lo)):
+            result, took = self._insert_slice(lo[part], hi[part], first_entry, None if entries is None else entries[part])
+            first_entry += len(took)
+            results.append(result)
+            placed.append(took + part.start)
+        return np.concatenate(results), np.concatenate(placed)
+
+    def _insert_slice(self, lo: np.ndarray, hi: np.ndarray, first_entry: int, entries: np.ndarray | None):
+        """``_insert`` of keys probed all at once."""
         mask = (1 << self._slot_bits) - 1
         result = np.empty(len(lo), dtype=np.int64)
         slot = self._home_slots(lo, hi)
@@ -203,9 +218,7 @@ class PackedKeyTable:
         while 2 * (self.size + incoming) > 1 << self._slot_bits:
             self._slot_bits += 1
         self._empty_table()
-        for first in range(0, len(lo), REINSERT_SLICE):  # a slice at a time: the probing arrays stay small
-            part = slice(first, first + REINSERT_SLICE)
-            self._insert(lo[part], hi[part], 0, entries=entries[part])
+        self._insert(lo, hi, 0, entries=entries)
 
     def _empty_table(self) -> None:
         size = 1 << self._slot_bits
@@ -213,6 +226,11 @@ class PackedKeyTable:
         self._slot_lo = np.zeros(size, dtype=np.uint64)
         self._slot_hi = np.zeros(size, dtype=np.uint64)
 
+
+
+def _slices(n: int) -> list[slice]:
+    """Consecutive slices of ``range(n)`` of PROBE_SLICE items (one empty one for n = 0)."""
+    return [slice(first, first + PROBE_SLICE) for first in range(0, max(n, 1), PROBE_SLICE)]
 
 
 def grown(array: np.ndarray, needed: int) -> np.ndarray:

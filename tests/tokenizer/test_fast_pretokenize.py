@@ -78,9 +78,9 @@ def test_packed_keys_are_equal_exactly_when_the_bytes_are():
     assert len(set(keys)) == len(set(pieces))
 
 
-@pytest.mark.parametrize("reinsert_slice", [1 << 16, 1000])  # growing re-inserts the keys in slices
-def test_find_or_add_numbers_new_keys_once_and_finds_them_after_growing(monkeypatch, reinsert_slice):
-    monkeypatch.setattr(fast_pretoken_ids, "REINSERT_SLICE", reinsert_slice)
+@pytest.mark.parametrize("probe_slice", [1 << 16, 1000])  # keys are probed, added and re-inserted in slices
+def test_find_or_add_numbers_new_keys_once_and_finds_them_after_growing(monkeypatch, probe_slice):
+    monkeypatch.setattr(fast_pretoken_ids, "PROBE_SLICE", probe_slice)
     cache = PretokenIds(fixed=[[7], [8]])
     rng = random.Random(11)
     words = [bytes(rng.choice(b"abcdefgh") for _ in range(rng.randrange(1, 16))) for _ in range(120_000)]

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from lmcli.errors import LmcliError
-from lmcli.tokenizer import fast_count, fast_merges, reference, train_bpe
+from lmcli.tokenizer import fast_count, fast_merges, fast_pretoken_ids, reference, train_bpe
 from lmcli.tokenizer.chunks import bounded_pieces, chunk_ranges, read_text
 from lmcli.tokenizer.fast_encode import GPT2_ASCII_PATTERN
 from lmcli.tokenizer.fast_pretoken_ids import packed_keys, padded_bytes, unpacked_keys
@@ -91,7 +91,7 @@ def test_array_counts_equal_regex_counts(monkeypatch):
 
 
 def test_packed_counts_added_with_arrays_equal_adding_them_one_by_one(monkeypatch):
-    monkeypatch.setattr(fast_count, "ADD_SLICE", 7)  # a received set is added a slice at a time
+    monkeypatch.setattr(fast_pretoken_ids, "PROBE_SLICE", 7)  # a received set is probed a slice at a time
     rng = random.Random(5)
     alphabet = ["a", "b", " ", "é", "😀", "x" * 7]  # pre-tokens of 0 to 40 bytes: either side of the 15-byte keys
     fast, plain = fast_count.PretokenCounts(), Counter()
