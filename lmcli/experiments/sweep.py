@@ -252,14 +252,13 @@ class Worker:
         if run is None:  # it failed before its run started: every other trial would fail the same way
             self.study.finish(trial.trial, "failed", None, error=trial.error_line())
             raise LmcliError(f"trial {trial.run}: {trial.error_line()} (see {trial.log})")
-        lost = trial.trial.user_attrs.get(LOST, 0)
         if trial.stop_reason == "pruned" and status != "finished":
             self.study.finish(trial.trial, "pruned", None, stopped_at=run.steps)
         elif status == "finished":
             self.study.finish(trial.trial, "finished", run.final_val_loss)
         elif status in ("diverged", "failed"):
             self.study.finish(trial.trial, status, None, error=trial.error_line())
-        elif lost + 1 < LOST_TRIES:  # its process ended unasked, the run not over: it is tried again
+        elif trial.trial.user_attrs.get(LOST, 0) + 1 < LOST_TRIES:  # its process ended unasked, the run not over: tried again
             self.study.requeue(trial.trial.number, lost=True)
             return
         else:
