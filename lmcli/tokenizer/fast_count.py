@@ -14,7 +14,7 @@ to their own counts. A pre-token of at most 15 bytes is kept only as its packed 
 holds its bytes) and a count. A worker sends its counts to the main process when it holds
 FLUSH_ENTRIES distinct pre-tokens and at the end, packed (all the pre-tokens in one bytes
 object, their lengths and counts in two arrays); the main process adds them to its own counts
-with array operations once its own counting is done. BPE training takes the result packed too:
+with array operations as they come, between its own chunks. BPE training takes the result packed too:
 no bytes object is made per pre-token (a Counter of them, ``counter()``, is only for those who
 ask). No chunk's text travels between processes, only byte ranges, progress and packed counts,
 so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
@@ -43,7 +43,7 @@ from lmcli.tokenizer.special_tokens import special_bytes_pattern, special_token_
 
 Ranges = list[tuple[int, int]]
 Packed = tuple[bytes, np.ndarray, np.ndarray]  # pre-tokens joined, their lengths, their counts
-FLUSH_ENTRIES = 1 << 19  # distinct pre-tokens a worker gathers before sending them to the main process
+FLUSH_ENTRIES = 1 << 17  # distinct pre-tokens a worker gathers before sending them to the main process
 BATCH_CHARS = 1 << 16  # text pre-tokenized at once (its arrays take ~50 bytes per character)
 
 
@@ -147,12 +147,13 @@ def add_packed(total: Counter[bytes], packed: Packed) -> None:
         total[token] = total.get(token, 0) + n
 
 
-def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None) -> PretokenCounts:
-    """Pre-token counts of the given byte ranges of the file. With ``on_full``, counts that reach
-    FLUSH_ENTRIES distinct pre-tokens are handed over and counting starts afresh, so a worker
-    never holds more than that."""
+def _count_ranges(path, ranges: Iterable[tuple[int, int]], special_tokens, errors, on_bytes, on_full=None,
+                  counts: PretokenCounts | None = None) -> PretokenCounts:
+    """Pre-token counts of the given byte ranges of the file, added to ``counts`` if given. With
+    ``on_full``, counts that reach FLUSH_ENTRIES distinct pre-tokens are handed over and counting
+    starts afresh, so a worker never holds more than that."""
     special = special_bytes_pattern(special_tokens)
-    counts = PretokenCounts()
+    counts = PretokenCounts() if counts is None else counts
     for start, end in ranges:
         for batch in _batches(_documents(path, start, read_range(path, start, end), special, errors)):
             counts.add(batch)
@@ -218,8 +219,10 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     for w in workers:
         w.start()
     try:
-        received: list[Packed] = []  # added once this process's own counts exist
-        inbox = WorkerMessages(received.append, on_bytes)
+        # The workers' counts are added as they come, between this process's own chunks: held back
+        # until the end, they would pile up (about 12 MB per flush) as the input grows.
+        total = PretokenCounts()
+        inbox = WorkerMessages(total.add_packed, on_bytes)
 
         def drain_then(n: int) -> None:
             on_bytes(n)
@@ -229,17 +232,13 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
                 except queue.Empty:
                     return
 
-        total = _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then)
+        _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then, counts=total)
         while inbox.done < len(workers):
-            while received:
-                total.add_packed(received.pop())
             try:
                 inbox.handle(messages.get(timeout=0.5))
             except queue.Empty:
                 if not all(w.is_alive() for w in workers):
                     raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
-        while received:
-            total.add_packed(received.pop())
         return total
     finally:
         for w in workers:

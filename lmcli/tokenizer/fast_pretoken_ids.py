@@ -25,6 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 MAX_PACKED_BYTES = 15
+GROWTH = 1.5  # a grown array's new length: the old and the new one briefly both exist
 PROBE_SLICE = 1 << 16  # keys probed at once: the probing arrays stay a few MB however many keys come
 # _LOW_BYTES[k]: a mask of the low k bytes of a 64-bit word.
 _LOW_BYTES = np.array([(1 << (8 * k)) - 1 for k in range(8)] + [0xFFFF_FFFF_FFFF_FFFF], dtype=np.uint64)
@@ -120,68 +121,80 @@ class PretokenIds:
 
 class PackedKeyTable:
     """An open-addressing hash table (linear probing, at most half full) from packed keys to
-    entry numbers, made of numpy arrays and probed for all keys at once."""
+    entry numbers, made of numpy arrays and probed for all keys at once.
+
+    As in CPython's compact dict, the slots hold only an index into dense arrays of the keys (in
+    the order they came) and their entries: a slot takes 4 bytes and a key 20, where slots holding
+    the keys took 20 bytes each (two to four slots per key). Growing the table makes a new slot
+    array from the dense keys; the keys themselves are not copied, and ``keys`` is a view.
+    """
 
     def __init__(self):
         self._slot_bits = 16
-        self._empty_table()
+        self._slots = np.full(1 << self._slot_bits, -1, dtype=np.int32)  # key index, -1 where empty
+        self._lo = np.zeros(1 << 12, dtype=np.uint64)
+        self._hi = np.zeros(1 << 12, dtype=np.uint64)
+        self._entries = np.zeros(1 << 12, dtype=np.int32)
         self.size = 0  # keys in the table
 
     def find_or_add(self, lo: np.ndarray, hi: np.ndarray, first_entry: int) -> tuple[np.ndarray, np.ndarray]:
         """The entry of each key, adding the missing ones numbered from ``first_entry``:
         (entries, positions of the added keys, in the order of their numbers)."""
-        entries = self._lookup(lo, hi)
-        missing = np.flatnonzero(entries < 0)
+        found = self._lookup(lo, hi)
+        missing = np.flatnonzero(found < 0)
         if len(missing) == 0:
-            return entries, missing
-        self._reserve_slots(len(missing))
-        entries[missing], added = self._insert(lo[missing], hi[missing], first_entry)
-        self.size += len(added)
-        return entries, missing[added]
+            return self._entries[found].astype(np.int64), missing
+        self._reserve(len(missing))
+        before = self.size
+        found[missing], added = self._insert(lo[missing], hi[missing])
+        self._entries[before : self.size] = first_entry + np.arange(self.size - before)
+        return self._entries[found].astype(np.int64), missing[added]
 
     def keys(self) -> tuple[np.ndarray, np.ndarray]:
-        """The keys in the order of their entry numbers (for a table whose entries are 0 .. size - 1)."""
-        used = np.flatnonzero(self._slot_entry >= 0)
-        order = used[np.argsort(self._slot_entry[used])]
-        return self._slot_lo[order], self._slot_hi[order]
+        """The keys in the order they were added, which is that of their entry numbers (views)."""
+        return self._lo[: self.size], self._hi[: self.size]
 
     def _home_slots(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         mixed = (lo * _MIX_LO) ^ (hi * _MIX_HI)
         return (mixed >> np.uint64(64 - self._slot_bits)).astype(np.int64)
 
     def _lookup(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """The entry of each key, -1 where it is not in the table (``PROBE_SLICE`` keys at a time)."""
+        """The index of each key, -1 where it is not in the table (``PROBE_SLICE`` keys at a time)."""
         return np.concatenate([self._lookup_slice(lo[part], hi[part]) for part in _slices(len(lo))])
 
     def _lookup_slice(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """``_lookup`` of keys probed all at once (linear probing)."""
         mask = (1 << self._slot_bits) - 1
-        entries = np.full(len(lo), -1, dtype=np.int64)
+        found = np.full(len(lo), -1, dtype=np.int64)
         slot = self._home_slots(lo, hi)
         pending = np.arange(len(lo))
         while len(pending):
             s = slot[pending]
-            held = self._slot_entry[s]
-            same = (held >= 0) & (self._slot_lo[s] == lo[pending]) & (self._slot_hi[s] == hi[pending])
-            entries[pending[same]] = held[same]
+            held, same = self._probe(s, lo[pending], hi[pending])
+            found[pending[same]] = held[same]
             pending = pending[(held >= 0) & ~same]  # a different key holds the slot: try the next one
             slot[pending] = (slot[pending] + 1) & mask
-        return entries
+        return found
 
-    def _insert(self, lo: np.ndarray, hi: np.ndarray, first_entry: int, entries: np.ndarray | None = None):
-        """Put keys that are not in the table into free slots: (the entry of each key, positions of
-        the keys that took a slot). Each distinct key takes one slot, numbered from ``first_entry``
-        in the order of the returned positions, unless ``entries`` gives each key's number.
+    def _probe(self, slots: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The key index each slot holds (-1: empty) and whether it is the key (lo, hi)."""
+        held = self._slots[slots].astype(np.int64)
+        index = np.maximum(held, 0)
+        return held, (held >= 0) & (self._lo[index] == lo) & (self._hi[index] == hi)
+
+    def _insert(self, lo: np.ndarray, hi: np.ndarray, indices: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Put keys that are not in the table into free slots: (the index of each key, positions of
+        the keys that took a slot). Each distinct key is appended to the dense arrays, in the order
+        of the returned positions, unless ``indices`` says where it already is (a re-placing).
         ``PROBE_SLICE`` keys at a time (a repeat of a key of an earlier slice finds it placed)."""
         results, placed = [], []
         for part in _slices(len(lo)):
-            result, took = self._insert_slice(lo[part], hi[part], first_entry, None if entries is None else entries[part])
-            first_entry += len(took)
+            result, took = self._insert_slice(lo[part], hi[part], None if indices is None else indices[part])
             results.append(result)
             placed.append(took + part.start)
         return np.concatenate(results), np.concatenate(placed)
 
-    def _insert_slice(self, lo: np.ndarray, hi: np.ndarray, first_entry: int, entries: np.ndarray | None):
+    def _insert_slice(self, lo: np.ndarray, hi: np.ndarray, indices: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
         """``_insert`` of keys probed all at once."""
         mask = (1 << self._slot_bits) - 1
         result = np.empty(len(lo), dtype=np.int64)
@@ -190,16 +203,19 @@ class PackedKeyTable:
         placed = [np.zeros(0, dtype=np.int64)]
         while len(pending):
             s = slot[pending]
-            held = self._slot_entry[s]
-            same = (held >= 0) & (self._slot_lo[s] == lo[pending]) & (self._slot_hi[s] == hi[pending])
+            held, same = self._probe(s, lo[pending], hi[pending])
             result[pending[same]] = held[same]  # a repeat of a key placed in an earlier round
             # One key per free slot; the others retry that slot (it may now hold their key).
             free = np.flatnonzero(held < 0)
             claimed, first = np.unique(s[free], return_index=True)
             winners = pending[free[first]]
-            numbers = first_entry + np.arange(len(winners)) if entries is None else entries[winners]
-            first_entry += len(winners)
-            self._slot_entry[claimed], self._slot_lo[claimed], self._slot_hi[claimed] = numbers, lo[winners], hi[winners]
+            if indices is None:
+                numbers = self.size + np.arange(len(winners))
+                self._lo[numbers], self._hi[numbers] = lo[winners], hi[winners]
+                self.size += len(winners)
+            else:
+                numbers = indices[winners]
+            self._slots[claimed] = numbers
             result[winners] = numbers
             placed.append(winners)
             moving = pending[(held >= 0) & ~same]
@@ -209,23 +225,17 @@ class PackedKeyTable:
             pending = pending[retry]
         return result, np.concatenate(placed)
 
-    def _reserve_slots(self, incoming: int) -> None:
-        """Grow the table (re-inserting its keys) so it stays at most half full with ``incoming`` more keys."""
-        if 2 * (self.size + incoming) <= 1 << self._slot_bits:
+    def _reserve(self, incoming: int) -> None:
+        """Room in the dense arrays for ``incoming`` more keys, and more slots (the keys re-placed)
+        so the table stays at most half full with them."""
+        needed = self.size + incoming
+        self._lo, self._hi, self._entries = (grown(a, needed) for a in (self._lo, self._hi, self._entries))
+        if 2 * needed <= 1 << self._slot_bits:
             return
-        used = self._slot_entry >= 0
-        lo, hi, entries = self._slot_lo[used], self._slot_hi[used], self._slot_entry[used].astype(np.int64)
-        while 2 * (self.size + incoming) > 1 << self._slot_bits:
+        while 2 * needed > 1 << self._slot_bits:
             self._slot_bits += 1
-        self._empty_table()
-        self._insert(lo, hi, 0, entries=entries)
-
-    def _empty_table(self) -> None:
-        size = 1 << self._slot_bits
-        self._slot_entry = np.full(size, -1, dtype=np.int32)
-        self._slot_lo = np.zeros(size, dtype=np.uint64)
-        self._slot_hi = np.zeros(size, dtype=np.uint64)
-
+        self._slots = np.full(1 << self._slot_bits, -1, dtype=np.int32)
+        self._insert(*self.keys(), indices=np.arange(self.size))
 
 
 def _slices(n: int) -> list[slice]:
@@ -234,9 +244,9 @@ def _slices(n: int) -> list[slice]:
 
 
 def grown(array: np.ndarray, needed: int) -> np.ndarray:
-    """``array``, or a copy at least twice as long when it is shorter than ``needed``."""
+    """``array``, or a copy at least GROWTH times as long when it is shorter than ``needed``."""
     if needed <= len(array):
         return array
-    bigger = np.zeros(max(needed, 2 * len(array)), dtype=array.dtype)
+    bigger = np.zeros(max(needed, int(GROWTH * len(array))), dtype=array.dtype)
     bigger[: len(array)] = array
     return bigger

@@ -112,8 +112,10 @@ def train_bpe(
     stats.distinct_pretokens = len(word_counts)
     stats.total_pretokens = word_counts.occurrences()
     with stats.timed("count"):
-        loop = MergeLoop(word_counts.packed(), num_merges)  # packed: no bytes object per pre-token
-        del word_counts  # the loop holds the words now: the counts go before the pairs are counted
+        packed = word_counts.packed()  # no bytes object per pre-token
+        del word_counts  # its hash table goes before the loop packs the words again
+        loop = MergeLoop(packed, num_merges)
+        del packed  # the loop holds the words now: the counts go before the pairs are counted
         loop.count_pairs()
     with stats.timed("merge"):
         merges = loop.run(num_merges, on_merge)

@@ -84,16 +84,18 @@ def test_find_or_add_numbers_new_keys_once_and_finds_them_after_growing(monkeypa
     cache = PretokenIds(fixed=[[7], [8]])
     rng = random.Random(11)
     words = [bytes(rng.choice(b"abcdefgh") for _ in range(rng.randrange(1, 16))) for _ in range(120_000)]
-    first = {}
+    first, unkeyed = {}, {0, 1}
     for batch in (words[:1000], words[1000:1000] + words[:1000], words[:60_000], words):
         keys = np.array(keys_of(batch), dtype=np.uint64).reshape(-1, 2)
         entries, added = cache.find_or_add_packed(keys[:, 0].copy(), keys[:, 1].copy())
         assert len({batch[i] for i in added.tolist()}) == len(added)  # each new key once
         for word, entry in zip(batch, entries.tolist()):
-            assert first.setdefault(word, entry) == entry and entry >= 2  # fixed entries are never found by key
+            assert first.setdefault(word, entry) == entry and entry not in unkeyed  # fixed entries are never found by key
         new_ids = np.arange(len(added), dtype=np.uint32)
         cache.append(new_ids, np.ones(len(added), dtype=np.int64))
-    assert cache.entries == 2 + len(set(words))
+        unkeyed.add(cache.entries)  # an entry no packed key leads to (as a long pre-token's) between the keys' numbers
+        cache.append(np.array([9], dtype=np.uint32), np.array([1]))
+    assert cache.entries == 2 + len(set(words)) + 4
 
 
 def test_gather_concatenates_the_ids_of_entries():
