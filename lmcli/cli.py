@@ -144,9 +144,7 @@ def data_download(
 ) -> None:
     """Download a dataset's files from the Hugging Face hub, with huggingface_hub (needs lmcli\\[data]).
 
-    Interrupted transfers resume on the next run; complete files are kept. HF_ENDPOINT (a mirror),
-    HF_TOKEN, HF_HOME and HF_HUB_OFFLINE work as for every hub tool. owt-sample is unpacked from .gz
-    to .txt and the .gz deleted.
+    Interrupted transfers resume on the next run; complete files are kept. HF_ENDPOINT (a mirror), HF_TOKEN, HF_HOME and HF_HUB_OFFLINE work as for every hub tool. owt-sample is unpacked from .gz to .txt and the .gz deleted.
 
     Example: lmcli data download tinystories    |    lmcli data download HuggingFaceFW/fineweb-edu --include 'sample/10BT/00*.parquet'
     """
@@ -155,15 +153,13 @@ def data_download(
 
 @command("demo", group=data_app)
 def data_demo(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
-    """Write the embedded demo corpus (synthetic TinyStories-style stories, train and valid splits) into
-    the workspace's data/ and show where it is. Other commands create it on first use anyway."""
+    """Write the embedded demo corpus (synthetic TinyStories-style stories, train and valid splits) into the workspace's data/ and show where it is. Other commands create it on first use anyway."""
     run("data_demo")(workspace, json_)
 
 
 @command("doctor")
 def doctor(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
-    """Report Python, lmcli and torch versions, devices (CUDA, MPS, CPU), memory, the workspace's contents
-    and optional packages: paste it into a bug report."""
+    """Report Python, lmcli and torch versions, devices (CUDA, MPS, CPU), memory, the workspace's contents and optional packages: paste it into a bug report."""
     run("doctor")(workspace, json_)
 
 
@@ -184,10 +180,7 @@ def train_bpe(
 ) -> None:
     """Train a byte-level BPE tokenizer (GPT-2 pre-tokenization) and write it in GPT-2's file format.
 
-    The input is read in chunks cut at special tokens and pre-tokenized by a pool of workers, so memory
-    is bounded by the chunk size and the number of distinct pre-tokens, not by the file size. The
-    files load in lmcli, Hugging Face tokenizers and tiktoken. Re-running the same command overwrites
-    its own output; a directory holding a different tokenizer needs --force.
+    The input is read in chunks cut at special tokens and pre-tokenized by a pool of workers, so memory is bounded by the chunk size and the number of distinct pre-tokens, not by the file size. The files load in lmcli, Hugging Face tokenizers and tiktoken. Re-running the same command overwrites its own output; a directory holding a different tokenizer needs --force.
 
     Example: lmcli train-bpe data/TinyStoriesV2-GPT4-train.txt --vocab 10000 --out tok-ts
     """
@@ -215,15 +208,11 @@ def encode(
 ) -> None:
     """Encode text of any size to a .npy array of token ids (np.load(path, mmap_mode="r")).
 
-    The file is streamed in chunks cut where tokenization cannot change, encoded by a pool of workers
-    and written atomically: the ids equal encoding the whole file in one piece, and an interrupted run
-    leaves no partial .npy behind. With GPT-2's files the ids are exactly tiktoken's gpt2 ids.
+    The file is streamed in chunks cut where tokenization cannot change, encoded by a pool of workers and written atomically: the ids equal encoding the whole file in one piece, and an interrupted run leaves no partial .npy behind. With GPT-2's files the ids are exactly tiktoken's gpt2 ids.
 
-    Records (JSON lines, parquet, datasets) are documents: each is followed by <|endoftext|>, so records
-    t1, t2 give the ids of the text t1<|endoftext|>t2<|endoftext|>. Compressed inputs are streamed.
+    Records (JSON lines, parquet, datasets) are documents: each is followed by <|endoftext|>, so records t1, t2 give the ids of the text t1<|endoftext|>t2<|endoftext|>. Compressed inputs are streamed.
 
-    With --shard-tokens, all inputs become one dataset of shards and a manifest in --out-dir, which
-    a training config names as data.train = "DIR"; the same command resumes an interrupted run.
+    With --shard-tokens, all inputs become one dataset of shards and a manifest in --out-dir, which a training config names as data.train = "DIR"; the same command resumes an interrupted run.
 
     Example: lmcli encode data/TinyStoriesV2-GPT4-valid.txt --tokenizer tok-ts --out data/ts-valid.npy    |    lmcli encode 'shards/*.parquet' --out-dir data/web --shard-tokens 100000000
     """
@@ -259,9 +248,7 @@ def stats(
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Tokenizer statistics on sampled documents: compression (bytes/token), encode throughput with 1 process
-    and all workers, time to tokenize the Pile (825 GB), vocabulary size, longest tokens and the share of
-    the vocabulary the sample uses. Several --tokenizer options print side by side.
+    """Tokenizer statistics on sampled documents: compression (bytes/token), encode throughput with 1 process and all workers, time to tokenize the Pile (825 GB), vocabulary size, longest tokens and the share of the vocabulary the sample uses. Several --tokenizer options print side by side.
 
     Example: lmcli stats data/owt_valid.txt --tokenizer tok-ts --tokenizer tok-owt --docs 10
     """
@@ -343,8 +330,7 @@ def plot(
 
 @command("runs")
 def runs(workspace: WorkspaceOption = None, json_: JsonOption = False) -> None:
-    """The runs of the workspace: steps, best and final validation loss, tokens/s, wall time and status
-    (running, finished, diverged, interrupted or failed, read from each run directory)."""
+    """The runs of the workspace: steps, best and final validation loss, tokens/s, wall time and status (running, finished, diverged, interrupted or failed, read from each run directory)."""
     run("runs")(workspace, json_)
 
 
@@ -362,8 +348,7 @@ def generate(
     workspace: WorkspaceOption = None,
     json_: JsonOption = False,
 ) -> None:
-    """Continue a prompt with a trained model, printing the text as it is generated (KV cache; past the context
-    length the model keeps going on the latest tokens). A summary (tokens, tokens/s) goes to stderr.
+    """Continue a prompt with a trained model, printing the text as it is generated (KV cache; past the context length the model keeps going on the latest tokens). A summary (tokens, tokens/s) goes to stderr.
 
     Example: lmcli generate --prompt "Once upon a time" --temperature 0.7 --seed 1
     """
@@ -385,8 +370,7 @@ def accounting(
     steps: Annotated[int, typer.Option("--steps", max=INT64, help="Training steps for the time estimate.")] = 400_000,
     json_: JsonOption = False,
 ) -> None:
-    """Parameters, forward FLOPs by component (matmuls; backward = 2x), peak AdamW training memory
-    per device (a·micro-batch + b, largest micro-batch for --memory) and training time at an MFU: where a Transformer's cost goes.
+    """Parameters, forward FLOPs by component (matmuls; backward = 2x), peak AdamW training memory per device (a·micro-batch + b, largest micro-batch for --memory) and training time at an MFU: where a Transformer's cost goes.
 
     Defaults are the CS336 exercise: fp32 on one 80 GB A100 at 50% MFU, 400K steps of batch 1,024.
 
