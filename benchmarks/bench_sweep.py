@@ -10,8 +10,9 @@ shortened to 120 steps of 16 x 128 tokens, evaluated every 10 steps, in a fresh 
    another (a trial does not depend on what runs beside it; 1 and 2 threads differ in the last
    bits, since the threads split the sums differently). The trials' training speeds show the
    ratio's ceiling on this machine: the tokens/s of one trial on all cores against two trials
-   side by side on one core each. It runs twice: on the demo model, and on a smaller one (d_model
-   64, 2 layers), which uses a second thread less well and so leaves more to a second trial.
+   side by side on one core each. It runs three times: on the demo model, and on two smaller ones
+   (d_model 64, 2 layers; d_model 32, 1 layer), which use a second thread less well and so leave
+   more to a second trial.
 2. A 12-point learning-rate grid (log-spaced, 1e-4 to 1e-1) with ``--prune asha`` against the
    same grid without pruning (under a pruner a grid runs in a seeded random order): the best
    trial of each, their final validation losses, and the training tokens each spent (goal: the same best, or within 1% of its loss, with at most half
@@ -42,9 +43,10 @@ WORK = REPO / ".bench" / "sweep"
 SHORT = ["training.batch_size=16", "training.total_tokens=245760", "optimizer.warmup_steps=10", "optimizer.min_lr=0",
          "training.eval_interval=10", "training.eval_batches=4", "training.checkpoint_interval=40", "system.device=cpu"]
 PARALLEL_LRS = "1e-3,3e-3,1e-2,3e-2"
-# The parallel part also runs on a smaller model (d_model 64, 2 layers): the gain of --parallel is
-# what one trial leaves of the cores unused, and a smaller model leaves more of them.
-MODELS = {"demo": [], "small": ["model.d_model=64", "model.num_layers=2", "model.num_heads=2", "model.d_ff=192"]}
+# The parallel part also runs on smaller models (d_model 64, 2 layers; d_model 32, 1 layer): the gain of
+# --parallel is what one trial leaves of the cores unused, and a smaller model leaves more of them.
+MODELS = {"demo": [], "small": ["model.d_model=64", "model.num_layers=2", "model.num_heads=2", "model.d_ff=192"],
+          "tiny": ["model.d_model=32", "model.num_layers=1", "model.num_heads=2", "model.d_ff=96"]}
 SEARCH_LRS = ",".join(f"{lr:.3g}" for lr in np.logspace(-4, -1, 12))
 
 
