@@ -14,9 +14,9 @@ to their own counts. A pre-token of at most 15 bytes is kept only as its packed 
 holds its bytes) and a count. A worker sends its counts to the main process when it holds
 FLUSH_ENTRIES distinct pre-tokens and at the end, packed (all the pre-tokens in one bytes
 object, their lengths and counts in two arrays); the main process adds them to its own counts
-with array operations as they come, between its own chunks. BPE training takes the result packed too:
-no bytes object is made per pre-token (a Counter of them, ``counter()``, is only for those who
-ask). No chunk's text travels between processes, only byte ranges, progress and packed counts,
+with array operations as they come, between its own chunks. BPE training takes the result
+packed too: no bytes object is made per pre-token (a Counter of them, ``counter()``, is only
+for those who ask). No chunk's text travels between processes, only byte ranges, progress and packed counts,
 so however large the file, memory holds one chunk and at most FLUSH_ENTRIES pre-tokens per
 worker, plus one entry per distinct pre-token in the main process.
 """

@@ -123,10 +123,10 @@ class PackedKeyTable:
     """An open-addressing hash table (linear probing, at most half full) from packed keys to
     entry numbers, made of numpy arrays and probed for all keys at once.
 
-    As in CPython's compact dict, the slots hold only an index into dense arrays of the keys (in
-    the order they came) and their entries: a slot takes 4 bytes and a key 20, where slots holding
-    the keys took 20 bytes each (two to four slots per key). Growing the table makes a new slot
-    array from the dense keys; the keys themselves are not copied, and ``keys`` is a view.
+    As in CPython's compact dict, a slot holds only a 4-byte index into dense arrays of the keys
+    (in the order they came) and their entries, 20 bytes a key: the two to four slots per key
+    cost 8 to 16 bytes, where slots holding the keys would cost 40 to 80. Growing the table makes
+    a new slot array from the dense keys, which are not copied; ``keys`` is a view.
     """
 
     def __init__(self):
