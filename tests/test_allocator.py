@@ -1,4 +1,5 @@
-"""``unmap_large_buffers``: glibc's mmap threshold fixed, so that freed megabyte buffers leave the process."""
+"""``unmap_large_buffers``: glibc's mmap threshold fixed, so that freed megabyte buffers leave the process;
+``release_free_pages``: the heap's holes given back."""
 
 from __future__ import annotations
 
@@ -40,10 +41,31 @@ def test_a_large_buffer_gets_its_own_mapping_even_after_a_larger_one_was_freed()
     assert bytes_mapped_for_a_2mb_buffer("fixed") >= 2 << 20
 
 
-def test_without_mallopt_it_says_so(monkeypatch):
-    class NoMallopt:
+# 60 MB of 2 KB blocks (malloc's heap: pymalloc takes only up to 512 bytes), every 16th kept alive, so
+# the freed ones are holes no shrinking of the heap's top can return.
+HOLES_RELEASED_MB = """
+import sys, psutil
+from lmcli.allocator import release_free_pages
+blocks = [bytes(2000) for _ in range(30_000)]
+kept = blocks[::16]
+del blocks
+before = psutil.Process().memory_info().rss
+released = release_free_pages()
+print(released, (before - psutil.Process().memory_info().rss) / 1e6)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc's malloc_trim")
+def test_the_heaps_holes_go_back_to_the_system():
+    released, mb = subprocess.run([sys.executable, "-c", HOLES_RELEASED_MB], capture_output=True, text=True, check=True).stdout.split()
+    assert released == "True" and float(mb) > 30  # of about 56 MB of holes
+
+
+@pytest.mark.parametrize("use", ["unmap_large_buffers", "release_free_pages"])
+def test_without_the_c_function_it_says_so(monkeypatch, use):
+    class NoFunctions:
         def __init__(self, name):
             pass
 
-    monkeypatch.setattr(ctypes, "CDLL", NoMallopt)
-    assert allocator.unmap_large_buffers() is False
+    monkeypatch.setattr(ctypes, "CDLL", NoFunctions)
+    assert getattr(allocator, use)() is False

@@ -115,14 +115,16 @@ class MergeLoop:
         merging = lengths > 1  # single-byte words have no pairs: they never take part in a merge
         short = merging & (lengths <= LONG_WORD)
         self.text, self.starts, self.sizes = _packed_words(blob, lengths, short, merging, self.shift)
-        starts = (np.cumsum(lengths) - lengths)[merging]
-        lengths, counts = lengths[merging], counts[merging]
-        self.long: dict[int, LongWord] = {int(w): LongWord(blob[starts[w] : starts[w] + lengths[w]], self.shift)
-                                          for w in np.flatnonzero(lengths > LONG_WORD)}
-        self.counts: list[int] = counts.tolist()
+        # Only the long words' offsets are kept: whole-corpus slices alive here would add to the peak.
+        long = lengths > LONG_WORD
+        long_words = np.flatnonzero(long[merging])  # numbered among the merging words
+        long_starts = (np.cumsum(lengths) - lengths)[long].tolist()
+        self.long: dict[int, LongWord] = {int(w): LongWord(blob[start : start + n], self.shift)
+                                          for w, start, n in zip(long_words, long_starts, lengths[long].tolist())}
+        self.counts: list[int] = counts[merging].tolist()
         self.ties: list[tuple[str, int]] = []  # (tie key, pair) of the pairs at count tie_count
         self.tie_count = 0
-        occurrences = int(np.dot(counts, lengths - 1))
+        occurrences = int(np.dot(counts, lengths - 1))  # a single-byte word adds 0
         self.floor = max(1, int(occurrences * TRACKED_SHARE))
         self.pairs: dict[int, list] = {}  # pair -> [count, words]
         self.heap: list[int] = []
@@ -343,14 +345,22 @@ def _packed_words(blob: bytes, lengths: np.ndarray, short: np.ndarray, merging: 
     """The ``merging`` words (of ``lengths``, joined in ``blob``) as tokens in one array (``text``): word i
     (counting the merging ones) at ``text[starts[i] : starts[i] + sizes[i]]``, empty unless ``short``. A
     merge only shortens a word, so it is rewritten in place. Tokens take 16 bits while every id fits,
-    else 32 (a list of ints would take 8 bytes per token and 56 per word more)."""
-    word_type, dtype = ("H", np.uint16) if shift <= 16 else ("I", np.uint32)  # unsigned 16 / 32 bits
+    else 32 (a list of ints would take 8 bytes per token and 56 per word more); starts and sizes
+    take 32 or 16 bits where they fit, else 64."""
     sizes = np.where(short, lengths, 0)[merging]
-    text, starts, packed_sizes = array(word_type), array("q"), array("q")
-    text.frombytes(np.frombuffer(blob, np.uint8)[np.repeat(short, lengths)].astype(dtype).tobytes())
-    starts.frombytes((np.cumsum(sizes) - sizes).astype(np.int64).tobytes())
-    packed_sizes.frombytes(sizes.astype(np.int64).tobytes())
-    return text, starts, packed_sizes
+    ends = np.cumsum(sizes)
+    text = _unsigned_array(np.frombuffer(blob, np.uint8)[np.repeat(short, lengths)], 1 << shift)
+    starts = _unsigned_array(ends - sizes, int(ends[-1]) + 1 if len(ends) else 1)
+    return text, starts, _unsigned_array(sizes, LONG_WORD + 1)
+
+
+def _unsigned_array(values: np.ndarray, bound: int) -> array:
+    """``values`` (each below ``bound``) in an array of 16, 32 or 64 bits: the fewest that hold them."""
+    typecode, dtype = next((t, d) for t, d in (("H", np.uint16), ("I", np.uint32), ("q", np.int64))
+                           if bound <= int(np.iinfo(d).max) + 1)
+    result = array(typecode)
+    result.frombytes(values.astype(dtype).tobytes())
+    return result
 
 
 def _reverse_order_key(token: bytes) -> str:

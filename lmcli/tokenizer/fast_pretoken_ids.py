@@ -46,10 +46,15 @@ def packed_keys(data: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> tu
 
 
 def unpacked_keys(lo: np.ndarray, hi: np.ndarray) -> tuple[bytes, np.ndarray]:
-    """The byte strings that ``packed_keys`` made the keys of, joined, and their lengths."""
+    """The byte strings that ``packed_keys`` made the keys of, joined, and their lengths
+    (``PROBE_SLICE`` keys at a time: a byte matrix and mask of all keys at once, 32 bytes a key,
+    would add to train-bpe's peak)."""
     lengths = (hi >> np.uint64(56)).astype(np.int64)
-    rows = np.stack([lo, hi], axis=1).astype("<u8").view(np.uint8).reshape(len(lo), 16)
-    return rows[np.arange(16) < lengths[:, None]].tobytes(), lengths
+    parts = []
+    for part in _slices(len(lo)):
+        rows = np.stack([lo[part], hi[part]], axis=1).astype("<u8", copy=False).view(np.uint8).reshape(-1, 16)
+        parts.append(rows[np.arange(16) < lengths[part, None]].tobytes())
+    return b"".join(parts), lengths
 
 
 def byte_slices(data: bytes, starts: np.ndarray, ends: np.ndarray) -> list[bytes]:
