@@ -29,6 +29,8 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ import numpy as np
 
 from lmcli.atomic import atomic_open, atomic_path
 from lmcli.errors import LmcliError
+from lmcli.job import sigterm_when_parent_dies
 from lmcli.progress import SILENT, Progress
 from lmcli.tokenizer.chunks import chunk_ranges, read_text
 from lmcli.tokenizer.files import tokenizer_fingerprint
@@ -132,8 +135,10 @@ def _npy_header(dtype: np.dtype, count: int) -> bytes:
 _worker: dict = {}
 
 
-def _init_worker(tokenizer: Tokenizer, path: str, dtype: np.dtype, errors: str) -> None:
+def _init_worker(tokenizer: Tokenizer, path: str, dtype: np.dtype, errors: str, parent: int | None = None) -> None:
     _worker.update(tokenizer=tokenizer, path=path, dtype=dtype, errors=errors)
+    if parent is not None:  # a worker process: it ends with the process it works for, whatever kills that
+        sigterm_when_parent_dies(parent)
 
 
 def _encode_range(byte_range: tuple[int, int]) -> tuple[int, int, np.ndarray]:
@@ -156,8 +161,7 @@ def _encoded_chunks(
         _init_worker(*init)
         yield from map(_encode_range, ranges)
         return
-    with multiprocessing.get_context().Pool(min(workers, len(ranges)), _init_worker, init) as pool:
-        yield from pool.imap(_encode_range, ranges)
+    yield from _in_order(_encode_range, ranges, min(workers, len(ranges)), init)
 
 
 def _encoded_pieces(tokenizer: Tokenizer, pieces: Iterable[Piece], dtype: np.dtype, workers: int) -> Iterator[tuple[int, int, np.ndarray]]:
@@ -175,14 +179,27 @@ def _encoded_in_order(tokenizer: Tokenizer, pieces: Iterable[Piece], dtype: np.d
         _init_worker(*init)
         yield from map(_encode_piece, pieces)
         return
-    with multiprocessing.get_context().Pool(workers, _init_worker, init) as pool:
-        in_flight: collections.deque = collections.deque()
-        for piece in pieces:
-            in_flight.append(pool.apply_async(_encode_piece, (piece,)))
+    yield from _in_order(_encode_piece, pieces, workers, init)
+
+
+def _in_order(encode: Callable, items: Iterable, workers: int, init: tuple) -> Iterator:
+    """``encode(item)`` of each item, in order, worked out by ``workers`` processes with at most two
+    items each in flight: the items are read as fast as they are encoded, no faster. A worker that
+    dies (the out-of-memory killer, a kill -9) ends it with one error: ``multiprocessing.Pool``
+    would replace the worker and wait forever for the result it took with it."""
+    pool = ProcessPoolExecutor(workers, multiprocessing.get_context(), _init_worker, (*init, os.getpid()))
+    in_flight: collections.deque = collections.deque()
+    try:
+        for item in items:
+            in_flight.append(pool.submit(encode, item))
             if len(in_flight) >= 2 * workers:
-                yield in_flight.popleft().get()
+                yield in_flight.popleft().result()
         while in_flight:
-            yield in_flight.popleft().get()
+            yield in_flight.popleft().result()
+    except BrokenProcessPool:
+        raise LmcliError("an encoding worker process died (out of memory?); try fewer --workers") from None
+    finally:  # on an error or Ctrl-C, the chunks not started yet are dropped, not encoded first
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def encoded_chunks(

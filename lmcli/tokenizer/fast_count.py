@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from lmcli.errors import LmcliError
+from lmcli.job import sigterm_when_parent_dies
 from lmcli.parallel import available_cores
 from lmcli.tokenizer.chunks import DEFAULT_CHUNK_BYTES, bounded_pieces, chunk_ranges, decode_utf8, read_range
 from lmcli.tokenizer.fast_pretoken_ids import MAX_PACKED_BYTES, PackedKeyTable, byte_slices, grown, packed_keys, padded_bytes, unpacked_keys
@@ -190,12 +191,30 @@ def _batches(documents: Iterable[str]) -> Iterator[list[str]]:
 
 
 class WorkerMessages:
-    """What counting workers send: ("counts", packed), ("bytes", n), ("done", None) or ("error", exception)."""
+    """What counting workers send: ("counts", packed), ("bytes", n), ("done", None) or ("error", exception),
+    received from ``messages`` and handled; and the error when a worker died."""
 
-    def __init__(self, on_counts: Callable[[Packed], None], on_bytes: Callable[[int], None] | None = None):
+    def __init__(self, messages, workers: list, on_counts: Callable[[Packed], None], on_bytes: Callable[[int], None] | None = None):
+        self.messages, self.workers = messages, workers
         self.on_counts, self.on_bytes, self.done = on_counts, on_bytes, 0
 
-    def handle(self, message: tuple[str, object]) -> None:
+    def receive(self, timeout: float) -> bool:
+        """Handle the next message if one comes within ``timeout`` s (whether one came). A worker that
+        was killed (the out-of-memory killer, a kill -9) or ended without saying it was done is an error."""
+        ended = sum(w.exitcode is not None for w in self.workers)  # before the wait: their last words are queued by now
+        try:
+            self._handle(self.messages.get(timeout=timeout))
+            return True
+        except queue.Empty:
+            if any(w.exitcode for w in self.workers) or ended > self.done:
+                raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers") from None
+            return False
+
+    def wait_until_done(self) -> None:
+        while self.done < len(self.workers):
+            self.receive(0.5)
+
+    def _handle(self, message: tuple[str, object]) -> None:
         kind, value = message
         if kind == "error":
             raise value
@@ -212,33 +231,20 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
     context = _context()
     next_range = context.Value("q", 0)
     messages = context.Queue()
-    workers = [
-        context.Process(target=_worker, args=(path, ranges, next_range, special_tokens, errors, messages), daemon=True)
-        for _ in range(processes - 1)
-    ]
-    for w in workers:
-        w.start()
+    workers = _started(context, processes - 1, _worker, path, ranges, next_range, special_tokens, errors, messages)
     try:
         # The workers' counts are added as they come, between this process's own chunks: held back
         # until the end, they would pile up (about 12 MB per flush) as the input grows.
         total = PretokenCounts()
-        inbox = WorkerMessages(total.add_packed, on_bytes)
+        inbox = WorkerMessages(messages, workers, total.add_packed, on_bytes)
 
         def drain_then(n: int) -> None:
             on_bytes(n)
-            while True:
-                try:
-                    inbox.handle(messages.get_nowait())
-                except queue.Empty:
-                    return
+            while inbox.receive(0.0):
+                pass
 
         _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then, counts=total)
-        while inbox.done < len(workers):
-            try:
-                inbox.handle(messages.get(timeout=0.5))
-            except queue.Empty:
-                if not all(w.is_alive() for w in workers):
-                    raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers")
+        inbox.wait_until_done()
         return total
     finally:
         for w in workers:
@@ -272,27 +278,20 @@ def count_stream_pretokens(
         return counts
     context = _context()
     tasks, messages = context.Queue(maxsize=2 * workers), context.Queue()
-    procs = [context.Process(target=_stream_worker, args=(tasks, messages, special_tokens), daemon=True) for _ in range(workers)]
-    for w in procs:
-        w.start()
+    procs = _started(context, workers, _stream_worker, tasks, messages, special_tokens)
     total = PretokenCounts()  # compact while the workers' counts come in
-    inbox = WorkerMessages(total.add_packed)
-
-    def merge_next(timeout: float) -> None:
-        """Merge the next message from the workers, if one comes in ``timeout`` s; a dead worker is an error."""
-        try:
-            inbox.handle(messages.get(timeout=timeout))
-        except queue.Empty:
-            if not all(w.is_alive() for w in procs):
-                raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers") from None
+    inbox = WorkerMessages(messages, procs, total.add_packed)
 
     def hand_over(item: Piece | None) -> None:
-        """Put ``item`` on the task queue, merging counts while it is full."""
+        """Put ``item`` on the task queue, first merging what the workers sent (a dead worker is found
+        here, not at the end), and again while the queue is full."""
         while True:
+            while inbox.receive(0.0):
+                pass
             try:
                 return tasks.put(item, timeout=0.1)
             except queue.Full:
-                merge_next(0.0)
+                pass
 
     try:
         for piece in stream:
@@ -300,14 +299,14 @@ def count_stream_pretokens(
             advance(piece)
         for _ in procs:
             hand_over(None)
-        while inbox.done < len(procs):
-            merge_next(0.5)
+        inbox.wait_until_done()
         return total
     finally:
         for w in procs:
             if w.is_alive():
                 w.terminate()
             w.join()
+        tasks.cancel_join_thread()  # pieces no worker will read (after an error) must not hold up this process's exit
 
 
 def _add_piece(counts: PretokenCounts, text: str, special) -> None:
@@ -364,6 +363,21 @@ def _worker(path, ranges: Ranges, next_range, special_tokens, errors, messages) 
         messages.put(("error", e))
     except KeyboardInterrupt:
         pass  # the main process reports the interruption
+
+
+def _started(context, count: int, target: Callable, *args) -> list:
+    """``count`` worker processes running ``target(*args)``, started. The kernel ends each one when
+    this process dies: a kill -9 of it would otherwise leave them counting on, or blocked forever on
+    a full pipe that nobody reads."""
+    workers = [context.Process(target=_child, args=(os.getpid(), target, *args), daemon=True) for _ in range(count)]
+    for w in workers:
+        w.start()
+    return workers
+
+
+def _child(parent: int, target: Callable, *args) -> None:
+    sigterm_when_parent_dies(parent)
+    target(*args)
 
 
 def _context():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import time
 
 import numpy as np
 import pytest
@@ -90,6 +93,22 @@ def test_interrupted_encode_leaves_nothing_that_looks_like_a_result(gpt2, fixtur
     with pytest.raises(KeyboardInterrupt):
         encode_file(gpt2, src, tmp_path / "out.npy", workers=1, chunk_bytes=4096)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt2", "in.txt"]
+
+
+def square_or_die(n: int) -> int:
+    """A worker's task (module-level, so the pool can send it by name): 13 is the out-of-memory killer."""
+    if n == 13:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return n * n
+
+
+def test_a_worker_that_is_killed_ends_the_encoding_with_one_error_not_a_hang():
+    init = (None, "", np.uint16, "strict")
+    assert list(encode_file_module._in_order(square_or_die, range(12), 2, init)) == [n * n for n in range(12)]
+    start = time.monotonic()
+    with pytest.raises(LmcliError, match="an encoding worker process died"):  # multiprocessing.Pool waited forever here
+        list(encode_file_module._in_order(square_or_die, range(40), 2, init))
+    assert time.monotonic() - start < 30
 
 
 def test_document_ranges_find_separators_across_blocks(monkeypatch, tmp_path):

@@ -7,6 +7,7 @@ import json
 import os
 import pstats
 import random
+import signal
 from array import array
 from collections import Counter
 
@@ -20,6 +21,7 @@ from lmcli.tokenizer.fast_encode import GPT2_ASCII_PATTERN
 from lmcli.tokenizer.fast_pretoken_ids import packed_keys, padded_bytes, unpacked_keys
 from lmcli.tokenizer.files import load_merges, load_tokenizer_files, load_vocab, read_meta
 from lmcli.tokenizer.pretokenize import GPT2_PATTERN
+from lmcli.tokenizer.sources import Piece
 from lmcli.tokenizer.train import TrainStats
 
 EOT = "<|endoftext|>"
@@ -219,6 +221,34 @@ def test_invalid_utf8_found_by_a_worker_names_its_file_offset(tmp_path):
     path = write(tmp_path, good + b"bad \xc3\x28 byte\n" + good)
     with pytest.raises(LmcliError, match=f"byte offset {len(good) + 4} "):
         train_bpe(path, 300, [EOT], workers=2, chunk_bytes=1000)
+
+
+def killed_at_once(*args) -> None:
+    """A counting worker that the out-of-memory killer takes as it starts."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_counting_worker_is_one_error_found_at_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(fast_count, "_worker", killed_at_once)
+    path = write(tmp_path, b"one two three four five six seven\n" * 60_000)  # 2 MB: 32 chunks of 64 KB
+    counted = []
+    with pytest.raises(LmcliError, match="a pre-tokenizing worker process died"):
+        fast_count.count_file_pretokens(path, [EOT], workers=2, chunk_bytes=1 << 16, on_bytes=counted.append)
+    assert sum(counted) < path.stat().st_size / 2  # found between this process's own chunks, not after all of them
+
+
+def test_a_killed_streaming_worker_is_one_error_found_at_once(monkeypatch):
+    monkeypatch.setattr(fast_count, "_stream_worker", killed_at_once)
+    handed_over = []
+
+    def stream():
+        for i in range(1, 2_000):
+            handed_over.append(i)
+            yield Piece("one two three " * 100, i)
+
+    with pytest.raises(LmcliError, match="a pre-tokenizing worker process died"):
+        fast_count.count_stream_pretokens(stream(), [EOT], workers=2)
+    assert len(handed_over) < 1_000  # the reading stopped as soon as it was found
 
 
 def test_stops_when_pairs_run_out(tmp_path):
