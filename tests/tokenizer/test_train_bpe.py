@@ -8,6 +8,7 @@ import os
 import pstats
 import random
 import signal
+import time
 from array import array
 from collections import Counter
 
@@ -230,10 +231,15 @@ def killed_at_once(*args) -> None:
 
 def test_a_killed_counting_worker_is_one_error_found_at_once(tmp_path, monkeypatch):
     monkeypatch.setattr(fast_count, "_worker", killed_at_once)
-    path = write(tmp_path, b"one two three four five six seven\n" * 60_000)  # 2 MB: 32 chunks of 64 KB
+    path = write(tmp_path, b"one two three four five six seven\n" * 60_000)  # 2 MB: 128 chunks of 16 KB
     counted = []
+
+    def slowly(n: int) -> None:  # 20 ms a chunk: the worker has 1.3 s to start and die, even on a busy machine
+        counted.append(n)
+        time.sleep(0.02)
+
     with pytest.raises(LmcliError, match="a pre-tokenizing worker process died"):
-        fast_count.count_file_pretokens(path, [EOT], workers=2, chunk_bytes=1 << 16, on_bytes=counted.append)
+        fast_count.count_file_pretokens(path, [EOT], workers=2, chunk_bytes=1 << 14, on_bytes=slowly)
     assert sum(counted) < path.stat().st_size / 2  # found between this process's own chunks, not after all of them
 
 
