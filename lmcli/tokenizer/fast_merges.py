@@ -69,30 +69,33 @@ LONG_WORD = 4096
 # above the floor, so the words are counted once.
 TRACKED_SHARE = 2**-22
 FLOOR_DROP = 16
+NODE_TYPE, NODE_DTYPE = "i", np.int32  # a long word's nodes and tokens: signed 32 bits (-1 ends a list)
 WORD_INDEX = "I"  # the words a pair was seen in: unsigned 32-bit, not a list of ints (8 bytes a slot and an int each)
 
 
 class LongWord:
     """A long word as a linked list: node i starts as byte i; ``sym[i]`` is its token (-1 once merged
     into its left neighbour) and ``where[pair]`` lists the nodes at which ``pair`` may start (entries go
-    stale as merges happen; they are checked when used)."""
+    stale as merges happen; they are checked when used). All of them are 32-bit arrays: Python lists
+    of ints took about 160 bytes per byte of the word (a 9 MB word, 1.5 GB)."""
 
     def __init__(self, word: bytes, shift: int):
-        self.sym = list(word)
-        self.nxt = [*range(1, len(word)), -1]
-        self.prv = [-1, *range(len(word) - 1)]
+        nodes = np.arange(len(word), dtype=NODE_DTYPE)
+        self.sym = _node_array(np.frombuffer(word, dtype=np.uint8))
+        self.nxt = _node_array(np.append(nodes[1:], -1))
+        self.prv = _node_array(nodes - 1)
         # The start of every pair, grouped by pair with numpy (a Python loop over megabytes is slow).
         codes = np.frombuffer(word, dtype=np.uint8).astype(np.int64)
         pairs = codes[:-1] << shift | codes[1:]
         order = np.argsort(pairs, kind="stable")
         cuts = np.flatnonzero(np.diff(pairs[order])) + 1
         keys = pairs[order][np.concatenate([[0], cuts])].tolist()
-        self.where: dict[int, list[int]] = dict(zip(keys, (g.tolist() for g in np.split(order, cuts))))
+        self.where: dict[int, array] = dict(zip(keys, map(_node_array, np.split(order, cuts))))
 
     def pair_counts(self, shift: int) -> dict[int, int]:
         """How often each pair occurs in the word now, with numpy: a merge drops its right node and
         never moves one, so the tokens still there, in node order, are the word."""
-        sym = np.array(self.sym, dtype=np.int64)
+        sym = np.frombuffer(self.sym, dtype=NODE_DTYPE).astype(np.int64)
         tokens = sym[sym >= 0]
         keys, occurrences = np.unique(tokens[:-1] << shift | tokens[1:], return_counts=True)
         return dict(zip(keys.tolist(), occurrences.tolist()))
@@ -330,15 +333,30 @@ class MergeLoop:
             if p >= 0:  # left neighbour x; it is t when the previous occurrence was just merged
                 x = sym[p]
                 move((b if x == t else x) << shift | a, x << shift | t, n, w)
-                where.setdefault(x << shift | t, []).append(p)
+                _starts_of(where, x << shift | t).append(p)
             if q >= 0:  # right neighbour y, unless it starts another occurrence (then it is that one's left)
                 y = sym[q]
                 if not (y == a and nxt[q] >= 0 and sym[nxt[q]] == b):
                     move(b << shift | y, t << shift | y, n, w)
-                    where.setdefault(t << shift | y, []).append(i)
+                    _starts_of(where, t << shift | y).append(i)
             sym[i], sym[j], nxt[i] = t, -1, q
             if q >= 0:
                 prv[q] = i
+
+
+def _node_array(values: np.ndarray) -> array:
+    """Node numbers or tokens of a long word as a 32-bit array."""
+    nodes = array(NODE_TYPE)
+    nodes.frombytes(values.astype(NODE_DTYPE).tobytes())
+    return nodes
+
+
+def _starts_of(where: dict[int, array], pair: int) -> array:
+    """The nodes listed for ``pair`` (a new, empty list if none)."""
+    starts = where.get(pair)
+    if starts is None:
+        starts = where[pair] = array(NODE_TYPE)
+    return starts
 
 
 def _packed_words(blob: bytes, lengths: np.ndarray, short: np.ndarray, merging: np.ndarray, shift: int) -> tuple[array, array, array]:
