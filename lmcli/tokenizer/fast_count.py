@@ -210,6 +210,11 @@ class WorkerMessages:
                 raise LmcliError("a pre-tokenizing worker process died (out of memory?); try fewer --workers") from None
             return False
 
+    def drain(self) -> None:
+        """Handle every message already sent."""
+        while self.receive(0.0):
+            pass
+
     def wait_until_done(self) -> None:
         while self.done < len(self.workers):
             self.receive(0.5)
@@ -240,8 +245,7 @@ def _count_in_parallel(path, ranges: Ranges, special_tokens, errors, processes: 
 
         def drain_then(n: int) -> None:
             on_bytes(n)
-            while inbox.receive(0.0):
-                pass
+            inbox.drain()
 
         _count_ranges(path, _shared(ranges, next_range), special_tokens, errors, drain_then, counts=total)
         inbox.wait_until_done()
@@ -286,8 +290,7 @@ def count_stream_pretokens(
         """Put ``item`` on the task queue, first merging what the workers sent (a dead worker is found
         here, not at the end), and again while the queue is full."""
         while True:
-            while inbox.receive(0.0):
-                pass
+            inbox.drain()
             try:
                 return tasks.put(item, timeout=0.1)
             except queue.Full:

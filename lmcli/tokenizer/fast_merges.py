@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from lmcli.allocator import release_free_pages
 from lmcli.tokenizer.fast_count import Packed
 
 _INVERTED = bytes(range(255, -1, -1))  # byte x -> 255 - x
@@ -69,6 +70,7 @@ LONG_WORD = 4096
 # above the floor, so the words are counted once.
 TRACKED_SHARE = 2**-22
 FLOOR_DROP = 16
+RELEASE_EVERY_MERGES = 1000  # a malloc_trim takes milliseconds: a few dozen per vocabulary cost nothing
 NODE_TYPE, NODE_DTYPE = "i", np.int32  # a long word's nodes and tokens: signed 32 bits (-1 ends a list)
 WORD_INDEX = "I"  # the words a pair was seen in: unsigned 32-bit, not a list of ints (8 bytes a slot and an int each)
 
@@ -196,6 +198,8 @@ class MergeLoop:
         if on_merge:
             on_merge(0)
         while len(merges) < num_merges:
+            if len(merges) % RELEASE_EVERY_MERGES == 0:
+                release_free_pages()  # a merge frees a pair's small list of words: the holes add up to ~20 MB a GB
             pair = self._best_pair()
             if pair is None:
                 break  # no adjacent pairs left anywhere
@@ -346,9 +350,7 @@ class MergeLoop:
 
 def _node_array(values: np.ndarray) -> array:
     """Node numbers or tokens of a long word as a 32-bit array."""
-    nodes = array(NODE_TYPE)
-    nodes.frombytes(values.astype(NODE_DTYPE).tobytes())
-    return nodes
+    return _array(values, NODE_TYPE, NODE_DTYPE)
 
 
 def _starts_of(where: dict[int, array], pair: int) -> array:
@@ -376,6 +378,11 @@ def _unsigned_array(values: np.ndarray, bound: int) -> array:
     """``values`` (each below ``bound``) in an array of 16, 32 or 64 bits: the fewest that hold them."""
     typecode, dtype = next((t, d) for t, d in (("H", np.uint16), ("I", np.uint32), ("q", np.int64))
                            if bound <= int(np.iinfo(d).max) + 1)
+    return _array(values, typecode, dtype)
+
+
+def _array(values: np.ndarray, typecode: str, dtype: type) -> array:
+    """``values`` as an ``array`` of ``typecode`` (whose items are ``dtype``)."""
     result = array(typecode)
     result.frombytes(values.astype(dtype).tobytes())
     return result

@@ -20,14 +20,13 @@ creation order; ``vocab_size`` counts all of them.
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lmcli.allocator import release_free_pages, unmap_large_buffers
+from lmcli.allocator import unmap_large_buffers
 from lmcli.errors import LmcliError
 from lmcli.tokenizer.chunks import check_text_file
 from lmcli.tokenizer.fast_count import PretokenCounts, count_file_pretokens, count_stream_pretokens
@@ -37,7 +36,6 @@ from lmcli.tokenizer.sources import TextSource, expand_inputs, one_stream
 from lmcli.tokenizer.special_tokens import check_special_tokens
 
 ERROR_MODES = ("strict", "replace")
-RELEASE_EVERY_MERGES = 1000  # a malloc_trim takes milliseconds: a few dozen per vocabulary cost nothing
 
 
 @dataclass
@@ -120,17 +118,9 @@ def train_bpe(
         del packed  # the loop holds the words now: the counts go before the pairs are counted
         loop.count_pairs()
     with stats.timed("merge"):
-        merges = loop.run(num_merges, functools.partial(_merged, on_merge or (lambda done: None)))
+        merges = loop.run(num_merges, on_merge)
     stats.merges = len(merges)
     return build_vocab(special_tokens, merges), merges
-
-
-def _merged(on_merge: Callable[[int], None], done: int) -> None:
-    """Progress of the merges; now and then the heap's free pages go back to the system (the loop
-    frees a small list at every merge, and the holes would add up to about 20 MB a gigabyte)."""
-    if done % RELEASE_EVERY_MERGES == 0:
-        release_free_pages()
-    on_merge(done)
 
 
 def check_vocab_size(vocab_size: int, special_tokens: list[str]) -> int:
